@@ -1,0 +1,44 @@
+# Two entry points do all the set-up on a fresh machine (Python >= 3.10, Node 20 + npm):
+#   make demo   - install into .venv and diagnose the shipped Node.js worker_threads dump
+#   make test   - install with test extras, npm ci for the end-to-end apps, run every check
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+NODE_APPS := fixtures/apps/node
+NODE_STAMP := $(NODE_APPS)/node_modules/.installed-stamp
+
+.PHONY: demo test lint install node fixtures clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+$(NODE_STAMP): $(NODE_APPS)/package.json $(NODE_APPS)/package-lock.json
+	cd $(NODE_APPS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node: $(NODE_STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ctxdoctor analyze fixtures/scenarios/node-worker-threads-naive/dump.json
+
+lint: $(STAMP)
+	$(BIN)/ruff check ctxdoctor tests bench fixtures
+	$(BIN)/mypy
+
+test: $(STAMP) $(NODE_STAMP) lint
+	$(BIN)/python -m pytest -q
+
+# Re-record every fixture dump from the real apps (needs Node.js for the Node.js scenarios).
+fixtures: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python fixtures/record.py
+
+clean:
+	rm -rf $(VENV) $(NODE_APPS)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+from ctxdoctor.cli import main
+
+main()

@@ -1,0 +1,51 @@
+"""The reader stage: one module per input format, each turning bytes into ``Span`` records.
+
+A new input format is one new module with a class that satisfies ``Reader`` and one line in
+``readers/__init__.py``'s registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import BinaryIO, Protocol
+
+import msgspec
+
+from ctxdoctor.model import Span
+from ctxdoctor.units import UnitTable
+
+
+class ReadWarning(msgspec.Struct, frozen=True):
+    """Something in the input that was skipped, with where it was."""
+
+    path: str
+    message: str
+    line: int | None = None
+    offset: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}"
+        elif self.offset is not None:
+            where += f" (byte offset {self.offset})"
+        return f"{where}: {self.message}"
+
+
+SpanSink = Callable[[Span], None]
+
+
+class Reader(Protocol):
+    """Reads one dump stream, handing each span to ``emit`` as soon as it is decoded."""
+
+    name: str
+
+    def sniff(self, head: bytes) -> bool:
+        """Whether a stream starting with ``head`` (decompressed) is in this format."""
+        ...
+
+    def read(
+        self, path: str, stream: BinaryIO, units: UnitTable, emit: SpanSink, warn: Callable[[ReadWarning], None]
+    ) -> None:
+        """Decode every span. Raise ``InputError`` for malformed input; ``warn`` for a truncated tail."""
+        ...

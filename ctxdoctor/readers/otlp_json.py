@@ -1,0 +1,296 @@
+"""OTLP/JSON: the Collector file exporter's JSON-lines format (one request per line), or one
+pretty-printed document.
+
+Decoded with msgspec into wire structs that name only the fields the analysis uses, so
+everything else in a line is skipped without allocating. Ids are hex per the OTLP/JSON spec
+(never base64). The Collector's leniency is kept: int64 as strings or numbers, enum names,
+empty ids, and snake_case keys (the latter through a slower normalising path).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, BinaryIO
+
+import msgspec
+
+from ctxdoctor.errors import InputError
+from ctxdoctor.model import Span, SpanKind
+from ctxdoctor.readers.interface import ReadWarning, SpanSink
+from ctxdoctor.units import RESOURCE_KEYS, SPAN_THREAD_KEYS, Scalar, UnitTable
+
+
+class _KV(msgspec.Struct):
+    key: str = ""
+    value: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class _AnyValue(msgspec.Struct):
+    stringValue: str | None = None
+    intValue: int | None = None
+    boolValue: bool | None = None
+    doubleValue: float | str | None = None
+
+
+class _Resource(msgspec.Struct):
+    attributes: list[_KV] = []
+
+
+class _Link(msgspec.Struct):
+    traceId: str = ""
+
+
+class _Status(msgspec.Struct):
+    code: int | str = 0
+
+
+class _Span(msgspec.Struct):
+    traceId: str = ""
+    spanId: str = ""
+    parentSpanId: str = ""
+    name: str = ""
+    kind: int | str = 0
+    startTimeUnixNano: int = 0
+    endTimeUnixNano: int = 0
+    flags: int = 0
+    attributes: list[_KV] = []
+    links: list[_Link] = []
+    status: _Status | None = None
+
+
+class _ScopeSpans(msgspec.Struct):
+    spans: list[_Span] = []
+
+
+class _ResourceSpans(msgspec.Struct):
+    resource: _Resource | None = None
+    scopeSpans: list[_ScopeSpans] = []
+    instrumentationLibrarySpans: list[_ScopeSpans] = []  # OTLP < 0.15, still seen in old dumps
+
+
+class _Request(msgspec.Struct):
+    resourceSpans: list[_ResourceSpans] = []
+
+
+_decoder = msgspec.json.Decoder(_Request, strict=False)
+_value_decoder = msgspec.json.Decoder(_AnyValue, strict=False)
+_SNAKE_MARKERS = (b'"resource_spans"', b'"scope_spans"', b'"trace_id"', b'"span_id"')
+_KIND_NAMES = {k.name: int(k) for k in SpanKind} | {f"SPAN_KIND_{k.name}": int(k) for k in SpanKind}
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2, "UNSET": 0, "OK": 1, "ERROR": 2}
+_HEX = re.compile(r"[0-9a-fA-F]*")
+
+
+class SpanError(ValueError):
+    """One span's ids are unusable; the line is otherwise fine."""
+
+
+def _scalar(raw: msgspec.Raw) -> Scalar:
+    v = _value_decoder.decode(raw)
+    if v.stringValue is not None:
+        return v.stringValue
+    if v.intValue is not None:
+        return v.intValue
+    if v.boolValue is not None:
+        return v.boolValue
+    if isinstance(v.doubleValue, float):
+        return v.doubleValue
+    return None
+
+
+def parse_id(text: str, digits: int, field: str) -> int:
+    """Hex id to int; 0 for empty. Explains the common base64 mistake."""
+    if not text:
+        return 0
+    if len(text) != digits or not _HEX.fullmatch(text):
+        hint = " (OTLP/JSON ids are hex, not base64)" if len(text) in (24, 12) or "=" in text else ""
+        raise SpanError(f"{field} {text!r} is not {digits} hex digits{hint}")
+    return int(text, 16)
+
+
+def _enum(value: int | str, names: dict[str, int], field: str) -> int:
+    if isinstance(value, int):
+        return value
+    if value.isdigit():
+        return int(value)
+    try:
+        return names[value.upper()]
+    except KeyError:
+        raise SpanError(f"{field} {value!r} is not a known enum name") from None
+
+
+def _camel(key: str) -> str:
+    head, *rest = key.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _camelise(obj: Any) -> Any:
+    """snake_case keys to lowerCamelCase, leaving attribute *values* (user data) alone."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            ck = _camel(k) if "_" in k else k
+            out[ck] = v if ck == "key" else _camelise(v)
+        return out
+    if isinstance(obj, list):
+        return [_camelise(v) for v in obj]
+    return obj
+
+
+def decode_request(data: bytes) -> _Request:
+    """Decode one OTLP/JSON ``ExportTraceServiceRequest``/``TracesData``."""
+    if any(m in data for m in _SNAKE_MARKERS):
+        data = msgspec.json.encode(_camelise(msgspec.json.decode(data)))
+    return _decoder.decode(data)
+
+
+def request_spans(
+    req: _Request, units: UnitTable, emit: SpanSink, on_bad_span: Callable[[str], None]
+) -> int:
+    """Turn a decoded request into ``Span`` records. Returns how many were emitted."""
+    count = 0
+    names: dict[str, str] = {}
+    for rs in req.resourceSpans:
+        attrs = rs.resource.attributes if rs.resource is not None else []
+        key = tuple((kv.key, bytes(kv.value)) for kv in attrs)
+        base = units.resource_unit(key, {kv.key: _scalar(kv.value) for kv in attrs if kv.key in RESOURCE_KEYS})
+        scopes = rs.scopeSpans or rs.instrumentationLibrarySpans
+        for ss in scopes:
+            for s in ss.spans:
+                try:
+                    trace_id = parse_id(s.traceId, 32, "traceId")
+                    span_id = parse_id(s.spanId, 16, "spanId")
+                    if not trace_id or not span_id:
+                        raise SpanError("span has an empty or all-zero traceId/spanId")
+                    parent = parse_id(s.parentSpanId, 16, "parentSpanId")
+                    kind = _enum(s.kind, _KIND_NAMES, "kind")
+                    status = _enum(s.status.code, _STATUS_NAMES, "status.code") if s.status else 0
+                except SpanError as exc:
+                    on_bad_span(f"span {s.name!r} skipped: {exc}")
+                    continue
+                unit = base
+                if s.attributes:
+                    tid = tname = None
+                    for kv in s.attributes:
+                        if kv.key in SPAN_THREAD_KEYS:
+                            if kv.key == "thread.id":
+                                tid = _scalar(kv.value)
+                            else:
+                                tname = _scalar(kv.value)
+                    if tid is not None or tname is not None:
+                        unit = units.thread_unit(base, tid, tname)
+                links: tuple[int, ...] = ()
+                if s.links:
+                    links = tuple(int(lk.traceId, 16) for lk in s.links if _HEX.fullmatch(lk.traceId) and lk.traceId)
+                name = names.setdefault(s.name, s.name)
+                emit(
+                    Span(
+                        trace_id,
+                        span_id,
+                        parent,
+                        name,
+                        kind,
+                        s.startTimeUnixNano,
+                        s.endTimeUnixNano,
+                        s.flags,
+                        unit,
+                        links,
+                        status,
+                    )
+                )
+                count += 1
+    return count
+
+
+def _describe(exc: msgspec.DecodeError) -> str:
+    msg = str(exc)
+    if msg.startswith("Expected"):
+        return f"not an OTLP/JSON ExportTraceServiceRequest: {msg}"
+    return f"malformed JSON: {msg}"
+
+
+def _line_of(data: bytes, exc: msgspec.DecodeError) -> int | None:
+    m = re.search(r"byte (\d+)", str(exc))
+    return data.count(b"\n", 0, int(m.group(1))) + 1 if m else None
+
+
+class OtlpJsonReader:
+    name = "otlp-json"
+
+    def sniff(self, head: bytes) -> bool:
+        return head.lstrip()[:1] in (b"{", b"")
+
+    def read(
+        self,
+        path: str,
+        stream: BinaryIO,
+        units: UnitTable,
+        emit: SpanSink,
+        warn: Callable[[ReadWarning], None],
+    ) -> None:
+        lineno = 0
+        decoded_any = False
+        pending: tuple[int, bytes, msgspec.DecodeError] | None = None
+        for raw_line in stream:
+            lineno += 1
+            line = raw_line.strip()
+            if not line:
+                continue
+            if pending is not None:
+                # The earlier bad line was not the last one: a real error, unless the file is
+                # one pretty-printed document, which only shows when its first line fails.
+                bad_no, bad_line, exc = pending
+                if not decoded_any:
+                    rest = bad_line + b"\n" + line + b"\n" + stream.read()
+                    self._read_document(path, rest, bad_no, units, emit, warn)
+                    return
+                raise InputError(path, _describe(exc), line=bad_no)
+            try:
+                req = decode_request(line)
+            except msgspec.DecodeError as exc:
+                pending = (lineno, line, exc)
+                continue
+            decoded_any = True
+            self._emit(path, lineno, req, units, emit, warn)
+        if pending is not None:
+            bad_no, bad_line, exc = pending
+            if "truncated" in str(exc):
+                warn(
+                    ReadWarning(
+                        path,
+                        f"last line is truncated ({len(bad_line)} bytes; the writer was probably "
+                        "stopped mid-write); everything before it was read",
+                        line=bad_no,
+                    )
+                )
+            else:
+                raise InputError(path, _describe(exc), line=bad_no)
+
+    def _read_document(
+        self,
+        path: str,
+        data: bytes,
+        first_line: int,
+        units: UnitTable,
+        emit: SpanSink,
+        warn: Callable[[ReadWarning], None],
+    ) -> None:
+        try:
+            req = decode_request(data)
+        except msgspec.DecodeError as exc:
+            line = _line_of(data, exc)
+            raise InputError(
+                path, _describe(exc), line=None if line is None else first_line + line - 1
+            ) from None
+        self._emit(path, first_line, req, units, emit, warn)
+
+    @staticmethod
+    def _emit(
+        path: str,
+        lineno: int,
+        req: _Request,
+        units: UnitTable,
+        emit: SpanSink,
+        warn: Callable[[ReadWarning], None],
+    ) -> None:
+        request_spans(req, units, emit, lambda m: warn(ReadWarning(path, m, line=lineno)))

@@ -1,0 +1,139 @@
+"""The Collector file exporter's ``proto`` format: records of a 4-byte big-endian length
+followed by that many bytes of ``ExportTraceServiceRequest``."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import BinaryIO
+
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+from ctxdoctor.errors import InputError
+from ctxdoctor.model import Span
+from ctxdoctor.readers.interface import ReadWarning, SpanSink
+from ctxdoctor.units import RESOURCE_KEYS, SPAN_THREAD_KEYS, Scalar, UnitTable
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: A record larger than this is not a length prefix but some other file.
+MAX_RECORD = 1 << 30
+
+
+def _scalar(v: AnyValue) -> Scalar:
+    which = v.WhichOneof("value")
+    if which == "string_value":
+        return v.string_value
+    if which == "int_value":
+        return v.int_value
+    if which == "bool_value":
+        return v.bool_value
+    if which == "double_value":
+        return v.double_value
+    return None
+
+
+def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSink) -> int:
+    """Turn a protobuf request into ``Span`` records; shared with the receiver."""
+    count = 0
+    from_bytes = int.from_bytes
+    for rs in req.resource_spans:
+        attrs = rs.resource.attributes
+        key = rs.resource.SerializeToString(deterministic=True)
+        base = units.resource_unit(key, {kv.key: _scalar(kv.value) for kv in attrs if kv.key in RESOURCE_KEYS})
+        for ss in rs.scope_spans:
+            for s in ss.spans:
+                unit = base
+                if s.attributes:
+                    tid = tname = None
+                    for kv in s.attributes:
+                        if kv.key in SPAN_THREAD_KEYS:
+                            if kv.key == "thread.id":
+                                tid = _scalar(kv.value)
+                            else:
+                                tname = _scalar(kv.value)
+                    if tid is not None or tname is not None:
+                        unit = units.thread_unit(base, tid, tname)
+                trace_id = from_bytes(s.trace_id, "big")
+                span_id = from_bytes(s.span_id, "big")
+                if len(s.trace_id) != 16 or len(s.span_id) != 8 or not trace_id or not span_id:
+                    continue
+                links = tuple(from_bytes(lk.trace_id, "big") for lk in s.links) if s.links else ()
+                emit(
+                    Span(
+                        trace_id,
+                        span_id,
+                        from_bytes(s.parent_span_id, "big"),
+                        s.name,
+                        s.kind,
+                        s.start_time_unix_nano,
+                        s.end_time_unix_nano,
+                        s.flags,
+                        unit,
+                        links,
+                        s.status.code,
+                    )
+                )
+                count += 1
+    return count
+
+
+class OtlpProtoReader:
+    name = "otlp-proto"
+
+    def sniff(self, head: bytes) -> bool:
+        if len(head) < 4:
+            return False
+        (length,) = struct.unpack(">I", head[:4])
+        return 0 < length <= MAX_RECORD and head[:1] != b"{"
+
+    def read(
+        self,
+        path: str,
+        stream: BinaryIO,
+        units: UnitTable,
+        emit: SpanSink,
+        warn: Callable[[ReadWarning], None],
+    ) -> None:
+        offset = 0
+        while True:
+            header = stream.read(4)
+            if not header:
+                return
+            if len(header) < 4:
+                warn(ReadWarning(path, "truncated length prefix at the end; everything before it was read", offset=offset))
+                return
+            (length,) = struct.unpack(">I", header)
+            if length > MAX_RECORD:
+                raise InputError(
+                    path,
+                    f"record length {length} is not plausible: expected a 4-byte big-endian length "
+                    "followed by an ExportTraceServiceRequest (Collector file exporter, format: proto)",
+                    offset=offset,
+                )
+            body = stream.read(length)
+            if len(body) < length:
+                warn(
+                    ReadWarning(
+                        path,
+                        f"last record is truncated ({len(body)} of {length} bytes; the writer was probably "
+                        "stopped mid-write); everything before it was read",
+                        offset=offset,
+                    )
+                )
+                return
+            if body[:4] == _ZSTD_MAGIC:
+                raise InputError(
+                    path,
+                    "record is zstd-compressed (Collector file exporter with compression: zstd); "
+                    "write the dump without compression, or with format: json",
+                    offset=offset,
+                )
+            req = ExportTraceServiceRequest()
+            try:
+                req.ParseFromString(body)
+            except DecodeError as exc:
+                raise InputError(path, f"record is not a valid ExportTraceServiceRequest: {exc}", offset=offset) from None
+            request_spans(req, units, emit)
+            offset += 4 + length
