@@ -1,0 +1,17 @@
+"""The OTLP receiver behind ``ctxdoctor listen``: real exporters in, an OTLP/JSON-lines dump out."""
+
+from ctxdoctor.receiver.grpc_server import PortInUse
+from ctxdoctor.receiver.ingest import ReceiverStats
+from ctxdoctor.receiver.receiver import DEFAULT_MAX_MESSAGE_BYTES, Receiver, receipts_path
+from ctxdoctor.receiver.sink import DumpWriteError, Receipt, read_receipts
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DumpWriteError",
+    "PortInUse",
+    "Receipt",
+    "Receiver",
+    "ReceiverStats",
+    "read_receipts",
+    "receipts_path",
+]

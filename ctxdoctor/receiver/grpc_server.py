@@ -1,0 +1,173 @@
+"""OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export`` on grpcio.
+
+A generic handler receives the raw message bytes (no request deserializer) so that a malformed
+message becomes INVALID_ARGUMENT with a readable reason, instead of the INTERNAL that grpcio
+answers when its own deserializer fails.
+
+grpcio's own decompression is switched off: with it on, nothing tells the handler whether a
+message came compressed (grpc-encoding is stripped from the metadata), and the receipts record
+compression. A compressed message is recognisable by its first bytes, because a protobuf
+``ExportTraceServiceRequest`` starts with the tag of field 1 (0x0a) and never with the gzip magic
+(0x1f 0x8b) or a zlib header (0x78 ..). The size limit applies after decompression, as the OTLP
+specification recommends (RESOURCE_EXHAUSTED).
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from concurrent import futures
+from typing import Any
+
+import grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from ctxdoctor.receiver.decode import BadRequest, parse_protobuf
+from ctxdoctor.receiver.ingest import Ingest
+from ctxdoctor.receiver.sink import SinkClosed
+
+SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+_OK = ExportTraceServiceResponse().SerializeToString()
+
+
+class PortInUse(OSError):
+    pass
+
+
+def _peer(context: grpc.ServicerContext) -> str:
+    peer = context.peer() or "unknown"
+    # "ipv4:127.0.0.1:5312" / "ipv6:[::1]:5312" -> "127.0.0.1:5312"
+    return peer.split(":", 1)[1] if peer.startswith(("ipv4:", "ipv6:")) else peer
+
+
+def decompress(data: bytes, limit: int) -> tuple[str | None, bytes, tuple[grpc.StatusCode, str] | None]:
+    """(compression, message, problem) for a message grpcio left compressed."""
+    if data[:2] == b"\x1f\x8b":
+        compression, wbits = "gzip", 16 + zlib.MAX_WBITS
+    elif data[:1] == b"\x78" and len(data) > 1 and (data[0] << 8 | data[1]) % 31 == 0:
+        compression, wbits = "deflate", zlib.MAX_WBITS
+    else:
+        return None, data, None
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        if compression == "deflate":
+            return None, data, None  # not zlib after all: an (odd) uncompressed message
+        return compression, b"", (grpc.StatusCode.INVALID_ARGUMENT, f"message is not valid gzip: {exc}")
+    if len(out) > limit:
+        return (
+            compression,
+            b"",
+            (
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"message decompresses to more than the limit of {limit} bytes (--max-message-mib)",
+            ),
+        )
+    if not d.eof:
+        if compression == "deflate":
+            return None, data, None
+        return compression, b"", (grpc.StatusCode.INVALID_ARGUMENT, "gzip message is truncated")
+    return compression, out, None
+
+
+class GrpcServer:
+    def __init__(self, ingest: Ingest, host: str, port: int, *, max_message_bytes: int, workers: int = 16) -> None:
+        self.ingest = ingest
+        self.max_message_bytes = max_message_bytes
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                # grpc enables SO_REUSEPORT by default, which lets a second listener share a port
+                # silently: two receivers would each get half the traffic.
+                ("grpc.so_reuseport", 0),
+                ("grpc.per_message_decompression", 0),
+            ],
+            maximum_concurrent_rpcs=None,
+        )
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Export": grpc.unary_unary_rpc_method_handler(
+                    self._export, request_deserializer=None, response_serializer=None
+                )
+            },
+        )
+        self._server.add_generic_rpc_handlers((handler,))
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            self.port = self._server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise PortInUse(f"cannot listen for OTLP/gRPC on {host}:{port}: {_bind_reason(port)}") from exc
+        if self.port == 0:  # older grpcio reports a failed bind this way
+            raise PortInUse(f"cannot listen for OTLP/gRPC on {host}:{port}: {_bind_reason(port)}")
+
+    def start(self) -> None:
+        self._server.start()
+
+    def stop(self, grace: float) -> None:
+        """Stop accepting; let in-flight RPCs finish (up to ``grace`` seconds)."""
+        self._server.stop(grace).wait()
+
+    def _export(self, data: bytes, context: grpc.ServicerContext) -> Any:
+        arrived = time.time()
+        ingest = self.ingest
+        ingest.begin()
+        try:
+            peer = _peer(context)
+            compression, body, problem = decompress(data, self.max_message_bytes)
+            if problem is not None:
+                code, message = problem
+                ingest.refuse(
+                    protocol="grpc",
+                    peer=peer,
+                    compression=compression,
+                    nbytes=len(data),
+                    arrived=arrived,
+                    status=message,
+                )
+                context.abort(code, message)
+            try:
+                req = parse_protobuf(body)
+            except BadRequest as exc:
+                ingest.refuse(
+                    protocol="grpc",
+                    peer=peer,
+                    compression=compression,
+                    nbytes=len(data),
+                    arrived=arrived,
+                    status=f"invalid: {exc}",
+                )
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            try:
+                res = ingest.accept(
+                    req,
+                    protocol="grpc",
+                    peer=peer,
+                    compression=compression,
+                    nbytes=len(data),
+                    arrived=arrived,
+                )
+            except SinkClosed:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "ctxdoctor is shutting down; retry later")
+            except OSError as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"ctxdoctor {exc}; retry later")
+            if res.rejected:
+                return ExportTraceServiceResponse(
+                    partial_success=ExportTracePartialSuccess(
+                        rejected_spans=res.rejected, error_message=res.error_message
+                    )
+                ).SerializeToString()
+            return _OK
+        finally:
+            ingest.end()
+
+
+def _bind_reason(port: int) -> str:
+    if port and port < 1024:
+        return "the port is in use or needs privileges"
+    return "the port is already in use (another collector or ctxdoctor listen?); pick another with --port"

@@ -1,0 +1,515 @@
+"""OTLP/HTTP: ``POST /v1/traces`` on the standard library's ``ThreadingHTTPServer``.
+
+Why the standard library: one thread per connection matches the blocking dump writer, keep-alive
+works with ``HTTP/1.1``, and it needs no dependency; what it lacks (chunked request bodies, which
+the Node.js exporter sends, gzip, size limits, OTLP error bodies) is a few dozen lines here.
+Errors carry a ``google.rpc.Status`` in the request's encoding, as the OTLP specification asks.
+
+A gRPC client pointed at this port opens with the HTTP/2 preface; it is answered with an HTTP/2
+GOAWAY whose debug text names the right port, and reported once per peer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import msgspec
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTracePartialSuccess,
+    ExportTraceServiceResponse,
+)
+
+from ctxdoctor.receiver.decode import BadRequest, parse_json, parse_protobuf
+from ctxdoctor.receiver.ingest import Ingest
+from ctxdoctor.receiver.sink import SinkClosed
+
+PATH = "/v1/traces"
+_PROTOBUF_TYPES = frozenset({"application/x-protobuf", "application/protobuf"})
+_JSON_TYPES = frozenset({"application/json"})
+_H2_PREFACE = b"PRI * HTTP/2.0"
+# gRPC status codes used in google.rpc.Status bodies.
+_INVALID_ARGUMENT = 3
+_NOT_FOUND = 5
+_RESOURCE_EXHAUSTED = 8
+_UNIMPLEMENTED = 12
+_UNAVAILABLE = 14
+_CHUNK = 1 << 16
+_MAX_CHUNK_LINE = 4096
+
+
+class TooLarge(Exception):
+    pass
+
+
+class _BodyError(Exception):
+    pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = False
+    block_on_close = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: HttpServer) -> None:
+        self.owner = owner
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        # allow_reuse_address only lets a restarted server reuse a port in TIME_WAIT; it never
+        # lets two live listeners share one (no SO_REUSEPORT), so "port in use" stays visible.
+        super().server_bind()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that vanished mid-request is not news; anything else is a bug worth a line,
+        # but never a traceback that could echo request headers.
+        import sys
+
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            return
+        self.owner.log(f"OTLP/HTTP: internal error while serving {client_address[0]}: {type(exc).__name__}")
+
+
+class HttpServer:
+    def __init__(
+        self,
+        ingest: Ingest,
+        host: str,
+        port: int,
+        *,
+        max_message_bytes: int,
+        grpc_port: int | None = None,
+        log: Callable[[str], None] | None = None,
+        idle_timeout: float = 120.0,
+    ) -> None:
+        self.ingest = ingest
+        self.max_message_bytes = max_message_bytes
+        self.grpc_port = grpc_port
+        self.idle_timeout = idle_timeout
+        self._log = log
+        self._conns: dict[_Handler, bool] = {}  # handler -> busy
+        self._conns_lock = threading.Lock()
+        self.stopping = False
+        self._warned_h2: set[str] = set()
+        try:
+            self._httpd = _Server((host, port), _Handler, self)
+        except OSError as exc:
+            from ctxdoctor.receiver.grpc_server import PortInUse
+
+            reason = (
+                "the port is already in use (another collector or ctxdoctor listen?); pick another with --http-port"
+            )
+            if exc.errno not in (98, 48):  # EADDRINUSE on Linux, macOS
+                reason = exc.strerror or str(exc)
+            raise PortInUse(f"cannot listen for OTLP/HTTP on {host}:{port}: {reason}") from None
+        self.port: int = self._httpd.server_address[1]
+        self._thread: threading.Thread | None = None
+
+    def log(self, message: str) -> None:
+        if self._log is not None:
+            self._log(message)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1}, name="otlp-http", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop accepting, wake idle keep-alive connections, wait for in-flight requests."""
+        self.stopping = True
+        self._httpd.shutdown()
+        with self._conns_lock:
+            idle = [h for h, busy in self._conns.items() if not busy]
+        for h in idle:
+            h.wake()
+        self._httpd.server_close()  # joins the connection threads (block_on_close)
+        if self._thread is not None:
+            self._thread.join()
+
+    # -- connection bookkeeping, called by handlers --------------------------------------------
+    def _set(self, handler: _Handler, busy: bool | None) -> bool:
+        """Mark a connection busy/idle (None: gone). False when a new request must not start."""
+        with self._conns_lock:
+            if busy is None:
+                self._conns.pop(handler, None)
+                return True
+            if busy and self.stopping:
+                return False
+            self._conns[handler] = busy
+            return True
+
+    def grpc_client_seen(self, peer: str) -> None:
+        host = peer.rsplit(":", 1)[0]
+        if host in self._warned_h2:
+            return
+        self._warned_h2.add(host)
+        where = f" is on port {self.grpc_port}" if self.grpc_port else " needs the gRPC port"
+        self.log(
+            f"a gRPC client ({peer}) connected to the OTLP/HTTP port {self.port}; OTLP/gRPC{where} "
+            "(or set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf to use this one)"
+        )
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    server_version = "ctxdoctor"
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self.owner = self.server.owner
+        self.connection.settimeout(self.owner.idle_timeout)
+        self.owner._set(self, False)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.owner._set(self, None)
+
+    def wake(self) -> None:
+        """Unblock a handler waiting for the next request on an idle keep-alive connection."""
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RD)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # access logs would drown the live view; the receipts sidecar records every request
+
+    @property
+    def peer(self) -> str:
+        host, port = self.client_address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # -- request loop --------------------------------------------------------------------------
+    def handle_one_request(self) -> None:
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+        except (TimeoutError, OSError):
+            self.close_connection = True
+            return
+        if not self.raw_requestline:
+            self.close_connection = True
+            return
+        if self.raw_requestline.startswith(_H2_PREFACE):
+            self._refuse_http2()
+            return
+        if not self.owner._set(self, True):
+            # Shutting down: the request is not read, so the client will retry it elsewhere.
+            self.close_connection = True
+            return
+        try:
+            if len(self.raw_requestline) > 65536:
+                self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
+                return
+            self._body: str | int = "unread"
+            if not self.parse_request():
+                return
+            method = getattr(self, "do_" + self.command, None)
+            if method is None:
+                self._method_not_allowed()
+            else:
+                method()
+            self.wfile.flush()
+        finally:
+            if self.owner.stopping:
+                self.close_connection = True
+            self.owner._set(self, False)
+
+    def _refuse_http2(self) -> None:
+        self.owner.grpc_client_seen(self.peer)
+        # Server preface (empty SETTINGS) then GOAWAY(HTTP_1_1_REQUIRED) with a readable reason,
+        # which gRPC clients include in their error message.
+        where = f"use port {self.owner.grpc_port}" if self.owner.grpc_port else "use the OTLP/gRPC port"
+        debug = f"this is ctxdoctor's OTLP/HTTP port; for OTLP/gRPC {where}".encode()
+        settings = struct.pack(">I", 0)[1:] + b"\x04\x00" + struct.pack(">I", 0)
+        payload = struct.pack(">II", 0, 0xD) + debug
+        goaway = struct.pack(">I", len(payload))[1:] + b"\x07\x00" + struct.pack(">I", 0) + payload
+        try:
+            self.wfile.write(settings + goaway)
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    # -- methods -------------------------------------------------------------------------------
+    def do_POST(self) -> None:
+        arrived = time.time()
+        path = self.path.split("?", 1)[0]
+        if path != PATH:
+            self._drain_quietly()
+            self._status(404, _NOT_FOUND, f"no such path {path!r}: OTLP/HTTP traces go to POST {PATH}", "json")
+            return
+        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        encoding = "protobuf" if ctype in _PROTOBUF_TYPES else "json" if ctype in _JSON_TYPES else None
+        protocol = f"http/{encoding or 'unknown'}"
+        content_encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        compression = None if content_encoding == "identity" else content_encoding
+        ingest = self.owner.ingest
+        ingest.begin()
+        try:
+            refuse = lambda n, status: ingest.refuse(  # noqa: E731
+                protocol=protocol,
+                peer=self.peer,
+                compression=compression,
+                nbytes=n,
+                arrived=arrived,
+                status=status,
+            )
+            if encoding is None:
+                self._drain_quietly()
+                refuse(0, f"unsupported content type {ctype!r}")
+                self._status(
+                    415,
+                    _INVALID_ARGUMENT,
+                    f"unsupported Content-Type {ctype or '(none)'!r}: send application/x-protobuf or application/json",
+                    "json",
+                )
+                return
+            if content_encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+                self._drain_quietly()
+                refuse(0, f"unsupported content encoding {content_encoding!r}")
+                self._status(
+                    415,
+                    _INVALID_ARGUMENT,
+                    f"unsupported Content-Encoding {content_encoding!r}: send gzip or no compression",
+                    encoding,
+                )
+                return
+            limit = self.owner.max_message_bytes
+            try:
+                # A compressed body is never much larger than its content; the real check is
+                # on the decompressed size.
+                wire = self._read_body(limit if compression is None else limit + (1 << 20))
+                body = _decompress(wire, content_encoding, limit)
+            except TooLarge as exc:
+                self._drain_quietly()
+                refuse(0, f"too large: {exc}")
+                self._status(413, _RESOURCE_EXHAUSTED, str(exc), encoding)
+                return
+            except _BodyError as exc:
+                self._drain_quietly()
+                refuse(0, f"invalid: {exc}")
+                self._status(400, _INVALID_ARGUMENT, str(exc), encoding)
+                return
+            try:
+                if encoding == "protobuf":
+                    req = parse_protobuf(body)
+                    pre_rejected, pre_problem = 0, ""
+                else:
+                    req, pre_rejected, pre_problem = parse_json(body)
+            except BadRequest as exc:
+                refuse(len(wire), f"invalid: {exc}")
+                self._status(400, _INVALID_ARGUMENT, str(exc), encoding)
+                return
+            try:
+                res = ingest.accept(
+                    req,
+                    protocol=protocol,
+                    peer=self.peer,
+                    compression=compression,
+                    nbytes=len(wire),
+                    arrived=arrived,
+                    pre_rejected=pre_rejected,
+                    pre_problem=pre_problem,
+                )
+            except SinkClosed:
+                self._status(503, _UNAVAILABLE, "ctxdoctor is shutting down; retry later", encoding, retry_after=True)
+                return
+            except OSError as exc:
+                self._status(503, _UNAVAILABLE, f"ctxdoctor {exc}; retry later", encoding, retry_after=True)
+                return
+            resp = ExportTraceServiceResponse()
+            if res.rejected:
+                resp.partial_success.CopyFrom(
+                    ExportTracePartialSuccess(rejected_spans=res.rejected, error_message=res.error_message)
+                )
+            if encoding == "protobuf":
+                self._send(200, resp.SerializeToString(), "application/x-protobuf")
+            else:
+                doc: dict[str, Any] = {}
+                if res.rejected:
+                    doc["partialSuccess"] = {
+                        "rejectedSpans": str(res.rejected),
+                        "errorMessage": res.error_message,
+                    }
+                self._send(200, msgspec.json.encode(doc), "application/json")
+        finally:
+            ingest.end()
+
+    def _method_not_allowed(self) -> None:
+        path = self.path.split("?", 1)[0]
+        self._drain_quietly()
+        if path != PATH:
+            self._status(404, _NOT_FOUND, f"no such path {path!r}: OTLP/HTTP traces go to POST {PATH}", "json")
+        else:
+            self._status(405, _UNIMPLEMENTED, f"method {self.command} not allowed: use POST", "json", allow=True)
+
+    do_GET = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _method_not_allowed
+
+    # -- bodies --------------------------------------------------------------------------------
+    # ``_body``: "unread" (nothing of it consumed yet), "read" (fully consumed), "chunked" (a
+    # chunked body abandoned part-way), or an int: bytes of a Content-Length body left unread.
+
+    def _read_body(self, limit: int) -> bytes:
+        te = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+        if te:
+            if te != "chunked":
+                raise _BodyError(f"unsupported Transfer-Encoding {te!r}")
+            return self._read_chunked(limit)
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            self._body = "read"
+            return b""
+        try:
+            length = int(length_text)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise _BodyError(f"bad Content-Length {length_text[:40]!r}") from None
+        if length > limit:
+            self._body = length
+            raise TooLarge(f"request body of {length} bytes is over the limit of {limit} bytes (--max-message-mib)")
+        data = self.rfile.read(length)
+        self._body = "read"
+        if len(data) < length:
+            raise _BodyError(f"body ended after {len(data)} of {length} bytes")
+        return data
+
+    def _read_chunked(self, limit: int) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        rfile = self.rfile
+        self._body = "chunked"
+        while True:
+            line = rfile.readline(_MAX_CHUNK_LINE)
+            if not line.endswith(b"\n"):
+                raise _BodyError("malformed chunked body (chunk size line)")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BodyError("malformed chunked body (chunk size is not hex)") from None
+            if size == 0:
+                # Trailers, then the blank line that ends the body.
+                while True:
+                    t = rfile.readline(_MAX_CHUNK_LINE)
+                    if t in (b"\r\n", b"\n", b""):
+                        break
+                self._body = "read"
+                return b"".join(parts)
+            total += size
+            if total > limit:
+                self._skip(size + 2)  # this chunk and its CRLF; the rest is drained later
+                raise TooLarge(f"request body is over the limit of {limit} bytes (--max-message-mib)")
+            data = rfile.read(size)
+            if len(data) < size:
+                raise _BodyError("chunked body ended early")
+            parts.append(data)
+            if rfile.readline(_MAX_CHUNK_LINE) not in (b"\r\n", b"\n"):
+                raise _BodyError("malformed chunked body (missing CRLF after a chunk)")
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            got = self.rfile.read(min(n, _CHUNK))
+            if not got:
+                return
+            n -= len(got)
+
+    def _drain_quietly(self) -> None:
+        """Read and discard the rest of an unwanted body so the client sees our answer rather
+        than a reset connection; give up after a few seconds. The connection is closed after."""
+        self.close_connection = True
+        state = self._body
+        self._body = "read"
+        try:
+            self.connection.settimeout(5.0)
+            if state == "unread":
+                te = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+                if te == "chunked":
+                    state = "chunked"
+                else:
+                    text = self.headers.get("Content-Length") or "0"
+                    state = int(text) if text.isdigit() else 0
+            if state == "chunked":
+                while True:
+                    line = self.rfile.readline(_MAX_CHUNK_LINE)
+                    if not line:
+                        return
+                    size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                    if size == 0:
+                        self.rfile.readline(_MAX_CHUNK_LINE)
+                        return
+                    self._skip(size + 2)
+            elif isinstance(state, int):
+                self._skip(state)
+        except (OSError, ValueError):
+            pass
+
+    # -- responses -----------------------------------------------------------------------------
+    def _status(
+        self,
+        http_code: int,
+        grpc_code: int,
+        message: str,
+        encoding: str,
+        *,
+        retry_after: bool = False,
+        allow: bool = False,
+    ) -> None:
+        if encoding == "protobuf":
+            body = status_pb2.Status(code=grpc_code, message=message).SerializeToString()
+            ctype = "application/x-protobuf"
+        else:
+            body = msgspec.json.encode({"code": grpc_code, "message": message})
+            ctype = "application/json"
+        headers = []
+        if retry_after:
+            headers.append(("Retry-After", "1"))
+        if allow:
+            headers.append(("Allow", "POST"))
+        self._send(http_code, body, ctype, headers)
+
+    def _send(self, code: int, body: bytes, ctype: str, headers: list[tuple[str, str]] | None = None) -> None:
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in headers or ():
+                self.send_header(k, v)
+            if self.close_connection or self.owner.stopping:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            self.close_connection = True
+
+
+def _decompress(wire: bytes, encoding: str, limit: int) -> bytes:
+    if encoding == "identity":
+        return wire
+    wbits = 16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+    d = zlib.decompressobj(wbits)
+    try:
+        out = d.decompress(wire, limit + 1)
+    except zlib.error as exc:
+        raise _BodyError(f"body is not valid {encoding}: {exc}") from None
+    if len(out) > limit:
+        raise TooLarge(f"request body decompresses to more than the limit of {limit} bytes (--max-message-mib)")
+    if not d.eof:
+        raise _BodyError(f"{encoding} body is truncated")
+    return out

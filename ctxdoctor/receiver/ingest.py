@@ -1,0 +1,208 @@
+"""What both servers do with a decoded request: encode, write, count, receipt.
+
+Kept apart from the transports so that gRPC and HTTP share one definition of "accepted": the
+line is in the dump (written to the OS) before this returns, and only then does a server answer
+OK.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from ctxdoctor.receiver.encode import encode_request
+from ctxdoctor.receiver.sink import DumpSink, Receipt, ReceiptLog
+
+
+@dataclass
+class ReceiverStats:
+    """Running totals; read them from any thread (each field is one atomic store)."""
+
+    requests: int = 0
+    spans: int = 0
+    rejected_spans: int = 0
+    failed_requests: int = 0  # answered with an error (bad input, too large, cannot write)
+    bytes_in: int = 0
+    write_errors: int = 0
+    last_write_error: str | None = None
+    #: service.name -> distinct exporter connections ("protocol peer") that sent it spans.
+    connections: dict[str, set[str]] = field(default_factory=dict)
+    peers: set[str] = field(default_factory=set)
+    #: service.name -> distinct resources (SDK instances) seen; with OTLP/HTTP one SDK may use
+    #: several connections, so this is the count that says "one SDK per worker".
+    resources: dict[str, set[bytes]] = field(default_factory=dict)
+
+    def connections_per_service(self) -> dict[str, int]:
+        return {svc: len(conns) for svc, conns in sorted(self.connections.items())}
+
+    def resources_per_service(self) -> dict[str, int]:
+        return {svc: len(res) for svc, res in sorted(self.resources.items())}
+
+
+@dataclass(frozen=True)
+class Accepted:
+    spans: int
+    rejected: int
+    error_message: str
+
+
+#: Handed to subscribers after each accepted request: the receipt and the request itself.
+Batch = tuple[Receipt, ExportTraceServiceRequest]
+
+
+class Ingest:
+    """Shared by the transports; thread-safe."""
+
+    def __init__(self, sink: DumpSink, receipts: ReceiptLog | None, max_spans: int | None = None) -> None:
+        self.sink = sink
+        self.receipts = receipts
+        self.stats = ReceiverStats()
+        self.max_spans = max_spans
+        self._lock = threading.Lock()
+        self._activity = threading.Condition(self._lock)
+        self._in_flight = 0
+        self._last_activity = time.monotonic()
+        self._subscribers: list[queue.SimpleQueue[Batch]] = []
+        self.on_write_error: Callable[[str], None] | None = None
+        self.on_limit: Callable[[], None] | None = None
+        self.limit_reached = threading.Event()
+
+    def subscribe(self) -> queue.SimpleQueue[Batch]:
+        """A queue receiving every accepted request from now on (for live views)."""
+        q: queue.SimpleQueue[Batch] = queue.SimpleQueue()
+        with self._lock:
+            self._subscribers.append(q)
+        return q
+
+    # -- activity tracking (wait_idle) ---------------------------------------------------------
+    def begin(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._last_activity = time.monotonic()
+
+    def end(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            self._last_activity = time.monotonic()
+            self._activity.notify_all()
+
+    def wait_idle(self, seconds: float, timeout: float | None = None) -> bool:
+        """Block until nothing arrived or ran for ``seconds``. False if ``timeout`` came first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                quiet = now - self._last_activity
+                if self._in_flight == 0 and quiet >= seconds:
+                    return True
+                wait = seconds - quiet if self._in_flight == 0 else seconds
+                if deadline is not None:
+                    if now >= deadline:
+                        return False
+                    wait = min(wait, deadline - now)
+                self._activity.wait(max(wait, 0.01))
+
+    # -- requests ------------------------------------------------------------------------------
+    def accept(
+        self,
+        req: ExportTraceServiceRequest,
+        *,
+        protocol: str,
+        peer: str,
+        compression: str | None,
+        nbytes: int,
+        arrived: float,
+        pre_rejected: int = 0,
+        pre_problem: str = "",
+    ) -> Accepted:
+        """Write the request to the dump. Raises ``DumpWriteError``/``SinkClosed`` when it cannot;
+        the caller then answers UNAVAILABLE and the exporter retries."""
+        enc = encode_request(req)
+        if enc.line:
+            try:
+                self.sink.append(enc.line)
+            except OSError as exc:
+                self._failed(protocol, peer, compression, nbytes, arrived, f"unavailable: {exc}", write=str(exc))
+                raise
+        rejected = enc.rejected + pre_rejected
+        message = enc.error_message
+        if pre_rejected:
+            head = f"{pre_rejected} span(s) rejected for unreadable ids; first: {pre_problem}"
+            message = f"{head}; {message}" if message else head
+        receipt = Receipt(
+            time=arrived,
+            protocol=protocol,
+            peer=peer,
+            compression=compression,
+            bytes=nbytes,
+            spans=enc.spans,
+            rejected=rejected,
+            services=enc.services,
+            status="partial" if rejected else "ok",
+        )
+        st = self.stats
+        hit_limit = False
+        with self._lock:
+            st.requests += 1
+            st.spans += enc.spans
+            st.rejected_spans += rejected
+            st.bytes_in += nbytes
+            conn = f"{protocol} {peer}"
+            st.peers.add(conn)
+            for svc, res in enc.resources:
+                st.connections.setdefault(svc, set()).add(conn)
+                st.resources.setdefault(svc, set()).add(res)
+            st.last_write_error = None
+            subscribers = list(self._subscribers)
+            if self.max_spans is not None and st.spans >= self.max_spans and not self.limit_reached.is_set():
+                self.limit_reached.set()
+                hit_limit = True
+        if self.receipts is not None:
+            self.receipts.write(receipt)
+        for q in subscribers:
+            q.put((receipt, req))
+        if hit_limit and self.on_limit is not None:
+            self.on_limit()
+        return Accepted(enc.spans, rejected, message)
+
+    def refuse(
+        self, *, protocol: str, peer: str, compression: str | None, nbytes: int, arrived: float, status: str
+    ) -> None:
+        """Count and receipt a request answered with an error."""
+        self._failed(protocol, peer, compression, nbytes, arrived, status)
+
+    def _failed(
+        self,
+        protocol: str,
+        peer: str,
+        compression: str | None,
+        nbytes: int,
+        arrived: float,
+        status: str,
+        write: str | None = None,
+    ) -> None:
+        with self._lock:
+            self.stats.failed_requests += 1
+            self.stats.bytes_in += nbytes
+            if write is not None:
+                self.stats.write_errors += 1
+                self.stats.last_write_error = write
+        if write is not None and self.on_write_error is not None:
+            self.on_write_error(write)
+        if self.receipts is not None:
+            self.receipts.write(
+                Receipt(
+                    time=arrived,
+                    protocol=protocol,
+                    peer=peer,
+                    compression=compression,
+                    bytes=nbytes,
+                    spans=0,
+                    status=status[:300],
+                )
+            )

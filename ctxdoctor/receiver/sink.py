@@ -1,0 +1,138 @@
+"""The dump file and its receipts sidecar.
+
+The receiver acknowledges a request only after its line is in the dump, so every append goes
+straight to the OS with ``os.write`` (no user-space buffer that a crash could lose) under one
+lock, which also keeps lines from interleaving. A failed write (disk full, file size limit, I/O
+error) is rolled back by truncating to the last complete line, so the dump stays readable and
+the exporter, told UNAVAILABLE, sends the request again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import threading
+from pathlib import Path
+
+import msgspec
+
+
+class DumpWriteError(OSError):
+    """The dump could not be written; what was written before is intact."""
+
+
+class SinkClosed(RuntimeError):
+    """The receiver is shutting down and takes no more writes."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:  # pragma: no cover - os.write raises rather than returning 0 on regular files
+            raise OSError(errno.EIO, "short write")
+        view = view[n:]
+
+
+def _describe(exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "disk full"
+    elif exc.errno == errno.EFBIG:
+        reason = "file size limit reached"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        reason = f"not permitted ({exc.strerror})"
+    return reason
+
+
+class DumpSink:
+    """Appends OTLP/JSON lines to the dump; thread-safe."""
+
+    def __init__(self, path: Path, *, append: bool = False) -> None:
+        self.path = path
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        if not append:
+            flags |= os.O_TRUNC
+        try:
+            self._fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            raise DumpWriteError(exc.errno, f"cannot open the dump {path}: {_describe(exc)}") from None
+        self._lock = threading.Lock()
+        self._size = os.fstat(self._fd).st_size
+        self._closed = False
+        self.lines = 0
+        self.bytes = 0
+        self.failures = 0
+        self.last_error: str | None = None
+
+    def append(self, line: bytes) -> None:
+        """Write one complete line, or raise ``DumpWriteError`` leaving the file as it was."""
+        with self._lock:
+            if self._closed:
+                raise SinkClosed("the dump is closed")
+            try:
+                _write_all(self._fd, line)
+            except OSError as exc:
+                self.failures += 1
+                # Drop the partial line so the dump stays a sequence of complete requests.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._size)
+                self.last_error = f"cannot write the dump {self.path}: {_describe(exc)}"
+                raise DumpWriteError(exc.errno, self.last_error) from None
+            self._size += len(line)
+            self.lines += 1
+            self.bytes += len(line)
+            self.last_error = None
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(OSError):
+                os.fsync(self._fd)
+            os.close(self._fd)
+
+
+class Receipt(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What arrived, from where and how: one line of the sidecar per request."""
+
+    time: float  # Unix seconds of arrival
+    protocol: str  # "grpc", "http/protobuf" or "http/json"
+    peer: str  # "127.0.0.1:53122": one exporter connection
+    compression: str | None
+    bytes: int  # body size on the wire
+    spans: int  # spans kept (written to the dump)
+    rejected: int = 0  # spans rejected through partial_success
+    services: tuple[str, ...] = ()
+    status: str = "ok"  # "ok", "partial", or the error answered
+
+
+class ReceiptLog:
+    """The sidecar (``<dump>.receipts.jsonl``). Best effort: a receipt that cannot be written is
+    counted, never a reason to fail the request, because the spans are already safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = DumpSink(path)
+        self._encode = msgspec.json.Encoder().encode
+        self.failures = 0
+
+    def write(self, receipt: Receipt) -> None:
+        try:
+            self._file.append(self._encode(receipt) + b"\n")
+        except (DumpWriteError, SinkClosed):
+            self.failures += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_receipts(path: Path) -> list[Receipt]:
+    dec = msgspec.json.Decoder(Receipt)
+    return [dec.decode(line) for line in path.read_bytes().splitlines() if line.strip()]
