@@ -75,7 +75,9 @@ def decompress(data: bytes, limit: int) -> tuple[str | None, bytes, tuple[grpc.S
 
 
 class GrpcServer:
-    def __init__(self, ingest: Ingest, host: str, port: int, *, max_message_bytes: int, workers: int = 16) -> None:
+    def __init__(
+        self, ingest: Ingest, host: str, port: int, *, max_message_bytes: int, workers: int = 16
+    ) -> None:
         self.ingest = ingest
         self.max_message_bytes = max_message_bytes
         self._server = grpc.server(

@@ -127,7 +127,9 @@ class Ingest:
             try:
                 self.sink.append(enc.line)
             except OSError as exc:
-                self._failed(protocol, peer, compression, nbytes, arrived, f"unavailable: {exc}", write=str(exc))
+                self._failed(
+                    protocol, peer, compression, nbytes, arrived, f"unavailable: {exc}", write=str(exc)
+                )
                 raise
         rejected = enc.rejected + pre_rejected
         message = enc.error_message

@@ -2,7 +2,7 @@
 
 It picks the real OTLP exporter from the standard environment (``OTEL_EXPORTER_OTLP_PROTOCOL``,
 ``_ENDPOINT``, ``_COMPRESSION``), as a user's app pointed at ``ctxdoctor listen`` would, makes
-spans in a thread pool without passing context (each task's span becomes an orphan root), and
+spans in a thread pool without passing context, for CTXDOCTOR_ROUNDS incoming "requests" (each task's span becomes an orphan root), and
 appends every span id it created to ``CTXDOCTOR_IDS`` so the test can check nothing was lost or
 written twice.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from opentelemetry import trace
@@ -29,14 +30,20 @@ def exporter():  # type: ignore[no-untyped-def]
 
 
 def main() -> int:
+    rounds = int(os.environ.get("CTXDOCTOR_ROUNDS", "3"))
     tasks = int(os.environ.get("CTXDOCTOR_TASKS", "4"))
     per_task = int(os.environ.get("CTXDOCTOR_SPANS_PER_TASK", "10"))
     provider = TracerProvider(
         resource=Resource.create(
-            {"service.name": os.environ.get("CTXDOCTOR_SERVICE", "receiver-test-python"), "process.pid": os.getpid()}
+            {
+                "service.name": os.environ.get("CTXDOCTOR_SERVICE", "receiver-test-python"),
+                "process.pid": os.getpid(),
+            }
         )
     )
-    provider.add_span_processor(BatchSpanProcessor(exporter(), schedule_delay_millis=100, max_export_batch_size=256))
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter(), schedule_delay_millis=100, max_export_batch_size=256)
+    )
     tracer = provider.get_tracer("receiver-test")
     ids: list[str] = []
     lock = threading.Lock()
@@ -55,10 +62,12 @@ def main() -> int:
                     child.add_event("tick", {"n": j})
                     record(child)
 
-    with tracer.start_as_current_span("dispatch", kind=trace.SpanKind.SERVER) as dispatch:
-        record(dispatch)
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            list(pool.map(task, range(tasks)))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(rounds):
+            with tracer.start_as_current_span("dispatch", kind=trace.SpanKind.SERVER) as dispatch:
+                record(dispatch)
+                list(pool.map(task, range(tasks)))
+            time.sleep(0.005)  # idle time between requests
     ok = provider.force_flush(30_000)
     provider.shutdown()
     with open(os.environ["CTXDOCTOR_IDS"], "a") as f:

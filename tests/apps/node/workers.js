@@ -1,8 +1,9 @@
 'use strict';
-// A worker_threads app for the receiver's end-to-end tests: the main thread opens a "dispatch"
-// span and starts workers; each worker runs its own SDK (as the real fixture apps do), so each
-// opens its own exporter connection, and makes spans without the dispatcher's context (naive
-// hand-off: the worker's first span is an orphan root). Every span id created is appended to
+// A worker_threads app for the receiver's end-to-end tests: for each of CTXDOCTOR_ROUNDS rounds
+// the main thread opens a "dispatch" span and hands a task to every worker; each worker runs its
+// own SDK (as the real fixture apps do), so each opens its own exporter connection, and makes
+// spans without the dispatcher's context (naive hand-off: each task's first span is an orphan
+// root). Every span id created is appended to
 // CTXDOCTOR_IDS ("<trace> <span>" per line) so the test can check the dump lost and duplicated
 // nothing. The exporter comes from OTEL_EXPORTER_OTLP_PROTOCOL and the other standard env vars,
 // exactly as a user's app would be pointed at `ctxdoctor listen`.
@@ -46,45 +47,71 @@ function flushIds() {
   ids.length = 0;
 }
 
-async function worker() {
+function worker() {
   const provider = makeProvider();
   const tracer = provider.getTracer('worker');
-  // Naive hand-off: no context crosses the boundary, so this span is a new root.
-  const root = tracer.startSpan('work', { kind: api.SpanKind.INTERNAL });
-  record(root);
-  const ctx = api.trace.setSpan(api.ROOT_CONTEXT, root);
-  for (let i = 1; i < workerData.spans; i++) {
-    const child = tracer.startSpan('step', { attributes: { 'step.index': i, 'step.ok': true } }, ctx);
-    child.addEvent('tick', { n: i });
-    child.end();
-    record(child);
-  }
-  root.end();
-  await provider.shutdown();
-  flushIds();
-  parentPort.postMessage('done');
+  parentPort.on('message', async (msg) => {
+    if (msg === 'exit') {
+      await provider.shutdown();
+      flushIds();
+      parentPort.postMessage('flushed');
+      parentPort.close();
+      return;
+    }
+    // Naive hand-off: no context crosses the boundary, so this span is a new root.
+    const root = tracer.startSpan('work', { kind: api.SpanKind.INTERNAL, attributes: { round: msg.round } });
+    record(root);
+    const ctx = api.trace.setSpan(api.ROOT_CONTEXT, root);
+    for (let i = 1; i < msg.spans; i++) {
+      const child = tracer.startSpan('step', { attributes: { 'step.index': i, 'step.ok': true } }, ctx);
+      child.addEvent('tick', { n: i });
+      child.end();
+      record(child);
+    }
+    await new Promise((r) => setTimeout(r, 2));
+    root.end();
+    parentPort.postMessage('done');
+  });
+}
+
+function ask(w, msg, answer) {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m) => {
+      if (m === answer) {
+        w.off('message', onMessage);
+        resolve();
+      }
+    };
+    w.on('message', onMessage);
+    w.once('error', reject);
+    w.postMessage(msg);
+  });
 }
 
 async function main() {
   const workers = Number(process.env.CTXDOCTOR_WORKERS || 2);
-  const spans = Number(process.env.CTXDOCTOR_SPANS_PER_WORKER || 20);
+  const rounds = Number(process.env.CTXDOCTOR_ROUNDS || 3);
+  const spans = Number(process.env.CTXDOCTOR_SPANS_PER_TASK || 10);
   const provider = makeProvider();
   const tracer = provider.getTracer('main');
-  const dispatch = tracer.startSpan('dispatch', { kind: api.SpanKind.SERVER });
-  record(dispatch);
-  await Promise.all(
-    Array.from({ length: workers }, () => new Promise((resolve, reject) => {
-      const w = new Worker(__filename, { workerData: { spans } });
-      w.once('message', resolve);
-      w.once('error', reject);
-    })),
-  );
-  dispatch.end();
+  const pool = Array.from({ length: workers }, () => new Worker(__filename));
+  for (let round = 0; round < rounds; round++) {
+    const dispatch = tracer.startSpan('dispatch', { kind: api.SpanKind.SERVER });
+    record(dispatch);
+    await Promise.all(pool.map((w) => ask(w, { round, spans }, 'done')));
+    dispatch.end();
+    await new Promise((r) => setTimeout(r, 5)); // idle time between requests
+  }
+  await Promise.all(pool.map((w) => ask(w, 'exit', 'flushed')));
   await provider.shutdown();
   flushIds();
 }
 
-(isMainThread ? main() : worker()).catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+if (isMainThread) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+} else {
+  worker();
+}
