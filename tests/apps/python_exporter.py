@@ -1,10 +1,10 @@
 """A Python app for the receiver's end-to-end tests, run as its own process.
 
 It picks the real OTLP exporter from the standard environment (``OTEL_EXPORTER_OTLP_PROTOCOL``,
-``_ENDPOINT``, ``_COMPRESSION``), as a user's app pointed at ``ctxdoctor listen`` would, makes
-spans in a thread pool without passing context, for CTXDOCTOR_ROUNDS incoming "requests" (each task's span becomes an orphan root), and
-appends every span id it created to ``CTXDOCTOR_IDS`` so the test can check nothing was lost or
-written twice.
+``_ENDPOINT``, ``_COMPRESSION``), as a user's app pointed at ``ctxdoctor listen`` would. For each
+of CTXDOCTOR_ROUNDS incoming "requests" it hands tasks to a thread pool without passing context
+(each task's span becomes an orphan root), and appends every span id it created to
+``CTXDOCTOR_IDS`` so the test can check nothing was lost or written twice.
 """
 
 from __future__ import annotations
