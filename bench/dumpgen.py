@@ -1051,10 +1051,14 @@ def write_dump(
     active = out_dir / ("data.json" if rotate_bytes else "dump.json")
     jf = active.open("wb")
     pf = (out_dir / "dump.pb").open("wb") if proto else None
+    tf = (out_dir / "truth.jsonl").open("w")
     json_bytes = proto_bytes = cur_bytes = 0
     pack_len = struct.Struct(">I").pack
     try:
         for recs in gen.lines(n_spans):
+            if gen.truth:
+                tf.write("".join(t + "\n" for t in gen.truth))
+                gen.truth.clear()
             j, p = encode_line(recs)
             if rotate_bytes and cur_bytes and cur_bytes + len(j) + 1 > rotate_bytes:
                 jf.close()
@@ -1071,12 +1075,13 @@ def write_dump(
                 proto_bytes += 4 + len(p)
             if progress is not None:
                 progress(gen.stats.spans)
+        tf.write("".join(t + "\n" for t in gen.truth))
     finally:
         jf.close()
+        tf.close()
         if pf is not None:
             pf.close()
     json_files.append(active)
-    (out_dir / "truth.jsonl").write_text("".join(t + "\n" for t in gen.truth))
     return Written(json_files, out_dir / "dump.pb" if proto else None, gen.stats, json_bytes, proto_bytes)
 
 
