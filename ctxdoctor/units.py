@@ -38,7 +38,7 @@ def _as_int(value: Scalar) -> int | None:
     if isinstance(value, int):
         return value
     try:
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     except (TypeError, ValueError):
         return None
 
@@ -136,12 +136,13 @@ def relation(orphan: Unit, parent: Unit) -> Relation | None:
     sp = same_process(orphan, parent)
     if sp:
         return Relation.SAME_PROCESS
-    if orphan.parent_pid is not None and parent.pid is not None and orphan.parent_pid == parent.pid:
-        if orphan.host is None or parent.host is None or orphan.host == parent.host:
-            return Relation.PARENT_CHILD_PROCESS
-    if orphan.service == parent.service and (
-        orphan.host is None or parent.host is None or orphan.host == parent.host
+    if (
+        orphan.parent_pid is not None
+        and orphan.parent_pid == parent.pid
+        and (orphan.host is None or parent.host is None or orphan.host == parent.host)
     ):
+        return Relation.PARENT_CHILD_PROCESS
+    if orphan.service == parent.service and (orphan.host is None or parent.host is None or orphan.host == parent.host):
         return Relation.SAME_SERVICE
     return None
 

@@ -6,7 +6,6 @@ import gzip
 import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
 
 import msgspec
 
@@ -31,10 +30,11 @@ class Dump(msgspec.Struct):
     files: list[str]
 
 
-def _open(path: Path) -> BinaryIO:
+def _open(path: Path) -> io.BufferedReader:
+    """The file, decompressed when it is gzip (by content, whatever its name)."""
     raw = path.open("rb")
-    if raw.peek(2)[:2] == _GZIP_MAGIC if hasattr(raw, "peek") else False:
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if raw.peek(2)[:2] == _GZIP_MAGIC:
+        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
     return raw
 
 
@@ -79,8 +79,7 @@ def read_file(
         raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
     with stream:
         try:
-            buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
-            head = buffered.peek(64)[:64]  # type: ignore[attr-defined]
+            head = stream.peek(64)[:64]
         except (OSError, EOFError) as exc:
             raise InputError(path, f"cannot read: {exc}") from None
         if not head.strip():
@@ -89,7 +88,7 @@ def read_file(
         for reader in READERS:
             if reader.sniff(head):
                 try:
-                    reader.read(str(path), buffered, units, emit, warn)  # type: ignore[arg-type]
+                    reader.read(str(path), stream, units, emit, warn)
                 except (OSError, EOFError, gzip.BadGzipFile) as exc:
                     raise InputError(path, f"cannot read: {exc}") from None
                 return

@@ -82,7 +82,11 @@ _HEX = re.compile(r"[0-9a-fA-F]*")
 
 
 class SpanError(ValueError):
-    """One span's ids are unusable; the line is otherwise fine."""
+    """One span's fields are malformed: the file is not valid OTLP/JSON."""
+
+
+class EmptyId(ValueError):
+    """An empty id: the Collector accepts and drops such spans, and so do we (with a warning)."""
 
 
 def _scalar(raw: msgspec.Raw) -> Scalar:
@@ -144,30 +148,31 @@ def decode_request(data: bytes) -> _Request:
     return _decoder.decode(data)
 
 
-def request_spans(
-    req: _Request, units: UnitTable, emit: SpanSink, on_bad_span: Callable[[str], None]
-) -> int:
+def request_spans(req: _Request, units: UnitTable, emit: SpanSink, on_bad_span: Callable[[str], None]) -> int:
     """Turn a decoded request into ``Span`` records. Returns how many were emitted."""
     count = 0
     names: dict[str, str] = {}
-    for rs in req.resourceSpans:
+    for ri, rs in enumerate(req.resourceSpans):
         attrs = rs.resource.attributes if rs.resource is not None else []
         key = tuple((kv.key, bytes(kv.value)) for kv in attrs)
         base = units.resource_unit(key, {kv.key: _scalar(kv.value) for kv in attrs if kv.key in RESOURCE_KEYS})
         scopes = rs.scopeSpans or rs.instrumentationLibrarySpans
-        for ss in scopes:
-            for s in ss.spans:
+        for si, ss in enumerate(scopes):
+            for ki, s in enumerate(ss.spans):
                 try:
                     trace_id = parse_id(s.traceId, 32, "traceId")
                     span_id = parse_id(s.spanId, 16, "spanId")
                     if not trace_id or not span_id:
-                        raise SpanError("span has an empty or all-zero traceId/spanId")
+                        raise EmptyId("span has an empty or all-zero traceId/spanId")
                     parent = parse_id(s.parentSpanId, 16, "parentSpanId")
                     kind = _enum(s.kind, _KIND_NAMES, "kind")
                     status = _enum(s.status.code, _STATUS_NAMES, "status.code") if s.status else 0
-                except SpanError as exc:
+                except EmptyId as exc:
                     on_bad_span(f"span {s.name!r} skipped: {exc}")
                     continue
+                except SpanError as exc:
+                    where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{ki}] ({s.name!r})"
+                    raise SpanError(f"{where}: {exc}") from None
                 unit = base
                 if s.attributes:
                     tid = tname = None
@@ -247,8 +252,11 @@ class OtlpJsonReader:
                 raise InputError(path, _describe(exc), line=bad_no)
             try:
                 req = decode_request(line)
-            except msgspec.DecodeError as exc:
-                pending = (lineno, line, exc)
+            except msgspec.ValidationError as err:
+                # Complete JSON of the wrong shape: no later line can make it right.
+                raise InputError(path, _describe(err), line=lineno) from None
+            except msgspec.DecodeError as err:
+                pending = (lineno, line, err)
                 continue
             decoded_any = True
             self._emit(path, lineno, req, units, emit, warn)
@@ -279,9 +287,7 @@ class OtlpJsonReader:
             req = decode_request(data)
         except msgspec.DecodeError as exc:
             line = _line_of(data, exc)
-            raise InputError(
-                path, _describe(exc), line=None if line is None else first_line + line - 1
-            ) from None
+            raise InputError(path, _describe(exc), line=None if line is None else first_line + line - 1) from None
         self._emit(path, first_line, req, units, emit, warn)
 
     @staticmethod
@@ -293,4 +299,7 @@ class OtlpJsonReader:
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
     ) -> None:
-        request_spans(req, units, emit, lambda m: warn(ReadWarning(path, m, line=lineno)))
+        try:
+            request_spans(req, units, emit, lambda m: warn(ReadWarning(path, m, line=lineno)))
+        except SpanError as exc:
+            raise InputError(path, str(exc), line=lineno) from None

@@ -102,7 +102,11 @@ class OtlpProtoReader:
             if not header:
                 return
             if len(header) < 4:
-                warn(ReadWarning(path, "truncated length prefix at the end; everything before it was read", offset=offset))
+                warn(
+                    ReadWarning(
+                        path, "truncated length prefix at the end; everything before it was read", offset=offset
+                    )
+                )
                 return
             (length,) = struct.unpack(">I", header)
             if length > MAX_RECORD:
@@ -134,6 +138,8 @@ class OtlpProtoReader:
             try:
                 req.ParseFromString(body)
             except DecodeError as exc:
-                raise InputError(path, f"record is not a valid ExportTraceServiceRequest: {exc}", offset=offset) from None
+                raise InputError(
+                    path, f"record is not a valid ExportTraceServiceRequest: {exc}", offset=offset
+                ) from None
             request_spans(req, units, emit)
             offset += 4 + length

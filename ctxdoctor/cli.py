@@ -1,0 +1,207 @@
+"""The command line: parse options, wire readers -> diagnosis -> renderers, map errors to exit
+codes. No analysis happens here."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+from ctxdoctor import __version__
+from ctxdoctor.diagnose import diagnose
+from ctxdoctor.errors import CtxdoctorError, InputError, UsageError
+from ctxdoctor.exitcodes import ExitCode
+from ctxdoctor.findings import Report, Settings
+from ctxdoctor.readers import Dump, read_paths
+from ctxdoctor.render import get_renderer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Find where your app loses OpenTelemetry context, and what to change.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: Dumps larger than this get a progress bar on a TTY.
+_PROGRESS_BYTES = 64 << 20
+
+
+class Format(str, Enum):
+    terminal = "terminal"
+    json = "json"
+
+
+def _stdout() -> Console:
+    return Console(highlight=False)
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def load(paths: list[Path], console: Console) -> Dump:
+    total = sum(p.stat().st_size for p in paths if p.is_file())
+    if not console.is_terminal or total < _PROGRESS_BYTES:
+        return read_paths(paths)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("reading", total=total)
+        return read_paths(paths, progress=lambda done, _t: bar.update(task, completed=done))
+
+
+def analyse(paths: list[Path], settings: Settings, console: Console) -> Report:
+    dump = load(paths, console)
+    return diagnose(dump.spans, settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
+
+
+def emit(report: Report, fmt: Format, output: Path | None) -> None:
+    renderer = get_renderer(fmt.value)
+    if output is None:
+        renderer.render(report, _stdout())
+        return
+    try:
+        with output.open("w", encoding="utf-8") as fh:
+            renderer.render(report, Console(file=fh, width=100, no_color=True, highlight=False))
+    except OSError as exc:
+        raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+
+
+PathsArg = typer.Argument(..., help="Dump files: OTLP/JSON lines (.json, .jsonl, .gz) or Collector proto format.")
+MinConf = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0, help="Report orphans at or above this confidence.")
+
+
+def _check_ratio(value: float | None) -> float | None:
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise typer.BadParameter("must be between 0 and 1")
+    return value
+
+
+@app.command()
+def analyze(
+    paths: list[Path] = PathsArg,
+    fmt: Format = typer.Option(Format.terminal, "--format", "-f", help="Report format."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
+    min_confidence: float = MinConf,
+    max_orphan_ratio: float | None = typer.Option(
+        None, "--max-orphan-ratio", callback=_check_ratio, help="Also gate: exit 1 when the orphan ratio is over this."
+    ),
+) -> ExitCode:
+    """Diagnose a dump: context-loss roots, spans whose parent never arrived, and the fixes."""
+    settings = Settings(min_confidence=min_confidence, max_orphan_ratio=max_orphan_ratio)
+    report = analyse(paths, settings, _stderr())
+    emit(report, fmt, output)
+    return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
+
+
+@app.command()
+def check(
+    paths: list[Path] = PathsArg,
+    max_orphan_ratio: float = typer.Option(
+        ..., "--max-orphan-ratio", callback=_check_ratio, help="Fail (exit 1) when the orphan ratio is over this."
+    ),
+    min_confidence: float = MinConf,
+    fmt: Format = typer.Option(Format.terminal, "--format", "-f", help="Summary format."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
+) -> ExitCode:
+    """CI gate: print the summary and exit 1 when the orphan ratio is over the threshold."""
+    from ctxdoctor.render.terminal import summary_text
+
+    settings = Settings(min_confidence=min_confidence, max_orphan_ratio=max_orphan_ratio)
+    report = analyse(paths, settings, _stderr())
+    if fmt is Format.terminal and output is None:
+        console = _stdout()
+        for w in report.warnings:
+            console.print(f"warning: {w}", style="yellow")
+        console.print(summary_text(report))
+        for g in report.gaps:
+            console.print(
+                f"  gap: {g.service}: {g.parent_name} -> {g.orphan_name} ({g.boundary.value}, {g.occurrences}x)"
+            )
+    else:
+        emit(report, fmt, output)
+    return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
+
+
+@app.command()
+def listen(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 for containers)."),
+    port: int = typer.Option(4317, "--port", help="OTLP/gRPC port (Python exporters' default)."),
+    http_port: int = typer.Option(4318, "--http-port", help="OTLP/HTTP port (Node.js exporters' default)."),
+    output: Path = typer.Option(Path("dump.json"), "--output", "-o", help="The dump to write (OTLP/JSON lines)."),
+    duration: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
+    max_spans: int | None = typer.Option(None, "--max-spans", min=1, help="Stop after this many spans."),
+    max_message_mib: float = typer.Option(
+        64.0, "--max-message-mib", min=0.001, help="Largest request accepted, after decompression."
+    ),
+) -> ExitCode:
+    """Receive spans from running apps over OTLP (gRPC and HTTP), then diagnose what arrived."""
+    from ctxdoctor.receiver.command import listen as run_listen
+
+    return run_listen(
+        host=host,
+        port=port,
+        http_port=http_port,
+        output=output,
+        duration=duration,
+        max_spans=max_spans,
+        max_message_mib=max_message_mib,
+        console=_stdout(),
+        err=_stderr(),
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ctxdoctor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """ctxdoctor: find trace fragments caused by lost OpenTelemetry context."""
+
+
+def run(argv: list[str] | None = None) -> ExitCode:
+    """Run the CLI and map every error to its exit code, in one place."""
+    err = _stderr()
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=argv, prog_name="ctxdoctor", standalone_mode=False)
+    except typer.Exit as exc:
+        code = exc.exit_code
+        return ExitCode(code) if code in ExitCode._value2member_map_ else ExitCode.USAGE
+    except typer.Abort:
+        err.print("aborted")
+        return ExitCode.USAGE
+    except InputError as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return ExitCode.BAD_INPUT
+    except (UsageError, CtxdoctorError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        return ExitCode.USAGE
+    except typer.TyperException as exc:  # the command line itself was wrong
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc.format_message()}")
+        return ExitCode.USAGE
+    if isinstance(result, ExitCode):
+        return result
+    return ExitCode(result) if isinstance(result, int) and result in ExitCode._value2member_map_ else ExitCode.OK
+
+
+def main() -> None:
+    sys.exit(int(run()))

@@ -1,0 +1,65 @@
+"""The diagnosis: pure functions from spans to a ``Report``. No I/O, no printing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ctxdoctor.diagnose.gaps import group_gaps
+from ctxdoctor.diagnose.missing import find_missing_parents
+from ctxdoctor.diagnose.orphans import find_orphans
+from ctxdoctor.findings import Report, Settings, Summary
+from ctxdoctor.model import Span
+
+
+def diagnose(
+    spans: Sequence[Span],
+    settings: Settings | None = None,
+    *,
+    warnings: Sequence[str] = (),
+    files: Sequence[str] = (),
+) -> Report:
+    """Find context-loss roots, missing parents and the gaps they form.
+
+    The orphan ratio is ``broken fragments / fragments``: the traces fell into ``fragments``
+    pieces (every root, plus every distinct parent that is missing), of which the suspected
+    orphans and the lost parents are broken off from where they belong. Missing parents that
+    are merely upstream callers exporting elsewhere are fragments, but not broken ones.
+    """
+    settings = settings or Settings()
+    span_ids: set[int] = set()
+    roots_by_trace: dict[int, Span] = {}
+    traces: set[int] = set()
+    for s in spans:
+        span_ids.add(s.span_id)
+        traces.add(s.trace_id)
+        if s.parent_span_id == 0:
+            roots_by_trace.setdefault(s.trace_id, s)
+    roots = sum(1 for s in spans if s.parent_span_id == 0)
+    missing = find_missing_parents(spans, span_ids, roots_by_trace)
+    candidates, group_sizes = find_orphans(spans)
+    orphans = [o for o in candidates if o.confidence >= settings.min_confidence]
+    gaps = group_gaps(orphans, group_sizes)
+    missing_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing}
+    lost_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing if m.lost}
+    fragments = roots + len(missing_groups)
+    broken = len(orphans) + len(lost_groups)
+    summary = Summary(
+        spans=len(spans),
+        traces=len(traces),
+        roots=roots,
+        suspected_orphans=len(orphans),
+        missing_parents=len(missing),
+        lost_parents=len(lost_groups),
+        fragments=fragments,
+        broken_fragments=broken,
+        orphan_ratio=broken / fragments if fragments else 0.0,
+    )
+    return Report(
+        summary=summary,
+        orphans=tuple(orphans),
+        missing_parents=tuple(missing),
+        gaps=tuple(gaps),
+        settings=settings,
+        warnings=tuple(warnings),
+        files=tuple(files),
+    )

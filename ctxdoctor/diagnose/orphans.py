@@ -1,0 +1,403 @@
+"""Context-loss roots: root spans that were most likely dispatched from a span of another trace.
+
+The question for each root R is whether it is a legitimate root (an incoming request, a timer,
+start-up work) that merely *happens* to start while other traces are busy, or work handed over
+from one of those busy spans whose context did not cross the boundary. Timing alone can make
+any root look dispatched on a busy service, so the evidence is weighed against chance:
+
+* **Which roots are suspects.** SERVER/CONSUMER roots are entry points and roots that carry links
+  were deliberately started as new traces; neither is a suspect.
+* **Candidates.** For a suspect R, every other trace that has a span active at R.start in a
+  related unit (same process, a parent/child process, or the same service on the same host)
+  offers its innermost active span as a candidate parent P.
+* **Per candidate, a likelihood ratio** of "P dispatched R" against "R started inside P by
+  chance" from: the dispatch lag (R.start after the latest event of P's trace, against the
+  event rate of that trace), containment (R ending inside P) and how close R's end is to P's end
+  (a dispatcher that waits for its work ends right after it); a chance root lands uniformly.
+* **Recurrence against chance, per group of roots with the same service and name.** A small EM
+  estimates the share of the group that is dispatched, the parent span name it is dispatched
+  from, and the typical lags, so that consistent weak evidence over many roots adds up while a
+  periodic job that overlaps requests only as often as their duty cycle predicts does not.
+  A candidate of name X counts ``1 / duty(X)`` more because under chance an X is active only
+  that share of the time.
+* **Ambiguity.** With m candidates of the group's parent name active, each gets ``1/m`` of the
+  prior; the parent confidence is the posterior share of the named parent.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from bisect import bisect_right
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+from operator import attrgetter
+
+import msgspec
+
+from ctxdoctor.findings import Orphan
+from ctxdoctor.model import ENTRY_KINDS, Span, Unit
+from ctxdoctor.units import Relation, boundary, relation
+
+MS = 1_000_000  # nanoseconds
+_EM_ROUNDS = 20
+_LR_CAP = 1e5
+
+
+class _Candidate(msgspec.Struct, gc=False):
+    parent: Span
+    rel: Relation
+    lag: int = 0  # R.start - the latest event of the parent's trace before it
+    gap: int = 1  # length of the quiet interval of that trace that R.start falls in
+    anchor: tuple[str, int] = ("", 0)  # that latest event: (span name, 0 start / 1 end)
+
+
+class _Suspect(msgspec.Struct, gc=False):
+    span: Span
+    candidates: list[_Candidate]
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[Hashable, Hashable] = {}
+
+    def find(self, x: Hashable) -> Hashable:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while self.parent.get(x, x) != root:
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: Hashable, b: Hashable) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[ra] = rb
+
+
+def _partitions(units: Iterable[Unit]) -> dict[Unit, Hashable]:
+    """Group units that could hand work to each other (see ``units.relation``)."""
+    uf = _UnionFind()
+    units = list(units)
+    for u in units:
+        uf.union(u, ("svc", u.service, u.host))
+        uf.union(u, ("res", u.resource))
+        if u.pid is not None:
+            uf.union(u, ("pid", u.host, u.pid))
+        if u.parent_pid is not None:
+            uf.union(u, ("pid", u.host, u.parent_pid))
+        if u.instance_id is not None:
+            uf.union(u, ("inst", u.instance_id))
+    return {u: uf.find(u) for u in units}
+
+
+def is_suspect(span: Span) -> bool:
+    """A root that could be lost context: not an entry point, not deliberately linked."""
+    return span.parent_span_id == 0 and span.kind not in ENTRY_KINDS and not span.links
+
+
+class _Sweep(msgspec.Struct):
+    suspects: list[_Suspect]
+    duty: dict[str, float]  # share of the observed window during which a span of that name is active
+    phases: dict[tuple[str, tuple[str, int]], float]  # (parent name, anchor) -> share of that name's time
+
+
+def _sweep(spans: list[Span]) -> _Sweep:
+    """One pass in start order over a partition: candidates of each suspect, and duty cycles."""
+    spans.sort(key=attrgetter("start"))
+    active: dict[int, Span] = {}
+    ends: list[tuple[int, int]] = []
+    union: dict[str, list[int]] = {}  # name -> [current start, current end, total]
+    rel_cache: dict[tuple[int, int], Relation | None] = {}
+    suspects: list[_Suspect] = []
+    heappush, heappop = heapq.heappush, heapq.heappop
+    root_kind = {s.trace_id: (s.unit.service, s.name) for s in spans if is_suspect(s)}
+    for s in spans:
+        t = s.start
+        while ends and ends[0][0] < t:
+            active.pop(heappop(ends)[1], None)
+        if is_suspect(s):
+            best: dict[int, Span] = {}
+            peer = (s.unit.service, s.name)
+            for a in active.values():
+                # Work items of one kind run side by side in a pool: another instance of the
+                # same kind being busy is the pool's concurrency, not the dispatcher.
+                if a.trace_id == s.trace_id or root_kind.get(a.trace_id) == peer:
+                    continue
+                cur = best.get(a.trace_id)
+                if cur is None or a.start > cur.start or (a.start == cur.start and a.end < cur.end):
+                    best[a.trace_id] = a
+            cands = []
+            for p in best.values():
+                key = (id(s.unit), id(p.unit))
+                if key in rel_cache:
+                    rel = rel_cache[key]
+                else:
+                    rel = rel_cache[key] = relation(s.unit, p.unit)
+                if rel is not None:
+                    cands.append(_Candidate(p, rel))
+            if cands:
+                suspects.append(_Suspect(s, cands))
+        active[s.span_id] = s
+        heappush(ends, (s.end, s.span_id))
+        u = union.get(s.name)
+        if u is None:
+            union[s.name] = [t, s.end, 0]
+        elif t > u[1]:
+            u[2] += u[1] - u[0]
+            u[0], u[1] = t, s.end
+        elif s.end > u[1]:
+            u[1] = s.end
+    if not spans:
+        return _Sweep([], {}, {})
+    window = max(max(s.end for s in spans) - spans[0].start, 1)
+    duty = {name: (u[2] + u[1] - u[0]) / window for name, u in union.items()}
+    phases = _anchor_candidates(spans, suspects)
+    return _Sweep(suspects, duty, phases)
+
+
+def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tuple[str, tuple[str, int]], float]:
+    """Place each suspect in the event timeline of each candidate's trace.
+
+    Code dispatches work at one program point: right after some span of the dispatching trace
+    starts or ends. So a dispatched root starts soon after the same kind of event (the anchor)
+    every time, while a chance root lands anywhere. For the chance side this also measures, per
+    parent name, the share of its time spent after each anchor (its phases).
+    """
+    traces = {c.parent.trace_id for sus in suspects for c in sus.candidates}
+    events: dict[int, list[tuple[int, str, int]]] = defaultdict(list)
+    for s in spans:
+        if s.trace_id in traces:
+            ev = events[s.trace_id]
+            ev.append((s.start, s.name, 0))
+            ev.append((s.end, s.name, 1))
+    times: dict[int, list[int]] = {}
+    for tid, ev in events.items():
+        ev.sort()
+        times[tid] = [e[0] for e in ev]
+    for sus in suspects:
+        t = sus.span.start
+        for c in sus.candidates:
+            tid = c.parent.trace_id
+            ts, ev = times[tid], events[tid]
+            i = bisect_right(ts, t) - 1
+            last = ev[i]
+            nxt = ts[i + 1] if i + 1 < len(ts) else c.parent.end
+            c.lag = t - last[0]
+            c.gap = max(nxt - last[0], 1)
+            c.anchor = (last[1], last[2])
+    # Phase shares: for every candidate parent span, how long each anchor is the latest event.
+    phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
+    name_time: dict[str, float] = defaultdict(float)
+    seen: set[int] = set()
+    for sus in suspects:
+        for c in sus.candidates:
+            p = c.parent
+            if p.span_id in seen:
+                continue
+            seen.add(p.span_id)
+            ts, ev = times[p.trace_id], events[p.trace_id]
+            i = bisect_right(ts, p.start) - 1
+            while i < len(ev) and ts[i] < p.end:
+                lo = max(ts[i], p.start)
+                hi = min(ts[i + 1] if i + 1 < len(ts) else p.end, p.end)
+                if hi > lo:
+                    phase_time[(p.name, (ev[i][1], ev[i][2]))] += hi - lo
+                i += 1
+            name_time[p.name] += max(p.end - p.start, 1)
+    return {key: v / name_time[key[0]] for key, v in phase_time.items()}
+
+
+Anchor = tuple[str, int]
+Key = tuple[str, Anchor]  # (parent span name, anchor event)
+
+#: Strength of the prior that a dispatched root's anchor is distributed like a chance root's
+#: (the phase shares): the anchor only counts once the data concentrates on one.
+_ANCHOR_PRIOR = 8.0
+#: Phases rarer than this are treated as this common: a rare phase that a few roots happen to
+#: land in must not outweigh the timing evidence.
+_MIN_PHASE = 0.05
+
+
+class _Params(msgspec.Struct):
+    """What the EM learns per group of roots."""
+
+    share: float = 0.25  # of the group that is dispatched (prior mean of Beta(1, 3))
+    contained: float = 0.7  # P(the dispatcher outlives the work | dispatched)
+    tau_end: float = 2.0 * MS  # typical gap between the work's end and the dispatcher's end
+    tau_lag: float = 2.0 * MS  # typical dispatch lag after the anchor event
+    names: dict[str, float] = {}  # parent name -> share of the dispatched roots
+    anchors: dict[Key, float] = {}  # (parent name, anchor) -> P(anchor | name, dispatched) / P(anchor | chance)
+
+
+def _pair_lr(r: Span, c: _Candidate, prm: _Params) -> float:
+    """Likelihood ratio: P dispatched R, against R started inside P by chance."""
+    p = c.parent
+    pdur = max(p.end - p.start, 1)
+    rdur = max(r.end - r.start, 0)
+    # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
+    # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
+    lr = 0.5 + 0.5 * math.exp(-c.lag / prm.tau_lag) / prm.tau_lag * c.gap
+    if r.end <= p.end:
+        gap = p.end - r.end
+        f_end = 0.7 * math.exp(-gap / prm.tau_end) / prm.tau_end + 0.3 / max(pdur - rdur, 1)
+        lr *= prm.contained * f_end * pdur
+    else:
+        # Work that outlives its dispatcher is allowed (fire-and-forget) but is no evidence:
+        # a short root overshooting a long span's end says nothing about dispatch.
+        lr *= min(1.0, (1.0 - prm.contained) / max(0.02, min(1.0, rdur / pdur)))
+    return min(lr, _LR_CAP)
+
+
+def _key(c: _Candidate) -> Key:
+    return (c.parent.name, c.anchor)
+
+
+class _Scored(msgspec.Struct):
+    posterior: float
+    weights: list[float]  # per candidate: posterior that it is the parent
+
+
+def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
+    """Fit the group's dispatch pattern; score each root and each of its candidates."""
+    counts: dict[str, int] = defaultdict(int)
+    for sus in group:
+        for nm in {c.parent.name for c in sus.candidates}:
+            counts[nm] += 1
+    total = sum(counts.values())
+    # Start the time scales at what the tightest candidate of each root shows: the dispatcher is
+    # usually among the tightest, so EM starts near the dispatch basin instead of chance's.
+    lags = sorted(min(c.lag for c in sus.candidates) for sus in group)
+    end_gaps = sorted(
+        min(c.parent.end - sus.span.end for c in sus.candidates if c.parent.end >= sus.span.end)
+        for sus in group
+        if any(c.parent.end >= sus.span.end for c in sus.candidates)
+    )
+    prm = _Params(
+        share=0.5,
+        names={nm: n / total for nm, n in counts.items()},
+        tau_lag=max(0.1 * MS, float(lags[len(lags) // 2])),
+        tau_end=max(0.1 * MS, float(end_gaps[len(end_gaps) // 2])) if end_gaps else 2.0 * MS,
+    )
+    # Under chance a root lands inside a span of name X as often as X is active.
+    cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), 0.05) for nm in counts}
+    scored: list[_Scored] = []
+    for _ in range(_EM_ROUNDS):
+        scored = []
+        post_sum = 0.0
+        name_mass: dict[str, float] = defaultdict(float)
+        anchor_mass: dict[Key, float] = defaultdict(float)
+        w_sum = w_in = w_gap = w_lag = 0.0
+        for sus in group:
+            r = sus.span
+            per_name: dict[str, int] = defaultdict(int)
+            for c in sus.candidates:
+                per_name[c.parent.name] += 1
+            terms = []
+            for c in sus.candidates:
+                nm = c.parent.name
+                lr = _pair_lr(r, c, prm) * prm.anchors.get(_key(c), 1.0)
+                terms.append(prm.names.get(nm, 0.0) * cover[nm] * lr / per_name[nm])
+            like = sum(terms)
+            odds = prm.share * like
+            post = odds / (odds + 1.0 - prm.share) if like > 0 else 0.0
+            weights = [post * t / like for t in terms] if like > 0 else [0.0] * len(terms)
+            scored.append(_Scored(post, weights))
+            post_sum += post
+            for c, w in zip(sus.candidates, weights, strict=True):
+                if w > 0:
+                    name_mass[c.parent.name] += w
+                    anchor_mass[_key(c)] += w
+            # Time scales from each root's leading candidate only: averaging over every
+            # candidate would let the unrelated ones (large lags) blur the dispatch pattern.
+            if post > 0:
+                lead = sus.candidates[max(range(len(weights)), key=weights.__getitem__)]
+                p = lead.parent
+                w_sum += post
+                if r.end <= p.end:
+                    w_in += post
+                    w_gap += post * (p.end - r.end)
+                w_lag += post * lead.lag
+        n = len(group)
+        prm.share = min(0.99, (post_sum + 1.0) / (n + 4.0))
+        alpha = 0.1
+        denom = w_sum + alpha * len(counts)
+        prm.names = {nm: (name_mass.get(nm, 0.0) + alpha) / denom for nm in counts}
+        anchors = {}
+        for key, mass in anchor_mass.items():
+            chance = max(sweep.phases.get(key, 1.0), _MIN_PHASE)
+            anchors[key] = (mass + _ANCHOR_PRIOR * chance) / (name_mass[key[0]] + _ANCHOR_PRIOR) / chance
+        prm.anchors = anchors
+        prm.contained = (w_in + 1.4) / (w_sum + 2.0)
+        prm.tau_end = max(0.1 * MS, (w_gap + 0.2 * prm.tau_end) / (w_in + 0.2))
+        prm.tau_lag = max(0.1 * MS, (w_lag + 0.2 * prm.tau_lag) / (w_sum + 0.2))
+    return prm, scored
+
+
+def _evidence(r: Span, c: _Candidate, m_same: int, prm: _Params, duty: float) -> tuple[str, ...]:
+    p = c.parent
+    ev = [f"started {(r.start - p.start) / MS:.1f} ms into {p.name!r} ({c.rel.value})"]
+    if r.end <= p.end:
+        ev.append(f"ended {(p.end - r.end) / MS:.1f} ms before it (the dispatcher waited for it)")
+    else:
+        ev.append(f"outlived it by {(r.end - p.end) / MS:.1f} ms (fire-and-forget)")
+    what = "start" if c.anchor[1] == 0 else "end"
+    ev.append(
+        f"{c.lag / MS:.1f} ms after the {what} of {c.anchor[0]!r} in that trace "
+        f"(typical here: {prm.tau_lag / MS:.1f} ms)"
+    )
+    ev.append(f"{p.name!r} spans are active {duty:.0%} of the time; this pair recurs in {prm.share:.0%} of the group")
+    if m_same > 1:
+        ev.append(f"{m_same} {p.name!r} spans of other traces were active at once")
+    return tuple(ev)
+
+
+def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
+    """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
+
+    Returns every suspect with at least one candidate parent, with its confidence; the caller
+    applies the reporting threshold.
+    """
+    suspects_units = {s.unit for s in spans if is_suspect(s)}
+    if not suspects_units:
+        return [], {}
+    part_of = _partitions({s.unit for s in spans})
+    wanted = {part_of[u] for u in suspects_units}
+    parts: dict[Hashable, list[Span]] = defaultdict(list)
+    for s in spans:
+        key = part_of[s.unit]
+        if key in wanted:
+            parts[key].append(s)
+    orphans: list[Orphan] = []
+    group_sizes: dict[tuple[str, str], int] = defaultdict(int)
+    for s in spans:
+        if is_suspect(s):
+            group_sizes[(s.unit.service, s.name)] += 1
+    for members in parts.values():
+        sweep = _sweep(members)
+        groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
+        for sus in sweep.suspects:
+            groups[(sus.span.unit.service, sus.span.name)].append(sus)
+        for group in groups.values():
+            prm, scored = _em(group, sweep)
+            for sus, sc in zip(group, scored, strict=True):
+                if sc.posterior <= 0:
+                    continue
+                i = max(range(len(sc.weights)), key=sc.weights.__getitem__)
+                c = sus.candidates[i]
+                bnd, why = boundary(sus.span.unit, c.parent.unit, c.rel)
+                m_same = sum(1 for o in sus.candidates if o.parent.name == c.parent.name)
+                orphans.append(
+                    Orphan(
+                        span=sus.span,
+                        parent=c.parent,
+                        boundary=bnd,
+                        boundary_evidence=why,
+                        confidence=sc.posterior,
+                        parent_confidence=sc.weights[i] / sc.posterior,
+                        candidates=len(sus.candidates),
+                        evidence=_evidence(sus.span, c, m_same, prm, sweep.duty.get(c.parent.name, 1.0)),
+                    )
+                )
+    orphans.sort(key=lambda o: (-o.confidence, o.span.start))
+    return orphans, dict(group_sizes)

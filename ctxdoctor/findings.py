@@ -1,0 +1,99 @@
+"""Findings: plain records that the diagnosis produces and every renderer consumes."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ctxdoctor.model import Span
+from ctxdoctor.units import Boundary
+
+
+class Fix(msgspec.Struct, frozen=True):
+    """What to change, for one runtime and boundary, naming the exact APIs."""
+
+    title: str
+    steps: tuple[str, ...]
+    apis: tuple[str, ...]
+    snippet: str = ""
+
+
+class Orphan(msgspec.Struct, frozen=True):
+    """A root span that most likely lost the context of the span that dispatched it."""
+
+    span: Span
+    parent: Span | None  # the likely dispatching span (another trace)
+    boundary: Boundary
+    boundary_evidence: str
+    confidence: float  # that this root is lost context rather than a legitimate root
+    parent_confidence: float  # that ``parent`` is the right one among the active candidates
+    candidates: int  # spans of other traces that were active (related units) when it started
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.parent_confidence < 0.5
+
+
+class MissingParent(msgspec.Struct, frozen=True):
+    """A span whose parent span is not in the dump."""
+
+    span: Span
+    parent_remote: bool  # as recorded by the SDK (flags) or inferred
+    remote_source: str  # "flags" or "inferred"
+    lost: bool  # True: the parent should have arrived (counts against the gate)
+    reason: str
+    siblings: int  # spans in the dump that share this missing parent
+    fix: Fix | None = None
+
+
+class Gap(msgspec.Struct, frozen=True):
+    """A propagation gap: one recurring (dispatching span -> orphan) pattern."""
+
+    service: str
+    parent_name: str
+    orphan_name: str
+    boundary: Boundary
+    occurrences: int
+    roots_with_name: int  # all roots of that name in that service, flagged or not
+    confidence: float
+    runtime: str
+    fix: Fix
+    examples: tuple[Orphan, ...]
+
+    @property
+    def share(self) -> float:
+        return self.occurrences / self.roots_with_name if self.roots_with_name else 0.0
+
+
+class Summary(msgspec.Struct, frozen=True):
+    spans: int
+    traces: int
+    roots: int
+    suspected_orphans: int
+    missing_parents: int
+    lost_parents: int  # distinct parents that should have arrived and did not
+    fragments: int  # roots + distinct missing parents: the pieces the traces fell into
+    broken_fragments: int  # suspected orphans + lost parents
+    orphan_ratio: float  # broken_fragments / fragments
+
+
+class Settings(msgspec.Struct, frozen=True):
+    """What the diagnosis was run with; reported so a CI log says which bar was applied."""
+
+    min_confidence: float = 0.5
+    max_orphan_ratio: float | None = None
+
+
+class Report(msgspec.Struct, frozen=True):
+    summary: Summary
+    orphans: tuple[Orphan, ...]
+    missing_parents: tuple[MissingParent, ...]
+    gaps: tuple[Gap, ...]
+    settings: Settings
+    warnings: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+
+    @property
+    def gate_failed(self) -> bool:
+        limit = self.settings.max_orphan_ratio
+        return limit is not None and self.summary.orphan_ratio > limit

@@ -1,0 +1,115 @@
+"""The JSON report, schema ``ctxdoctor.report/v1``: a stable shape for scripts and CI.
+
+Ids are lowercase hex. Fields may be added; existing ones keep their meaning.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+
+from ctxdoctor.findings import Fix, Gap, MissingParent, Orphan, Report
+from ctxdoctor.model import Span, span_hex, trace_hex
+
+SCHEMA = "ctxdoctor.report/v1"
+
+
+def _ref(s: Span | None) -> dict[str, Any] | None:
+    if s is None:
+        return None
+    return {"trace_id": trace_hex(s.trace_id), "span_id": span_hex(s.span_id), "name": s.name}
+
+
+def _fix(f: Fix | None) -> dict[str, Any] | None:
+    if f is None:
+        return None
+    return {"title": f.title, "steps": list(f.steps), "apis": list(f.apis), "snippet": f.snippet}
+
+
+def _orphan(o: Orphan) -> dict[str, Any]:
+    s = o.span
+    return {
+        "trace_id": trace_hex(s.trace_id),
+        "span_id": span_hex(s.span_id),
+        "name": s.name,
+        "service": s.unit.service,
+        "unit": s.unit.label(),
+        "boundary": o.boundary.value,
+        "boundary_evidence": o.boundary_evidence,
+        "confidence": round(o.confidence, 4),
+        "likely_parent": _ref(o.parent),
+        "parent_confidence": round(o.parent_confidence, 4),
+        "ambiguous": o.ambiguous,
+        "candidates": o.candidates,
+        "evidence": list(o.evidence),
+        "start_time_unix_nano": str(s.start),
+    }
+
+
+def _missing(m: MissingParent) -> dict[str, Any]:
+    s = m.span
+    return {
+        "trace_id": trace_hex(s.trace_id),
+        "span_id": span_hex(s.span_id),
+        "parent_span_id": span_hex(s.parent_span_id),
+        "name": s.name,
+        "service": s.unit.service,
+        "parent_remote": m.parent_remote,
+        "parent_remote_source": m.remote_source,
+        "lost": m.lost,
+        "siblings": m.siblings,
+        "reason": m.reason,
+        "fix": _fix(m.fix),
+    }
+
+
+def _gap(g: Gap) -> dict[str, Any]:
+    return {
+        "service": g.service,
+        "parent_name": g.parent_name,
+        "orphan_name": g.orphan_name,
+        "boundary": g.boundary.value,
+        "occurrences": g.occurrences,
+        "share": round(g.share, 4),
+        "confidence": round(g.confidence, 4),
+        "runtime": g.runtime,
+        "fix": _fix(g.fix),
+        "examples": [_ref(o.span) for o in g.examples],
+    }
+
+
+def report_dict(report: Report) -> dict[str, Any]:
+    s = report.summary
+    return {
+        "schema": SCHEMA,
+        "summary": {
+            "spans": s.spans,
+            "traces": s.traces,
+            "roots": s.roots,
+            "suspected_orphans": s.suspected_orphans,
+            "missing_parents": s.missing_parents,
+            "lost_parents": s.lost_parents,
+            "fragments": s.fragments,
+            "broken_fragments": s.broken_fragments,
+            "orphan_ratio": round(s.orphan_ratio, 6),
+        },
+        "gate": {
+            "max_orphan_ratio": report.settings.max_orphan_ratio,
+            "failed": report.gate_failed,
+        },
+        "settings": {"min_confidence": report.settings.min_confidence},
+        "orphans": [_orphan(o) for o in report.orphans],
+        "missing_parents": [_missing(m) for m in report.missing_parents],
+        "gaps": [_gap(g) for g in report.gaps],
+        "warnings": list(report.warnings),
+        "files": list(report.files),
+    }
+
+
+class JsonRenderer:
+    name = "json"
+
+    def render(self, report: Report, console: Console) -> None:
+        console.file.write(json.dumps(report_dict(report), indent=2) + "\n")

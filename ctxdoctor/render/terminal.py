@@ -1,0 +1,174 @@
+"""The terminal report: summary, the gaps worst first, then for the top gaps a small tree of
+where the orphan belongs and the fix. Fits 80 columns; rich drops colour when not a TTY."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.console import Console, Group
+from rich.padding import Padding
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from ctxdoctor.findings import Fix, Gap, MissingParent, Report
+from ctxdoctor.model import span_hex, trace_hex
+
+#: Gaps shown in detail (tree + fix); the table lists them all.
+DETAILED = 3
+
+
+def _pct(x: float) -> str:
+    return f"{x:.0%}" if x >= 0.01 or x == 0 else f"{x:.2%}"
+
+
+def _short(h: str) -> str:
+    return h[:8] + "…"
+
+
+def summary_text(report: Report) -> Text:
+    s = report.summary
+    t = Text()
+    t.append("ctxdoctor", style="bold")
+    t.append(f"  {s.spans:,} spans in {s.traces:,} traces ({s.roots:,} roots)\n")
+    t.append("suspected orphans ", style="dim")
+    t.append(f"{s.suspected_orphans:,}", style="bold red" if s.suspected_orphans else "bold green")
+    t.append("   lost parents ", style="dim")
+    t.append(f"{s.lost_parents:,}", style="bold red" if s.lost_parents else "bold green")
+    t.append("   orphan ratio ", style="dim")
+    t.append(_pct(s.orphan_ratio), style="bold")
+    t.append(f" ({s.broken_fragments:,}/{s.fragments:,} fragments)")
+    limit = report.settings.max_orphan_ratio
+    if limit is not None:
+        t.append("\ngate ", style="dim")
+        if report.gate_failed:
+            t.append(f"FAILED: orphan ratio {_pct(s.orphan_ratio)} > {_pct(limit)}", style="bold red")
+        else:
+            t.append(f"passed: orphan ratio {_pct(s.orphan_ratio)} <= {_pct(limit)}", style="bold green")
+    return t
+
+
+def gaps_table(gaps: tuple[Gap, ...]) -> Table:
+    table = Table(title="Propagation gaps (worst first)", title_justify="left", expand=False, pad_edge=False)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("service", overflow="fold")
+    table.add_column("dispatching span -> orphan", overflow="fold", ratio=3)
+    table.add_column("boundary", no_wrap=True)
+    table.add_column("seen", justify="right", no_wrap=True)
+    table.add_column("conf", justify="right", no_wrap=True)
+    for i, g in enumerate(gaps, 1):
+        table.add_row(
+            str(i),
+            g.service,
+            f"{g.parent_name} -> {g.orphan_name}",
+            f"{g.boundary.value}\n{g.runtime}",
+            f"{g.occurrences}\n{_pct(g.share)}",
+            f"{g.confidence:.2f}",
+        )
+    return table
+
+
+def fix_block(fix: Fix, lexer: str) -> Group:
+    parts: list = [Text(f"Fix: {fix.title}", style="bold green")]
+    for n, step in enumerate(fix.steps, 1):
+        parts.append(Padding(Text(f"{n}. {step}"), (0, 0, 0, 2)))
+    if fix.snippet:
+        parts.append(Padding(Syntax(fix.snippet, lexer, theme="ansi_dark", word_wrap=True), (0, 0, 0, 2)))
+    return Group(*parts)
+
+
+def gap_detail(i: int, gap: Gap) -> Panel:
+    ex = gap.examples[0]
+    parent = ex.parent
+    assert parent is not None
+    tree = Tree(Text(f"trace {_short(trace_hex(parent.trace_id))}", style="dim"))
+    node = tree.add(
+        Text.assemble((parent.name, "bold"), f"  span {span_hex(parent.span_id)}  ", (parent.unit.label(), "dim"))
+    )
+    node.add(
+        Text.assemble(
+            ("+ ", "green"),
+            (ex.span.name, "bold green"),
+            "  belongs here; it is now the root of trace ",
+            (_short(trace_hex(ex.span.trace_id)), "dim"),
+            "  ",
+            (ex.span.unit.label(), "dim"),
+        )
+    )
+    ambiguity = (
+        Text(
+            f"Parent ambiguous: {ex.candidates} spans of other traces were active; "
+            f"named parent confidence {ex.parent_confidence:.2f}.",
+            style="yellow",
+        )
+        if ex.ambiguous
+        else Text("")
+    )
+    evidence = Text("Why: " + "; ".join(ex.evidence), style="dim")
+    boundary = Text(f"Boundary: {gap.boundary.value} ({ex.boundary_evidence})")
+    lexer = "javascript" if gap.runtime == "nodejs" else "python"
+    title = (
+        f"[{i}] {gap.service}: {gap.parent_name} -> {gap.orphan_name}  "
+        f"({gap.occurrences}x, confidence {gap.confidence:.2f})"
+    )
+    return Panel(
+        Group(tree, boundary, evidence, ambiguity, fix_block(gap.fix, lexer)),
+        title=title,
+        title_align="left",
+    )
+
+
+def missing_table(missing: tuple[MissingParent, ...]) -> Table | None:
+    lost = [m for m in missing if m.lost]
+    if not lost:
+        return None
+    groups: Counter[tuple[str, str, str]] = Counter()
+    for m in lost:
+        where = "remote" if m.parent_remote else "local"
+        groups[(m.span.unit.service, m.span.name, where)] += 1
+    table = Table(title="Spans whose parent never arrived (lost)", title_justify="left", pad_edge=False)
+    table.add_column("service", overflow="fold")
+    table.add_column("span", overflow="fold")
+    table.add_column("parent", no_wrap=True)
+    table.add_column("spans", justify="right", no_wrap=True)
+    for (svc, name, where), n in groups.most_common():
+        table.add_row(svc, name, where, str(n))
+    return table
+
+
+class TerminalRenderer:
+    name = "terminal"
+
+    def __init__(self, detailed: int = DETAILED):
+        self.detailed = detailed
+
+    def render(self, report: Report, console: Console) -> None:
+        for w in report.warnings:
+            console.print(Text(f"warning: {w}", style="yellow"))
+        console.print(summary_text(report))
+        if report.gaps:
+            console.print()
+            console.print(gaps_table(report.gaps))
+            for i, g in enumerate(report.gaps[: self.detailed], 1):
+                console.print(gap_detail(i, g))
+        elif report.summary.suspected_orphans == 0:
+            console.print(Text("No propagation gaps: every root looks like a legitimate entry point.", style="green"))
+        table = missing_table(report.missing_parents)
+        if table is not None:
+            console.print()
+            console.print(table)
+            first = next(m for m in report.missing_parents if m.lost)
+            console.print(Text(f"Why: {first.reason}.", style="dim"))
+            if first.fix is not None:
+                console.print(fix_block(first.fix, "javascript" if first.span.unit.language == "nodejs" else "python"))
+        info = sum(1 for m in report.missing_parents if not m.lost)
+        if info:
+            console.print(
+                Text(
+                    f"{info} span(s) have a remote parent from an upstream that does not export here "
+                    "(informational, not counted).",
+                    style="dim",
+                )
+            )
