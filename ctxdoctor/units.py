@@ -165,6 +165,10 @@ def boundary(orphan: Unit, parent: Unit, rel: Relation) -> tuple[Boundary, str]:
         # Two SDK instances in one process: each worker thread runs its own SDK.
         return Boundary.THREAD, "same process, separate SDK instances (one per worker thread)"
     lang = orphan.language or parent.language
+    if lang == "nodejs":
+        # Node.js runs one SDK per thread (a worker's resource differs: its own script), so one
+        # resource is one event loop: what is lost there is lost across an async hop.
+        return Boundary.ASYNC, "same Node.js thread (one SDK per thread): an async hop"
     if lang == "python":
         # asyncio tasks and callbacks copy contextvars; Python loses context across threads.
         return Boundary.THREAD, "same process, no thread attributes; Python keeps context across await"

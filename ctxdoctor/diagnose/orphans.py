@@ -31,13 +31,14 @@ import math
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
+from itertools import pairwise
 from operator import attrgetter
 
 import msgspec
 
 from ctxdoctor.findings import Orphan
 from ctxdoctor.model import ENTRY_KINDS, Span, Unit
-from ctxdoctor.units import Relation, boundary, relation
+from ctxdoctor.units import Boundary, Relation, boundary, relation
 
 MS = 1_000_000  # nanoseconds
 _EM_ROUNDS = 20
@@ -50,6 +51,7 @@ class _Candidate(msgspec.Struct, gc=False):
     lag: int = 0  # R.start - the latest event of the parent's trace before it
     gap: int = 1  # length of the quiet interval of that trace that R.start falls in
     anchor: tuple[str, int] = ("", 0)  # that latest event: (span name, 0 start / 1 end)
+    one_thread: bool = False  # both on one thread: ends line up by scheduling, not by waiting
 
 
 class _Suspect(msgspec.Struct, gc=False):
@@ -100,6 +102,7 @@ class _Sweep(msgspec.Struct):
     suspects: list[_Suspect]
     duty: dict[str, float]  # share of the observed window during which a span of that name is active
     phases: dict[tuple[str, tuple[str, int]], float]  # (parent name, anchor) -> share of that name's time
+    worker_units: set[Unit]  # units with no entry spans whose roots are all suspects
 
 
 def _sweep(spans: list[Span]) -> _Sweep:
@@ -135,7 +138,8 @@ def _sweep(spans: list[Span]) -> _Sweep:
                 else:
                     rel = rel_cache[key] = relation(s.unit, p.unit)
                 if rel is not None:
-                    cands.append(_Candidate(p, rel))
+                    one = boundary(s.unit, p.unit, rel)[0] is Boundary.ASYNC
+                    cands.append(_Candidate(p, rel, one_thread=one))
             if cands:
                 suspects.append(_Suspect(s, cands))
         active[s.span_id] = s
@@ -149,11 +153,50 @@ def _sweep(spans: list[Span]) -> _Sweep:
         elif s.end > u[1]:
             u[1] = s.end
     if not spans:
-        return _Sweep([], {}, {})
+        return _Sweep([], {}, {}, set())
     window = max(max(s.end for s in spans) - spans[0].start, 1)
     duty = {name: (u[2] + u[1] - u[0]) / window for name, u in union.items()}
     phases = _anchor_candidates(spans, suspects)
-    return _Sweep(suspects, duty, phases)
+    return _Sweep(suspects, duty, phases, _worker_units(spans))
+
+
+def _worker_units(spans: list[Span]) -> set[Unit]:
+    """Units that only ever run handed-over work: no entry spans, and every root a suspect."""
+    serving: set[Unit] = set()
+    rooted: set[Unit] = set()
+    for s in spans:
+        if s.kind in ENTRY_KINDS:
+            serving.add(s.unit)
+        elif s.parent_span_id == 0:
+            if is_suspect(s):
+                rooted.add(s.unit)
+            else:
+                serving.add(s.unit)  # linked roots: started as new traces on purpose
+    return rooted - serving
+
+
+def _periodic(group: list[_Suspect]) -> bool:
+    """Roots that recur at a fixed interval in their unit: a timer, whatever the load."""
+    by_unit: dict[Unit, list[int]] = defaultdict(list)
+    for sus in group:
+        by_unit[sus.span.unit].append(sus.span.start)
+    for starts in by_unit.values():
+        if len(starts) < 5:
+            continue
+        starts.sort()
+        gaps = [b - a for a, b in pairwise(starts)]
+        mean = sum(gaps) / len(gaps)
+        sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps))
+        if mean > 0 and sd / mean < 0.1:
+            return True
+    return False
+
+
+def _resolution(group: list[_Suspect]) -> float:
+    """The timestamps' clock resolution: Node.js starts spans on a millisecond clock."""
+    starts = [sus.span.start for sus in group] + [c.parent.start for sus in group for c in sus.candidates]
+    whole_ms = sum(1 for t in starts if t % MS == 0)
+    return float(MS) if whole_ms >= 0.9 * len(starts) else 1000.0
 
 
 def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tuple[str, tuple[str, int]], float]:
@@ -217,6 +260,12 @@ _ANCHOR_PRIOR = 8.0
 #: Phases rarer than this are treated as this common: a rare phase that a few roots happen to
 #: land in must not outweigh the timing evidence.
 _MIN_PHASE = 0.05
+#: Strength of the prior that dispatching parent names occur as chance predicts (duty cycles).
+_NAME_PRIOR = 4.0
+_ONE_THREAD_TIMING_CAP = 1.0
+#: Likelihood ratio for a root in a dedicated worker unit (no entry spans, only such roots) that
+#: is not periodic: work handed to a worker, rather than a job the unit runs on its own.
+_WORKER_UNIT_LR = 4.0
 
 
 class _Params(msgspec.Struct):
@@ -227,6 +276,7 @@ class _Params(msgspec.Struct):
     tau_end: float = 2.0 * MS  # typical gap between the work's end and the dispatcher's end
     tau_lag: float = 2.0 * MS  # typical dispatch lag after the anchor event
     names: dict[str, float] = {}  # parent name -> share of the dispatched roots
+    resolution: float = 1.0  # clock resolution of the timestamps (ns): no time scale is finer
     anchors: dict[Key, float] = {}  # (parent name, anchor) -> P(anchor | name, dispatched) / P(anchor | chance)
 
 
@@ -238,14 +288,19 @@ def _pair_lr(r: Span, c: _Candidate, prm: _Params) -> float:
     # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
     # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
     lr = 0.5 + 0.5 * math.exp(-c.lag / prm.tau_lag) / prm.tau_lag * c.gap
-    if r.end <= p.end:
-        gap = p.end - r.end
+    if r.end <= p.end + prm.resolution:
+        gap = max(p.end - r.end, 0)
         f_end = 0.7 * math.exp(-gap / prm.tau_end) / prm.tau_end + 0.3 / max(pdur - rdur, 1)
         lr *= prm.contained * f_end * pdur
     else:
         # Work that outlives its dispatcher is allowed (fire-and-forget) but is no evidence:
         # a short root overshooting a long span's end says nothing about dispatch.
         lr *= min(1.0, (1.0 - prm.contained) / max(0.02, min(1.0, rdur / pdur)))
+    if c.one_thread:
+        # On one thread (an event loop) callbacks and timers that fire in the same tick start
+        # and end together whether or not one dispatched the other: timing proves little, so
+        # such a gap has to show itself by recurring above chance.
+        return min(lr, _ONE_THREAD_TIMING_CAP)
     return min(lr, _LR_CAP)
 
 
@@ -273,14 +328,22 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
         for sus in group
         if any(c.parent.end >= sus.span.end for c in sus.candidates)
     )
+    res = _resolution(group)
+    floor = max(0.1 * MS, res)
     prm = _Params(
         share=0.5,
         names={nm: n / total for nm, n in counts.items()},
-        tau_lag=max(0.1 * MS, float(lags[len(lags) // 2])),
-        tau_end=max(0.1 * MS, float(end_gaps[len(end_gaps) // 2])) if end_gaps else 2.0 * MS,
+        tau_lag=max(floor, float(lags[len(lags) // 2])),
+        tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else 2.0 * MS,
+        resolution=res,
     )
-    # Under chance a root lands inside a span of name X as often as X is active.
+    # Under chance a root lands inside a span of name X as often as X is active; and the parent
+    # names of chance roots are spread like the duty cycles, which is the prior of the names.
     cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), 0.05) for nm in counts}
+    duty_sum = sum(sweep.duty.get(nm, 1.0) for nm in counts)
+    chance_names = {nm: sweep.duty.get(nm, 1.0) / duty_sum for nm in counts}
+    worker = 1.0 if _periodic(group) else _WORKER_UNIT_LR
+    unit_lr = [worker if sus.span.unit in sweep.worker_units else 1.0 for sus in group]
     scored: list[_Scored] = []
     for _ in range(_EM_ROUNDS):
         scored = []
@@ -288,7 +351,7 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
         name_mass: dict[str, float] = defaultdict(float)
         anchor_mass: dict[Key, float] = defaultdict(float)
         w_sum = w_in = w_gap = w_lag = 0.0
-        for sus in group:
+        for sus, ulr in zip(group, unit_lr, strict=True):
             r = sus.span
             per_name: dict[str, int] = defaultdict(int)
             for c in sus.candidates:
@@ -298,10 +361,10 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
                 nm = c.parent.name
                 lr = _pair_lr(r, c, prm) * prm.anchors.get(_key(c), 1.0)
                 terms.append(prm.names.get(nm, 0.0) * cover[nm] * lr / per_name[nm])
-            like = sum(terms)
+            like = sum(terms) * ulr
             odds = prm.share * like
             post = odds / (odds + 1.0 - prm.share) if like > 0 else 0.0
-            weights = [post * t / like for t in terms] if like > 0 else [0.0] * len(terms)
+            weights = [post * t * ulr / like for t in terms] if like > 0 else [0.0] * len(terms)
             scored.append(_Scored(post, weights))
             post_sum += post
             for c, w in zip(sus.candidates, weights, strict=True):
@@ -314,23 +377,24 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
                 lead = sus.candidates[max(range(len(weights)), key=weights.__getitem__)]
                 p = lead.parent
                 w_sum += post
-                if r.end <= p.end:
+                if r.end <= p.end + prm.resolution:
                     w_in += post
-                    w_gap += post * (p.end - r.end)
+                    w_gap += post * max(p.end - r.end, 0)
                 w_lag += post * lead.lag
         n = len(group)
         prm.share = min(0.99, (post_sum + 1.0) / (n + 4.0))
-        alpha = 0.1
-        denom = w_sum + alpha * len(counts)
-        prm.names = {nm: (name_mass.get(nm, 0.0) + alpha) / denom for nm in counts}
+        mass_sum = sum(name_mass.values())
+        prm.names = {
+            nm: (name_mass.get(nm, 0.0) + _NAME_PRIOR * chance_names[nm]) / (mass_sum + _NAME_PRIOR) for nm in counts
+        }
         anchors = {}
         for key, mass in anchor_mass.items():
             chance = max(sweep.phases.get(key, 1.0), _MIN_PHASE)
             anchors[key] = (mass + _ANCHOR_PRIOR * chance) / (name_mass[key[0]] + _ANCHOR_PRIOR) / chance
         prm.anchors = anchors
         prm.contained = (w_in + 1.4) / (w_sum + 2.0)
-        prm.tau_end = max(0.1 * MS, (w_gap + 0.2 * prm.tau_end) / (w_in + 0.2))
-        prm.tau_lag = max(0.1 * MS, (w_lag + 0.2 * prm.tau_lag) / (w_sum + 0.2))
+        prm.tau_end = max(floor, (w_gap + 0.2 * prm.tau_end) / (w_in + 0.2))
+        prm.tau_lag = max(floor, (w_lag + 0.2 * prm.tau_lag) / (w_sum + 0.2))
     return prm, scored
 
 
