@@ -186,10 +186,10 @@ def run(argv: list[str] | None = None) -> ExitCode:
         err.print("aborted")
         return ExitCode.USAGE
     except InputError as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return ExitCode.BAD_INPUT
     except (UsageError, CtxdoctorError) as exc:
-        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
         return ExitCode.USAGE
     except typer.TyperException as exc:  # the command line itself was wrong
         show = getattr(exc, "show", None)

@@ -19,8 +19,6 @@ _NODE_THREAD = Fix(
         "context.with(ctx, () => tracer.startActiveSpan(...)).",
         "Initialise the SDK inside every worker (each isolate has its own) and call sdk.shutdown() "
         "before the worker exits so its spans are flushed.",
-        "If the work runs on the same thread (callback, EventEmitter), bind it instead: "
-        "context.bind(context.active(), fnOrEmitter).",
     ),
     apis=(
         "propagation.inject(context.active(), carrier)",

@@ -403,6 +403,8 @@ def _evidence(r: Span, c: _Candidate, m_same: int, prm: _Params, duty: float) ->
     ev = [f"started {(r.start - p.start) / MS:.1f} ms into {p.name!r} ({c.rel.value})"]
     if r.end <= p.end:
         ev.append(f"ended {(p.end - r.end) / MS:.1f} ms before it (the dispatcher waited for it)")
+    elif r.end <= p.end + prm.resolution:
+        ev.append("ended with it, within the clock's resolution (the dispatcher waited for it)")
     else:
         ev.append(f"outlived it by {(r.end - p.end) / MS:.1f} ms (fire-and-forget)")
     what = "start" if c.anchor[1] == 0 else "end"
