@@ -14,6 +14,9 @@ specification recommends (RESOURCE_EXHAUSTED).
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 import time
 import zlib
 from concurrent import futures
@@ -104,9 +107,13 @@ class GrpcServer:
         try:
             self.port = self._server.add_insecure_port(address)
         except RuntimeError as exc:
-            raise PortInUse(f"cannot listen for OTLP/gRPC on {host}:{port}: {_bind_reason(port)}") from exc
+            raise PortInUse(
+                f"cannot listen for OTLP/gRPC on {host}:{port}: {bind_reason(host, port, '--port')}"
+            ) from exc
         if self.port == 0:  # older grpcio reports a failed bind this way
-            raise PortInUse(f"cannot listen for OTLP/gRPC on {host}:{port}: {_bind_reason(port)}")
+            raise PortInUse(
+                f"cannot listen for OTLP/gRPC on {host}:{port}: {bind_reason(host, port, '--port')}"
+            )
 
     def start(self) -> None:
         self._server.start()
@@ -169,7 +176,21 @@ class GrpcServer:
             ingest.end()
 
 
-def _bind_reason(port: int) -> str:
-    if port and port < 1024:
-        return "the port is in use or needs privileges"
-    return "the port is already in use (another collector or ctxdoctor listen?); pick another with --port"
+def bind_reason(host: str, port: int, flag: str) -> str:
+    """Why binding failed, in words. grpcio does not say; a plain socket bind shows the errno."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    err = None
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            err = exc.errno
+    if err == errno.EADDRINUSE or err is None:
+        return (
+            f"the port is already in use (another collector or ctxdoctor listen?); pick another with {flag}"
+        )
+    if err in (errno.EACCES, errno.EPERM):
+        return f"binding port {port} needs privileges; pick a port above 1023 with {flag}"
+    if err == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine (--host)"
+    return os.strerror(err)

@@ -107,15 +107,10 @@ class HttpServer:
         self._warned_h2: set[str] = set()
         try:
             self._httpd = _Server((host, port), _Handler, self)
-        except OSError as exc:
-            from ctxdoctor.receiver.grpc_server import PortInUse
+        except OSError:
+            from ctxdoctor.receiver.grpc_server import PortInUse, bind_reason
 
-            reason = (
-                "the port is already in use (another collector or ctxdoctor listen?); "
-                "pick another with --http-port"
-            )
-            if exc.errno not in (98, 48):  # EADDRINUSE on Linux, macOS
-                reason = exc.strerror or str(exc)
+            reason = bind_reason(host, port, "--http-port")
             raise PortInUse(f"cannot listen for OTLP/HTTP on {host}:{port}: {reason}") from None
         self.port: int = self._httpd.server_address[1]
         self._thread: threading.Thread | None = None
@@ -233,20 +228,53 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner._set(self, False)
 
     def _refuse_http2(self) -> None:
+        """Answer a gRPC client's first call with a gRPC error naming the right port.
+
+        Speaks just enough HTTP/2 for that: the server preface, then, for the first request
+        stream, a trailers-only response (``grpc-status`` UNAVAILABLE with the reason in
+        ``grpc-message``), then GOAWAY. A client that sends no request in time gets the GOAWAY
+        alone, whose debug text says the same.
+        """
         self.owner.grpc_client_seen(self.peer)
-        # Server preface (empty SETTINGS) then GOAWAY(HTTP_1_1_REQUIRED) with a readable reason,
-        # which gRPC clients include in their error message.
         where = f"use port {self.owner.grpc_port}" if self.owner.grpc_port else "use the OTLP/gRPC port"
-        debug = f"this is ctxdoctor's OTLP/HTTP port; for OTLP/gRPC {where}".encode()
-        settings = struct.pack(">I", 0)[1:] + b"\x04\x00" + struct.pack(">I", 0)
-        payload = struct.pack(">II", 0, 0xD) + debug
-        goaway = struct.pack(">I", len(payload))[1:] + b"\x07\x00" + struct.pack(">I", 0) + payload
+        reason = f"this is ctxdoctor's OTLP/HTTP port; for OTLP/gRPC {where}"
+        stream = 0
         try:
-            self.wfile.write(settings + goaway)
+            # Clients wait for the server's SETTINGS before they send a request.
+            self.wfile.write(_h2_frame(0x4, 0, 0, b""))
+            self.wfile.flush()
+            self.connection.settimeout(2.0)
+            if self.rfile.read(8) == b"\r\nSM\r\n\r\n":  # the rest of the client preface
+                stream = self._first_h2_stream()
+        except (OSError, ValueError):
+            stream = 0
+        out = b""
+        if stream:
+            out += _h2_frame(0x4, 0x1, 0, b"")  # ACK the client's SETTINGS
+            out += _h2_frame(0x1, 0x5, stream, _grpc_error_headers(14, reason))  # END_STREAM|END_HEADERS
+        out += _h2_frame(0x7, 0, 0, struct.pack(">II", stream, 0) + reason.encode())  # GOAWAY NO_ERROR
+        try:
+            self.wfile.write(out)
             self.wfile.flush()
         except OSError:
             pass
         self.close_connection = True
+
+    def _first_h2_stream(self) -> int:
+        """Read frames until the first HEADERS frame; return its stream id (0: none seen)."""
+        for _ in range(16):
+            head = self.rfile.read(9)
+            if len(head) < 9:
+                return 0
+            length = int.from_bytes(head[:3], "big")
+            ftype = head[3]
+            stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+            if length > 1 << 16:
+                return 0
+            self.rfile.read(length)
+            if ftype == 0x1:
+                return stream
+        return 0
 
     # -- methods -------------------------------------------------------------------------------
     def do_POST(self) -> None:
@@ -511,6 +539,27 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
         except OSError:
             self.close_connection = True
+
+
+def _h2_frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack_literal(name: bytes, value: bytes) -> bytes:
+    """A header as an HPACK literal without indexing, new name, no Huffman (short strings)."""
+    assert len(name) < 127 and len(value) < 127
+    return b"\x00" + bytes((len(name),)) + name + bytes((len(value),)) + value
+
+
+def _grpc_error_headers(code: int, message: str) -> bytes:
+    from urllib.parse import quote
+
+    return (
+        b"\x88"  # :status 200 (static table entry 8)
+        + _hpack_literal(b"content-type", b"application/grpc")
+        + _hpack_literal(b"grpc-status", str(code).encode())
+        + _hpack_literal(b"grpc-message", quote(message, safe=" ;:/'").encode()[:126])
+    )
 
 
 def _decompress(wire: bytes, encoding: str, limit: int) -> bytes:

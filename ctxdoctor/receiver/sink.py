@@ -21,6 +21,9 @@ import msgspec
 class DumpWriteError(OSError):
     """The dump could not be written; what was written before is intact."""
 
+    def __str__(self) -> str:
+        return str(self.strerror)
+
 
 class SinkClosed(RuntimeError):
     """The receiver is shutting down and takes no more writes."""
