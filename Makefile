@@ -42,3 +42,11 @@ fixtures: $(STAMP) $(NODE_STAMP)
 
 clean:
 	rm -rf $(VENV) $(NODE_APPS)/node_modules .pytest_cache .mypy_cache .ruff_cache
+
+# Benchmarks of issue 6 (not tests; see bench/README.md). Minutes each; the machine should be idle.
+.PHONY: bench-analyze bench-listen
+bench-analyze: $(STAMP)
+	$(BIN)/python bench/analyze.py
+
+bench-listen: $(STAMP)
+	$(BIN)/python bench/listen.py
