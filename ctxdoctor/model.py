@@ -76,7 +76,6 @@ class Span(msgspec.Struct, frozen=True, gc=False):
     flags: int
     unit: Unit
     links: tuple[int, ...] = ()  # trace ids this span links to
-    status: int = 0
 
     @property
     def is_root(self) -> bool:

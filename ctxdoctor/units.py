@@ -56,6 +56,10 @@ class UnitTable:
         self._by_resource: dict[Hashable, Unit] = {}
         self._by_thread: dict[tuple[int, int | None, str | None], Unit] = {}
 
+    def known(self, key: Hashable) -> Unit | None:
+        """The unit of a resource seen before, without decoding its attributes again."""
+        return self._by_resource.get(key)
+
     def resource_unit(self, key: Hashable, attrs: Mapping[str, Scalar]) -> Unit:
         """The unit of a resource. ``key`` identifies the whole resource (all attributes)."""
         unit = self._by_resource.get(key)

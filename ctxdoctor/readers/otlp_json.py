@@ -16,36 +16,35 @@ from typing import Any, BinaryIO
 import msgspec
 
 from ctxdoctor.errors import InputError
-from ctxdoctor.model import Span, SpanKind
+from ctxdoctor.model import Span, SpanKind, Unit
 from ctxdoctor.readers.interface import ReadWarning, SpanSink
 from ctxdoctor.units import RESOURCE_KEYS, SPAN_THREAD_KEYS, Scalar, UnitTable
 
 
-class _KV(msgspec.Struct):
+# Wire structs name only what the analysis reads; msgspec skips everything else without
+# allocating. gc=False: they hold no cycles, and millions of tracked objects make the cyclic
+# collector run over and over during a load.
+class _KV(msgspec.Struct, gc=False):
     key: str = ""
     value: msgspec.Raw = msgspec.Raw(b"{}")
 
 
-class _AnyValue(msgspec.Struct):
+class _AnyValue(msgspec.Struct, gc=False):
     stringValue: str | None = None
     intValue: int | None = None
     boolValue: bool | None = None
     doubleValue: float | str | None = None
 
 
-class _Resource(msgspec.Struct):
+class _Resource(msgspec.Struct, gc=False):
     attributes: list[_KV] = []
 
 
-class _Link(msgspec.Struct):
+class _Link(msgspec.Struct, gc=False):
     traceId: str = ""
 
 
-class _Status(msgspec.Struct):
-    code: int | str = 0
-
-
-class _Span(msgspec.Struct):
+class _Span(msgspec.Struct, gc=False):
     traceId: str = ""
     spanId: str = ""
     parentSpanId: str = ""
@@ -54,30 +53,34 @@ class _Span(msgspec.Struct):
     startTimeUnixNano: int = 0
     endTimeUnixNano: int = 0
     flags: int = 0
-    attributes: list[_KV] = []
-    links: list[_Link] = []
-    status: _Status | None = None
+    # Kept raw: most spans carry attributes, few name their thread; parsed only when they do.
+    attributes: msgspec.Raw = msgspec.Raw(b"[]")
+    links: msgspec.Raw = msgspec.Raw(b"[]")
 
 
-class _ScopeSpans(msgspec.Struct):
+class _ScopeSpans(msgspec.Struct, gc=False):
     spans: list[_Span] = []
 
 
-class _ResourceSpans(msgspec.Struct):
-    resource: _Resource | None = None
+class _ResourceSpans(msgspec.Struct, gc=False):
+    resource: msgspec.Raw = msgspec.Raw(b"{}")
     scopeSpans: list[_ScopeSpans] = []
     instrumentationLibrarySpans: list[_ScopeSpans] = []  # OTLP < 0.15, still seen in old dumps
 
 
-class _Request(msgspec.Struct):
+class _Request(msgspec.Struct, gc=False):
     resourceSpans: list[_ResourceSpans] = []
 
 
 _decoder = msgspec.json.Decoder(_Request, strict=False)
 _value_decoder = msgspec.json.Decoder(_AnyValue, strict=False)
+_resource_decoder = msgspec.json.Decoder(_Resource, strict=False)
+_attrs_decoder = msgspec.json.Decoder(list[_KV], strict=False)
+_links_decoder = msgspec.json.Decoder(list[_Link], strict=False)
+_THREAD_MARK = b'"thread.'
+_NO_ITEMS = (b"[]", b"")
 _SNAKE_MARKERS = (b'"resource_spans"', b'"scope_spans"', b'"trace_id"', b'"span_id"')
 _KIND_NAMES = {k.name: int(k) for k in SpanKind} | {f"SPAN_KIND_{k.name}": int(k) for k in SpanKind}
-_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2, "UNSET": 0, "OK": 1, "ERROR": 2}
 _HEX = re.compile(r"[0-9a-fA-F]*")
 
 
@@ -106,10 +109,16 @@ def parse_id(text: str, digits: int, field: str) -> int:
     """Hex id to int; 0 for empty. Explains the common base64 mistake."""
     if not text:
         return 0
-    if len(text) != digits or not _HEX.fullmatch(text):
-        hint = " (OTLP/JSON ids are hex, not base64)" if len(text) in (24, 12) or "=" in text else ""
-        raise SpanError(f"{field} {text!r} is not {digits} hex digits{hint}")
-    return int(text, 16)
+    if len(text) == digits:
+        try:
+            value = int(text, 16)
+        except ValueError:
+            pass
+        else:
+            if text.isalnum():  # int() would also take "0x", "_" and signs
+                return value
+    hint = " (OTLP/JSON ids are hex, not base64)" if len(text) in (24, 12) or "=" in text else ""
+    raise SpanError(f"{field} {text!r} is not {digits} hex digits{hint}")
 
 
 def _enum(value: int | str, names: dict[str, int], field: str) -> int:
@@ -148,45 +157,78 @@ def decode_request(data: bytes) -> _Request:
     return _decoder.decode(data)
 
 
-def request_spans(req: _Request, units: UnitTable, emit: SpanSink, on_bad_span: Callable[[str], None]) -> int:
+class ResourceCache:
+    """Units of the resources seen so far, by their raw JSON: a resource repeats on every batch."""
+
+    __slots__ = ("by_raw", "units")
+
+    def __init__(self, units: UnitTable):
+        self.units = units
+        self.by_raw: dict[bytes, Unit] = {}
+
+    def unit(self, raw: msgspec.Raw) -> Unit:
+        key = bytes(raw)
+        unit = self.by_raw.get(key)
+        if unit is None:
+            attrs = _resource_decoder.decode(raw).attributes if key not in (b"{}", b"null") else []
+            ident = tuple((kv.key, bytes(kv.value)) for kv in attrs)
+            wanted = {kv.key: _scalar(kv.value) for kv in attrs if kv.key in RESOURCE_KEYS}
+            unit = self.by_raw[key] = self.units.resource_unit(ident, wanted)
+        return unit
+
+
+def _thread_unit(base: Unit, raw: msgspec.Raw, units: UnitTable) -> Unit:
+    tid = tname = None
+    for kv in _attrs_decoder.decode(raw):
+        if kv.key in SPAN_THREAD_KEYS:
+            if kv.key == "thread.id":
+                tid = _scalar(kv.value)
+            else:
+                tname = _scalar(kv.value)
+    return units.thread_unit(base, tid, tname)
+
+
+def request_spans(
+    req: _Request, resources: ResourceCache, emit: SpanSink, on_bad_span: Callable[[str], None]
+) -> int:
     """Turn a decoded request into ``Span`` records. Returns how many were emitted."""
     count = 0
     names: dict[str, str] = {}
+    units = resources.units
     for ri, rs in enumerate(req.resourceSpans):
-        attrs = rs.resource.attributes if rs.resource is not None else []
-        key = tuple((kv.key, bytes(kv.value)) for kv in attrs)
-        base = units.resource_unit(key, {kv.key: _scalar(kv.value) for kv in attrs if kv.key in RESOURCE_KEYS})
+        base = resources.unit(rs.resource)
         scopes = rs.scopeSpans or rs.instrumentationLibrarySpans
         for si, ss in enumerate(scopes):
             for ki, s in enumerate(ss.spans):
                 try:
-                    trace_id = parse_id(s.traceId, 32, "traceId")
-                    span_id = parse_id(s.spanId, 16, "spanId")
+                    t_hex, s_hex, p_hex = s.traceId, s.spanId, s.parentSpanId
+                    try:  # the common, well-formed case without a function call per id
+                        if len(t_hex) != 32 or len(s_hex) != 16 or (p_hex and len(p_hex) != 16):
+                            raise ValueError
+                        trace_id, span_id = int(t_hex, 16), int(s_hex, 16)
+                        parent = int(p_hex, 16) if p_hex else 0
+                    except ValueError:  # say exactly what is wrong
+                        trace_id = parse_id(t_hex, 32, "traceId")
+                        span_id = parse_id(s_hex, 16, "spanId")
+                        parent = parse_id(p_hex, 16, "parentSpanId")
                     if not trace_id or not span_id:
                         raise EmptyId("span has an empty or all-zero traceId/spanId")
-                    parent = parse_id(s.parentSpanId, 16, "parentSpanId")
-                    kind = _enum(s.kind, _KIND_NAMES, "kind")
-                    status = _enum(s.status.code, _STATUS_NAMES, "status.code") if s.status else 0
+                    kind = s.kind if type(s.kind) is int else _enum(s.kind, _KIND_NAMES, "kind")
                 except EmptyId as exc:
                     on_bad_span(f"span {s.name!r} skipped: {exc}")
                     continue
                 except SpanError as exc:
                     where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{ki}] ({s.name!r})"
                     raise SpanError(f"{where}: {exc}") from None
-                unit = base
-                if s.attributes:
-                    tid = tname = None
-                    for kv in s.attributes:
-                        if kv.key in SPAN_THREAD_KEYS:
-                            if kv.key == "thread.id":
-                                tid = _scalar(kv.value)
-                            else:
-                                tname = _scalar(kv.value)
-                    if tid is not None or tname is not None:
-                        unit = units.thread_unit(base, tid, tname)
+                attrs = s.attributes
+                unit = _thread_unit(base, attrs, units) if _THREAD_MARK in bytes(attrs) else base
                 links: tuple[int, ...] = ()
-                if s.links:
-                    links = tuple(int(lk.traceId, 16) for lk in s.links if _HEX.fullmatch(lk.traceId) and lk.traceId)
+                if bytes(s.links) not in _NO_ITEMS:
+                    links = tuple(
+                        int(lk.traceId, 16)
+                        for lk in _links_decoder.decode(s.links)
+                        if lk.traceId and _HEX.fullmatch(lk.traceId)
+                    )
                 name = names.setdefault(s.name, s.name)
                 emit(
                     Span(
@@ -200,7 +242,6 @@ def request_spans(req: _Request, units: UnitTable, emit: SpanSink, on_bad_span: 
                         s.flags,
                         unit,
                         links,
-                        status,
                     )
                 )
                 count += 1
@@ -233,6 +274,7 @@ class OtlpJsonReader:
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
     ) -> None:
+        resources = ResourceCache(units)
         lineno = 0
         decoded_any = False
         pending: tuple[int, bytes, msgspec.DecodeError] | None = None
@@ -247,7 +289,7 @@ class OtlpJsonReader:
                 bad_no, bad_line, exc = pending
                 if not decoded_any:
                     rest = bad_line + b"\n" + line + b"\n" + stream.read()
-                    self._read_document(path, rest, bad_no, units, emit, warn)
+                    self._read_document(path, rest, bad_no, resources, emit, warn)
                     return
                 raise InputError(path, _describe(exc), line=bad_no)
             try:
@@ -259,7 +301,7 @@ class OtlpJsonReader:
                 pending = (lineno, line, err)
                 continue
             decoded_any = True
-            self._emit(path, lineno, req, units, emit, warn)
+            self._emit(path, lineno, req, resources, emit, warn)
         if pending is not None:
             bad_no, bad_line, exc = pending
             if "truncated" in str(exc):
@@ -279,7 +321,7 @@ class OtlpJsonReader:
         path: str,
         data: bytes,
         first_line: int,
-        units: UnitTable,
+        resources: ResourceCache,
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
     ) -> None:
@@ -288,18 +330,18 @@ class OtlpJsonReader:
         except msgspec.DecodeError as exc:
             line = _line_of(data, exc)
             raise InputError(path, _describe(exc), line=None if line is None else first_line + line - 1) from None
-        self._emit(path, first_line, req, units, emit, warn)
+        self._emit(path, first_line, req, resources, emit, warn)
 
     @staticmethod
     def _emit(
         path: str,
         lineno: int,
         req: _Request,
-        units: UnitTable,
+        resources: ResourceCache,
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
     ) -> None:
         try:
-            request_spans(req, units, emit, lambda m: warn(ReadWarning(path, m, line=lineno)))
+            request_spans(req, resources, emit, lambda m: warn(ReadWarning(path, m, line=lineno)))
         except SpanError as exc:
             raise InputError(path, str(exc), line=lineno) from None
