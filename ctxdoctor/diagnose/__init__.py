@@ -37,7 +37,10 @@ def diagnose(
     roots = sum(1 for s in spans if s.parent_span_id == 0)
     missing = find_missing_parents(spans, span_ids, roots_by_trace)
     candidates, group_sizes = find_orphans(spans)
-    orphans = [o for o in candidates if o.confidence >= settings.min_confidence]
+    flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
+    # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above
+    # untouched and only keep those roots out of the findings and the ratio.
+    orphans = [o for o in flagged if not any(a.matches(o.span.unit.service, o.span.name) for a in settings.allow)]
     gaps = group_gaps(orphans, group_sizes)
     missing_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing}
     lost_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing if m.lost}
@@ -53,6 +56,7 @@ def diagnose(
         fragments=fragments,
         broken_fragments=broken,
         orphan_ratio=broken / fragments if fragments else 0.0,
+        allowed_roots=len(flagged) - len(orphans),
     )
     return Report(
         summary=summary,

@@ -189,11 +189,21 @@ def _thread_unit(base: Unit, raw: msgspec.Raw, units: UnitTable) -> Unit:
 
 
 def request_spans(
-    req: _Request, resources: ResourceCache, emit: SpanSink, on_bad_span: Callable[[str], None]
+    req: _Request,
+    resources: ResourceCache,
+    emit: SpanSink,
+    on_bad_span: Callable[[str], None],
+    threads_named: bool = True,
 ) -> int:
-    """Turn a decoded request into ``Span`` records. Returns how many were emitted."""
+    """Turn a decoded request into ``Span`` records. Returns how many were emitted.
+
+    ``threads_named=False`` says the request's text never mentions ``"thread.``, so no span
+    attributes need a look.
+    """
     count = 0
     names: dict[str, str] = {}
+    # Spans of one trace share one id object: most of a batch belongs to a few traces.
+    trace_ids: dict[str, int] = {}
     units = resources.units
     for ri, rs in enumerate(req.resourceSpans):
         base = resources.unit(rs.resource)
@@ -205,7 +215,8 @@ def request_spans(
                     try:  # the common, well-formed case without a function call per id
                         if len(t_hex) != 32 or len(s_hex) != 16 or (p_hex and len(p_hex) != 16):
                             raise ValueError
-                        trace_id, span_id = int(t_hex, 16), int(s_hex, 16)
+                        trace_id = trace_ids.get(t_hex) or trace_ids.setdefault(t_hex, int(t_hex, 16))
+                        span_id = int(s_hex, 16)
                         parent = int(p_hex, 16) if p_hex else 0
                     except ValueError:  # say exactly what is wrong
                         trace_id = parse_id(t_hex, 32, "traceId")
@@ -220,10 +231,13 @@ def request_spans(
                 except SpanError as exc:
                     where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{ki}] ({s.name!r})"
                     raise SpanError(f"{where}: {exc}") from None
-                attrs = s.attributes
-                unit = _thread_unit(base, attrs, units) if _THREAD_MARK in bytes(attrs) else base
+                unit = base
+                if threads_named:
+                    attrs = s.attributes
+                    if _THREAD_MARK in bytes(attrs):
+                        unit = _thread_unit(base, attrs, units)
                 links: tuple[int, ...] = ()
-                if bytes(s.links) not in _NO_ITEMS:
+                if len(s.links) > 2 and bytes(s.links) not in _NO_ITEMS:
                     links = tuple(
                         int(lk.traceId, 16)
                         for lk in _links_decoder.decode(s.links)
@@ -301,7 +315,7 @@ class OtlpJsonReader:
                 pending = (lineno, line, err)
                 continue
             decoded_any = True
-            self._emit(path, lineno, req, resources, emit, warn)
+            self._emit(path, lineno, req, resources, emit, warn, _THREAD_MARK in line)
         if pending is not None:
             bad_no, bad_line, exc = pending
             if "truncated" in str(exc):
@@ -340,8 +354,9 @@ class OtlpJsonReader:
         resources: ResourceCache,
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
+        threads_named: bool = True,
     ) -> None:
         try:
-            request_spans(req, resources, emit, lambda m: warn(ReadWarning(path, m, line=lineno)))
+            request_spans(req, resources, emit, lambda m: warn(ReadWarning(path, m, line=lineno)), threads_named)
         except SpanError as exc:
             raise InputError(path, str(exc), line=lineno) from None
