@@ -34,7 +34,9 @@ def request_json(spans: list[dict[str, Any]], service: str = "svc", **resource: 
         key = k.replace("_", ".")
         val = {"intValue": str(v)} if isinstance(v, int) else {"stringValue": str(v)}
         attrs.append({"key": key, "value": val})
-    return {"resourceSpans": [{"resource": {"attributes": attrs}, "scopeSpans": [{"scope": {"name": "t"}, "spans": spans}]}]}
+    return {
+        "resourceSpans": [{"resource": {"attributes": attrs}, "scopeSpans": [{"scope": {"name": "t"}, "spans": spans}]}]
+    }
 
 
 def line(req: dict[str, Any]) -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from ctxdoctor.model import span_hex
 from bench import accuracy
 from bench.accuracy import concurrency
+from ctxdoctor.model import span_hex
 from tests.scenarios import report, scenario_names, spec, truth
 
 NAMES = scenario_names()
@@ -43,9 +43,7 @@ def test_naive_gap_found_with_parent_boundary_and_fix(name: str) -> None:
     sc = spec(name)
     rep = report(name)
     for want in sc["expect_gaps"]:
-        matches = [
-            g for g in rep.gaps if g.parent_name == want["parent_name"] and g.orphan_name == want["orphan_name"]
-        ]
+        matches = [g for g in rep.gaps if g.parent_name == want["parent_name"] and g.orphan_name == want["orphan_name"]]
         assert matches, f"{name}: gap {want} not reported; got {[(g.parent_name, g.orphan_name) for g in rep.gaps]}"
         gap = matches[0]
         assert gap.boundary.value == want["boundary"]

@@ -130,8 +130,12 @@ def proto_file(tmp_path: Path, n: int = 2, cut: int = 0) -> Path:
 def test_proto_format_matches_json(tmp_path: Path) -> None:
     from_proto = read_paths([proto_file(tmp_path)]).spans
     from_json = read_paths([write(tmp_path, "d.json", line(REQ) + "\n" + line(REQ))]).spans
-    key = [(s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start, s.end, s.unit.thread_id) for s in from_json]
-    assert [(s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start, s.end, s.unit.thread_id) for s in from_proto] == key
+    key = [
+        (s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start, s.end, s.unit.thread_id) for s in from_json
+    ]
+    assert [
+        (s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.start, s.end, s.unit.thread_id) for s in from_proto
+    ] == key
 
 
 def test_proto_truncated_tail_warns(tmp_path: Path) -> None:
