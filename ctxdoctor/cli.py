@@ -33,6 +33,8 @@ _PROGRESS_BYTES = 64 << 20
 class Format(str, Enum):
     terminal = "terminal"
     json = "json"
+    junit = "junit"
+    github = "github"
 
 
 def _stdout() -> Console:
@@ -77,7 +79,30 @@ def emit(report: Report, fmt: Format, output: Path | None) -> None:
 
 
 PathsArg = typer.Argument(..., help="Dump files: OTLP/JSON lines (.json, .jsonl, .gz) or Collector proto format.")
-MinConf = typer.Option(0.5, "--min-confidence", min=0.0, max=1.0, help="Report orphans at or above this confidence.")
+MinConf = typer.Option(
+    None, "--min-confidence", min=0.0, max=1.0, help="Report orphans at or above this confidence [default: 0.5]."
+)
+ConfigOpt = typer.Option(
+    None,
+    "--config",
+    help="Settings file (default: ctxdoctor.toml or pyproject.toml [tool.ctxdoctor], searched upwards).",
+)
+JunitOpt = typer.Option(None, "--report-junit", help="Also write a JUnit XML report (one test case per gap).")
+JsonOpt = typer.Option(None, "--report-json", help="Also write the JSON report.")
+
+
+def _settings(max_orphan_ratio: float | None, min_confidence: float | None, config: Path | None) -> Settings:
+    from ctxdoctor.config import resolve_settings
+
+    return resolve_settings(max_orphan_ratio=max_orphan_ratio, min_confidence=min_confidence, config=config)
+
+
+def _publish(report: Report, junit: Path | None, json_path: Path | None, fmt: Format, output: Path | None) -> None:
+    from ctxdoctor.runner.publish import publish
+
+    # Annotations go where they cannot corrupt a machine-readable report on stdout.
+    machine = output is None and fmt is not Format.terminal
+    publish(report, junit=junit, json_path=json_path, annotations_to=sys.stderr if machine else sys.stdout)
 
 
 def _check_ratio(value: float | None) -> float | None:
@@ -91,32 +116,44 @@ def analyze(
     paths: list[Path] = PathsArg,
     fmt: Format = typer.Option(Format.terminal, "--format", "-f", help="Report format."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
-    min_confidence: float = MinConf,
+    min_confidence: float | None = MinConf,
     max_orphan_ratio: float | None = typer.Option(
         None, "--max-orphan-ratio", callback=_check_ratio, help="Also gate: exit 1 when the orphan ratio is over this."
     ),
+    config: Path | None = ConfigOpt,
+    report_junit: Path | None = JunitOpt,
+    report_json: Path | None = JsonOpt,
 ) -> ExitCode:
     """Diagnose a dump: context-loss roots, spans whose parent never arrived, and the fixes."""
-    settings = Settings(min_confidence=min_confidence, max_orphan_ratio=max_orphan_ratio)
+    settings = _settings(max_orphan_ratio, min_confidence, config)
     report = analyse(paths, settings, _stderr())
     emit(report, fmt, output)
+    _publish(report, report_junit, report_json, fmt, output)
     return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
 
 
 @app.command()
 def check(
     paths: list[Path] = PathsArg,
-    max_orphan_ratio: float = typer.Option(
-        ..., "--max-orphan-ratio", callback=_check_ratio, help="Fail (exit 1) when the orphan ratio is over this."
+    max_orphan_ratio: float | None = typer.Option(
+        None,
+        "--max-orphan-ratio",
+        callback=_check_ratio,
+        help="Fail (exit 1) when the orphan ratio is over this (or max-orphan-ratio in the config file).",
     ),
-    min_confidence: float = MinConf,
+    min_confidence: float | None = MinConf,
     fmt: Format = typer.Option(Format.terminal, "--format", "-f", help="Summary format."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
+    config: Path | None = ConfigOpt,
+    report_junit: Path | None = JunitOpt,
+    report_json: Path | None = JsonOpt,
 ) -> ExitCode:
     """CI gate: print the summary and exit 1 when the orphan ratio is over the threshold."""
     from ctxdoctor.render.terminal import summary_text
 
-    settings = Settings(min_confidence=min_confidence, max_orphan_ratio=max_orphan_ratio)
+    settings = _settings(max_orphan_ratio, min_confidence, config)
+    if settings.max_orphan_ratio is None:
+        raise UsageError("check needs a threshold: --max-orphan-ratio, or max-orphan-ratio in the config file")
     report = analyse(paths, settings, _stderr())
     if fmt is Format.terminal and output is None:
         console = _stdout()
@@ -129,7 +166,52 @@ def check(
             )
     else:
         emit(report, fmt, output)
+    _publish(report, report_junit, report_json, fmt, output)
     return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
+
+
+@app.command("run", context_settings={"allow_interspersed_args": False})
+def run_command(
+    command: list[str] = typer.Argument(..., help="The command to run, after --; its exit code is passed on."),
+    max_orphan_ratio: float | None = typer.Option(
+        None, "--max-orphan-ratio", callback=_check_ratio, help="Exit 1 when the orphan ratio is over this."
+    ),
+    min_confidence: float | None = MinConf,
+    output: Path = typer.Option(Path("dump.json"), "--output", "-o", help="The dump to write (OTLP/JSON lines)."),
+    config: Path | None = ConfigOpt,
+    report_junit: Path | None = JunitOpt,
+    report_json: Path | None = JsonOpt,
+    keep_endpoint: bool = typer.Option(
+        False, "--keep-endpoint", help="Do not set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT/_INSECURE for the command."
+    ),
+    port: int = typer.Option(0, "--port", help="Port for the receiver (gRPC and HTTP on one port; 0 = a free one)."),
+    drain: float = typer.Option(
+        10.0, "--drain", min=0.0, help="After the command exits, wait at most this long for its last exports."
+    ),
+) -> int:
+    """Run COMMAND with its traces sent to ctxdoctor, then diagnose them and gate.
+
+    Exit code: the command's own if it failed, else 1 if the gate failed, else 0.
+    """
+    import os
+
+    environ = dict(os.environ)  # the command gets the user's environment, not ctxdoctor's tweaks
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    from ctxdoctor.runner.session import RunOptions
+    from ctxdoctor.runner.session import run as run_session
+
+    settings = _settings(max_orphan_ratio, min_confidence, config)
+    opts = RunOptions(
+        command=command,
+        settings=settings,
+        output=output,
+        junit=report_junit,
+        json_path=report_json,
+        keep_endpoint=keep_endpoint,
+        port=port,
+        drain=drain,
+    )
+    return run_session(opts, console=_stdout(), err=_stderr(), environ=environ)
 
 
 @app.command()
@@ -200,7 +282,10 @@ def run(argv: list[str] | None = None) -> ExitCode:
         return ExitCode.USAGE
     if isinstance(result, ExitCode):
         return result
-    return ExitCode(result) if isinstance(result, int) and result in ExitCode._value2member_map_ else ExitCode.OK
+    if isinstance(result, int) and not isinstance(result, bool) and 0 <= result <= 255:
+        # ``run`` passes on the command's own exit code, which may be any of these.
+        return result  # type: ignore[return-value]
+    return ExitCode.OK
 
 
 def main() -> None:

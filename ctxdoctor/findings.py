@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import msgspec
 
 from ctxdoctor.model import Span
@@ -75,6 +77,28 @@ class Summary(msgspec.Struct, frozen=True):
     fragments: int  # roots + distinct missing parents: the pieces the traces fell into
     broken_fragments: int  # suspected orphans + lost parents
     orphan_ratio: float  # broken_fragments / fragments
+    allowed_roots: int = 0  # roots that would be suspected orphans but match an allow rule
+
+
+class Allow(msgspec.Struct, frozen=True):
+    """A root that is legitimately a root (by service and span name; shell-style wildcards).
+
+    Lets a team accept one known case (a scheduled job that happens to overlap requests) without
+    lowering the threshold for everything else.
+    """
+
+    service: str | None = None
+    name: str | None = None
+    reason: str = ""
+
+    def matches(self, service: str, name: str) -> bool:
+        return (self.service is None or fnmatchcase(service, self.service)) and (
+            self.name is None or fnmatchcase(name, self.name)
+        )
+
+    def describe(self) -> str:
+        parts = [f"{k}={v}" for k, v in (("service", self.service), ("name", self.name)) if v is not None]
+        return " ".join(parts)
 
 
 class Settings(msgspec.Struct, frozen=True):
@@ -82,6 +106,13 @@ class Settings(msgspec.Struct, frozen=True):
 
     min_confidence: float = 0.5
     max_orphan_ratio: float | None = None
+    allow: tuple[Allow, ...] = ()
+    #: (setting, where its value came from: "command line", "default" or the config file)
+    sources: tuple[tuple[str, str], ...] = ()
+    config_file: str | None = None
+
+    def source(self, key: str) -> str | None:
+        return next((where for k, where in self.sources if k == key), None)
 
 
 class Report(msgspec.Struct, frozen=True):

@@ -94,12 +94,21 @@ def report_dict(report: Report) -> dict[str, Any]:
             "fragments": s.fragments,
             "broken_fragments": s.broken_fragments,
             "orphan_ratio": round(s.orphan_ratio, 6),
+            "allowed_roots": s.allowed_roots,
         },
         "gate": {
             "max_orphan_ratio": report.settings.max_orphan_ratio,
             "failed": report.gate_failed,
         },
-        "settings": {"min_confidence": report.settings.min_confidence},
+        "settings": {
+            "min_confidence": report.settings.min_confidence,
+            "max_orphan_ratio": report.settings.max_orphan_ratio,
+            "allow": [
+                {"service": a.service, "name": a.name, "reason": a.reason} for a in report.settings.allow
+            ],
+            "sources": dict(report.settings.sources),
+            "config_file": report.settings.config_file,
+        },
         "orphans": [_orphan(o) for o in report.orphans],
         "missing_parents": [_missing(m) for m in report.missing_parents],
         "gaps": [_gap(g) for g in report.gaps],

@@ -47,7 +47,25 @@ def summary_text(report: Report) -> Text:
             t.append(f"FAILED: orphan ratio {_pct(s.orphan_ratio)} > {_pct(limit)}", style="bold red")
         else:
             t.append(f"passed: orphan ratio {_pct(s.orphan_ratio)} <= {_pct(limit)}", style="bold green")
+    if s.allowed_roots:
+        t.append(f"\n{s.allowed_roots:,} root(s) accepted by allow rules", style="dim")
+    line = settings_line(report)
+    if line:
+        t.append("\n" + line, style="dim")
     return t
+
+
+def settings_line(report: Report) -> str:
+    """Which bar was applied and where each part came from (config file, command line, default)."""
+    st = report.settings
+    if not st.sources:
+        return ""
+    values = {
+        "max-orphan-ratio": "none" if st.max_orphan_ratio is None else f"{st.max_orphan_ratio:g}",
+        "min-confidence": f"{st.min_confidence:g}",
+        "allow": f"{len(st.allow)} rule{'s' if len(st.allow) != 1 else ''}",
+    }
+    return "settings: " + ", ".join(f"{k} {v} ({st.source(k) or 'default'})" for k, v in values.items())
 
 
 def gaps_table(gaps: tuple[Gap, ...]) -> Table:

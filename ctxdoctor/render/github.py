@@ -1,0 +1,179 @@
+"""GitHub Actions: ``::error``/``::warning`` annotations and a Markdown job summary.
+
+Annotations put the verdict on the run page and the pull request without anyone opening the log;
+the summary (appended to ``$GITHUB_STEP_SUMMARY``) carries the gaps table and the fixes. Both
+are produced when the variables GitHub sets are present (``publish`` in ``ctxdoctor.runner``
+decides), or on demand with ``--format github``.
+
+Escaping follows the runner's parser (actions/toolkit ``command.ts``): ``%``, CR and LF in the
+message; additionally ``:`` and ``,`` in property values. GitHub keeps at most 10 annotations of
+each level per step, so the worst ones come first and the rest are counted in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rich.console import Console
+
+from ctxdoctor.findings import Report
+from ctxdoctor.render.junit import gate_message, lost_groups
+
+#: GitHub shows at most this many annotations of one level per step.
+MAX_PER_LEVEL = 10
+
+
+def escape_data(s: str) -> str:
+    return s.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def escape_property(s: str) -> str:
+    return escape_data(s).replace(":", "%3A").replace(",", "%2C")
+
+
+def command(level: str, message: str, **props: str | int | None) -> str:
+    """One workflow command line, e.g. ``::error file=a.py,title=x::message``."""
+    parts = [f"{k}={escape_property(str(v))}" for k, v in props.items() if v not in (None, "")]
+    head = f"::{level}" + (" " + ",".join(parts) if parts else "")
+    return f"{head}::{escape_data(message)}"
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def workflow_commands(report: Report, *, file: str | None = None, line: int | None = None) -> list[str]:
+    """Workflow commands for the report: the gate verdict, each gap and each lost-parent group.
+
+    Findings are errors when the gate failed and warnings otherwise. ``file``/``line`` place the
+    gate's error on the config line holding the threshold; findings have no source location
+    (spans do not say where the dispatching code is), so they appear on the run's page.
+    """
+    failed = report.gate_failed
+    level = "error" if failed else "warning"
+    out: list[str] = []
+    if failed:
+        out.append(command("error", gate_message(report), title="ctxdoctor: gate failed", file=file, line=line))
+    findings: list[str] = []
+    for g in report.gaps:
+        msg = (
+            f"{g.occurrences} '{g.orphan_name}' root span(s) lost the context of '{g.parent_name}' across a "
+            f"{g.boundary.value} boundary ({g.runtime}, confidence {g.confidence:.2f}).\n"
+            f"Fix: {g.fix.title}.\n" + "\n".join(f"{i}. {s}" for i, s in enumerate(g.fix.steps, 1))
+        )
+        title = f"ctxdoctor: {g.service}: {g.parent_name} -> {g.orphan_name}"
+        findings.append(command(level, msg, title=title))
+    for (service, name, remote), members in lost_groups(report.missing_parents):
+        first = members[0]
+        msg = (
+            f"{len(members)} '{name}' span(s) whose {'remote' if remote else 'local'} parent never arrived: "
+            f"{first.reason}."
+        )
+        if first.fix is not None:
+            msg += f"\nFix: {first.fix.title}."
+        findings.append(command(level, msg, title=f"ctxdoctor: {service}: lost parent of {name}"))
+    room = MAX_PER_LEVEL - (1 if failed else 0)
+    if len(findings) > room:
+        rest = len(findings) - (room - 1)
+        findings = findings[: room - 1]
+        findings.append(
+            command(level, f"{rest} more finding(s); see the job summary or the report.", title="ctxdoctor")
+        )
+    out += findings
+    for w in report.warnings[:3]:
+        out.append(command("warning", w, title="ctxdoctor: input warning"))
+    return out
+
+
+# -- Markdown ------------------------------------------------------------------------------------
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#~"})
+
+
+def md(s: str) -> str:
+    """User data (span and service names) as inert Markdown text inside a table cell."""
+    return " ".join(s.translate(_MD_SPECIAL).split())
+
+
+def _fence(code: str) -> str:
+    ticks = "```"
+    while ticks in code:
+        ticks += "`"
+    return ticks
+
+
+def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[str] = ()) -> str:
+    """The job summary: verdict, numbers, settings with their sources, gaps, lost parents, fixes."""
+    s = report.summary
+    st = report.settings
+    if st.max_orphan_ratio is None:
+        verdict = "no gate"
+    else:
+        verdict = "gate **failed** ❌" if report.gate_failed else "gate passed ✅"
+    lines = [f"## {md(heading)}: {verdict}", ""]
+    lines.append(
+        f"**{s.spans:,}** spans in **{s.traces:,}** traces · suspected orphans **{s.suspected_orphans:,}** · "
+        f"lost parents **{s.lost_parents:,}** · orphan ratio **{_pct(s.orphan_ratio)}** "
+        f"({s.broken_fragments:,}/{s.fragments:,} fragments)"
+    )
+    if s.allowed_roots:
+        lines.append(f"\n{s.allowed_roots:,} root(s) accepted by allow rules.")
+    lines += [""] + [f"{e}" for e in extra]
+    if report.warnings:
+        lines += ["", *(f"> ⚠️ {md(w)}" for w in report.warnings)]
+    lines += ["", "| setting | value | from |", "|---|---|---|"]
+    values = {
+        "max-orphan-ratio": "none" if st.max_orphan_ratio is None else f"{st.max_orphan_ratio:g}",
+        "min-confidence": f"{st.min_confidence:g}",
+        "allow": "; ".join(a.describe() for a in st.allow) or "none",
+    }
+    for key, value in values.items():
+        lines.append(f"| {key} | {md(value)} | {md(st.source(key) or '')} |")
+    if report.gaps:
+        lines += [
+            "",
+            "### Propagation gaps (worst first)",
+            "",
+            "| # | service | dispatching span → orphan | boundary | seen | confidence |",
+            "|---:|---|---|---|---:|---:|",
+        ]
+        for i, g in enumerate(report.gaps, 1):
+            lines.append(
+                f"| {i} | {md(g.service)} | {md(g.parent_name)} → {md(g.orphan_name)} | "
+                f"{g.boundary.value} ({md(g.runtime)}) | {g.occurrences} ({_pct(g.share)}) | {g.confidence:.2f} |"
+            )
+    lost = lost_groups(report.missing_parents)
+    if lost:
+        lines += ["", "### Spans whose parent never arrived", ""]
+        lines += ["| service | span | parent | spans |", "|---|---|---|---:|"]
+        for (service, name, remote), members in lost:
+            lines.append(f"| {md(service)} | {md(name)} | {'remote' if remote else 'local'} | {len(members)} |")
+    fixes = [(f"{md(g.service)}: {md(g.parent_name)} → {md(g.orphan_name)}", g.fix, g.runtime) for g in report.gaps]
+    if lost and lost[0][1][0].fix is not None:
+        (service, name, _), members = lost[0]
+        fix = members[0].fix
+        assert fix is not None
+        fixes.append((f"{md(service)}: lost parents of {md(name)}", fix, members[0].span.unit.language or ""))
+    if fixes:
+        lines += ["", "### Fixes"]
+        for label, fix, runtime in fixes:
+            lines += ["", f"<details><summary>{label}: {md(fix.title)}</summary>", ""]
+            lines += [f"{i}. {md(step)}" for i, step in enumerate(fix.steps, 1)]
+            if fix.snippet:
+                fence = _fence(fix.snippet)
+                lang = "javascript" if runtime == "nodejs" else "python" if runtime == "python" else ""
+                lines += ["", f"{fence}{lang}", fix.snippet, fence]
+            lines += ["", "</details>"]
+    if not report.gaps and not lost:
+        lines += ["", "No propagation gaps and no lost parents."]
+    return "\n".join(lines) + "\n"
+
+
+class GithubRenderer:
+    """``--format github``: the annotations, then the summary Markdown, on the given console."""
+
+    name = "github"
+
+    def render(self, report: Report, console: Console) -> None:
+        for line in workflow_commands(report):
+            console.file.write(line + "\n")
+        console.file.write(step_summary(report))

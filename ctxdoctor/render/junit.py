@@ -1,0 +1,189 @@
+"""JUnit XML: the report as test results, so GitLab, Jenkins and GitHub test views show the gaps.
+
+One test case per propagation gap and per group of lost parents (failing when the gate fails,
+passing with the details in ``system-out`` when it passes or there is no gate), plus one summary
+case for the orphan ratio itself. Test case names carry no counts or ids, so a CI system's test
+history follows the same gap from run to run. The settings applied and where each came from are
+``<properties>``. The layout follows the common (Jenkins/Ant, "junit-10") schema; the tests check
+it against that XSD.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+
+from rich.console import Console
+
+from ctxdoctor.findings import Gap, MissingParent, Report
+
+SUITE = "ctxdoctor"
+# XML 1.0 forbids most control characters; span names are user data and may contain them.
+_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _x(text: str) -> str:
+    return _INVALID_XML.sub("\ufffd", text)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def _fix_text(title: str, steps: tuple[str, ...], snippet: str) -> str:
+    lines = [f"Fix: {title}"] + [f"  {i}. {s}" for i, s in enumerate(steps, 1)]
+    if snippet:
+        lines += ["", snippet]
+    return "\n".join(lines)
+
+
+def _gap_text(g: Gap) -> str:
+    ex = g.examples[0] if g.examples else None
+    lines = [
+        f"service: {g.service}",
+        f"gap: {g.parent_name} -> {g.orphan_name} across a {g.boundary.value} boundary ({g.runtime})",
+        f"seen: {g.occurrences} of {g.roots_with_name} '{g.orphan_name}' roots, confidence {g.confidence:.2f}",
+    ]
+    if ex is not None:
+        lines.append(f"why: {'; '.join(ex.evidence)}" if ex.evidence else f"boundary: {ex.boundary_evidence}")
+    lines += ["", _fix_text(g.fix.title, g.fix.steps, g.fix.snippet)]
+    return "\n".join(lines)
+
+
+def lost_groups(missing: tuple[MissingParent, ...]) -> list[tuple[tuple[str, str, bool], list[MissingParent]]]:
+    """Lost parents grouped by (service, span name, parent remote), largest first."""
+    groups: dict[tuple[str, str, bool], list[MissingParent]] = {}
+    for m in missing:
+        if m.lost:
+            groups.setdefault((m.span.unit.service, m.span.name, m.parent_remote), []).append(m)
+    return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+
+def _lost_text(members: list[MissingParent]) -> str:
+    first = members[0]
+    lines = [
+        f"service: {first.span.unit.service}",
+        f"{len(members)} '{first.span.name}' span(s) whose {'remote' if first.parent_remote else 'local'} parent "
+        "never arrived",
+        f"why: {first.reason}",
+    ]
+    if first.fix is not None:
+        lines += ["", _fix_text(first.fix.title, first.fix.steps, first.fix.snippet)]
+    return "\n".join(lines)
+
+
+def gate_message(report: Report) -> str:
+    s = report.summary
+    limit = report.settings.max_orphan_ratio
+    ratio = f"orphan ratio {_pct(s.orphan_ratio)} ({s.broken_fragments}/{s.fragments} fragments)"
+    if limit is None:
+        return f"{ratio}; no gate (set max-orphan-ratio to fail on it)"
+    op = ">" if report.gate_failed else "<="
+    return f"{ratio} {op} max-orphan-ratio {_pct(limit)}"
+
+
+def properties(report: Report) -> list[tuple[str, str]]:
+    st = report.settings
+    s = report.summary
+    props: list[tuple[str, str]] = [
+        ("max-orphan-ratio", "none" if st.max_orphan_ratio is None else f"{st.max_orphan_ratio:g}"),
+        ("min-confidence", f"{st.min_confidence:g}"),
+        ("allow", "; ".join(a.describe() for a in st.allow)),
+    ]
+    props += [(f"{key}.source", where) for key, where in st.sources]
+    if st.config_file:
+        props.append(("config-file", st.config_file))
+    props += [
+        ("spans", str(s.spans)),
+        ("traces", str(s.traces)),
+        ("roots", str(s.roots)),
+        ("suspected-orphans", str(s.suspected_orphans)),
+        ("allowed-roots", str(s.allowed_roots)),
+        ("lost-parents", str(s.lost_parents)),
+        ("orphan-ratio", f"{s.orphan_ratio:.6f}"),
+    ]
+    props += [("file", f) for f in report.files]
+    return props
+
+
+def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
+    failing = report.gate_failed
+    cases: list[ET.Element] = []
+
+    def case(classname: str, name: str, failure: tuple[str, str, str] | None, out: str) -> None:
+        el = ET.Element("testcase", {"classname": _x(classname), "name": _x(name), "time": "0.000"})
+        if failure is not None:
+            ftype, message, body = failure
+            f = ET.SubElement(el, "failure", {"type": ftype, "message": _x(message)})
+            f.text = _x(body)
+        elif out:
+            ET.SubElement(el, "system-out").text = _x(out)
+        cases.append(el)
+
+    summary_body = gate_message(report)
+    case(
+        f"{SUITE}.gate",
+        "orphan ratio",
+        ("ctxdoctor.GateFailed", gate_message(report), summary_body) if failing else None,
+        summary_body,
+    )
+    for g in report.gaps:
+        message = (
+            f"{g.occurrences} '{g.orphan_name}' root(s) lost the context of '{g.parent_name}' "
+            f"({g.boundary.value} boundary, confidence {g.confidence:.2f})"
+        )
+        body = _gap_text(g)
+        case(
+            f"{SUITE}.gaps.{g.service}",
+            f"{g.parent_name} -> {g.orphan_name}",
+            ("ctxdoctor.PropagationGap", message, body) if failing else None,
+            body,
+        )
+    for (service, name, remote), members in lost_groups(report.missing_parents):
+        where = "remote" if remote else "local"
+        message = f"{len(members)} '{name}' span(s) whose {where} parent never arrived"
+        body = _lost_text(members)
+        case(
+            f"{SUITE}.lost-parents.{service}",
+            f"{name} ({where} parent never arrived)",
+            ("ctxdoctor.LostParent", message, body) if failing else None,
+            body,
+        )
+    failures = sum(1 for c in cases if c.find("failure") is not None)
+    attrs = {
+        "name": SUITE,
+        "tests": str(len(cases)),
+        "failures": str(failures),
+        "errors": "0",
+        "skipped": "0",
+        "time": f"{elapsed:.3f}",
+        "timestamp": datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None).isoformat(),
+        "hostname": socket.gethostname(),
+    }
+    suites = ET.Element(
+        "testsuites",
+        {"name": SUITE, "tests": attrs["tests"], "failures": attrs["failures"], "errors": "0", "time": attrs["time"]},
+    )
+    suite = ET.SubElement(suites, "testsuite", attrs)
+    props = ET.SubElement(suite, "properties")
+    for name, value in properties(report):
+        ET.SubElement(props, "property", {"name": _x(name), "value": _x(value)})
+    suite.extend(cases)
+    if report.warnings:
+        ET.SubElement(suite, "system-err").text = _x("\n".join(f"warning: {w}" for w in report.warnings))
+    ET.indent(suites)
+    return suites
+
+
+def junit_xml(report: Report, *, elapsed: float = 0.0) -> str:
+    root = junit_tree(report, elapsed=elapsed)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+class JunitRenderer:
+    name = "junit"
+
+    def render(self, report: Report, console: Console) -> None:
+        console.file.write(junit_xml(report))

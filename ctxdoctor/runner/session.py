@@ -1,0 +1,236 @@
+"""``ctxdoctor run -- COMMAND``: receiver, command, final exports, diagnosis, exit code.
+
+The exit code is the command's own when it failed (so wrapping a test suite never hides its
+failure), else 1 when the gate failed, else 0. A command killed by signal N gives 128 + N, as a
+shell reports it; an interrupted run whose command still exited 0 gives 128 + the signal, so a
+cancelled CI job is never mistaken for a passing gate.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ctxdoctor.errors import InputError, UsageError
+from ctxdoctor.exitcodes import ExitCode
+from ctxdoctor.findings import Report, Settings
+from ctxdoctor.runner.env import EnvPlan, child_env
+from ctxdoctor.runner.mux import PortMux
+from ctxdoctor.runner.process import Command, CommandNotFound, Outcome
+from ctxdoctor.runner.publish import publish
+
+HOST = "127.0.0.1"
+#: Exports are over once none has arrived for this long (after the command exited).
+QUIET_S = 0.5
+NOT_FOUND = 127
+NOT_EXECUTABLE = 126
+
+
+@dataclass
+class RunOptions:
+    command: list[str]
+    settings: Settings
+    output: Path = Path("dump.json")
+    junit: Path | None = None
+    json_path: Path | None = None
+    keep_endpoint: bool = False
+    port: int = 0
+    #: After the command exits: how long to wait, at most, for its leftover processes and exports.
+    drain: float = 10.0
+
+
+def _signal_name(signum: int) -> str:
+    import signal
+
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def exit_code(outcome: Outcome | None, start_error: int | None, report: Report | None) -> int:
+    if start_error is not None:
+        return start_error
+    assert outcome is not None
+    if outcome.returncode != 0:
+        return outcome.returncode
+    if outcome.received:
+        return 128 + outcome.received[0]
+    if report is not None and report.gate_failed:
+        return int(ExitCode.GATE_FAILED)
+    return int(ExitCode.OK)
+
+
+def _protocols(connections: Mapping[str, set[str]]) -> dict[str, int]:
+    """Exporter connections per protocol ("grpc", "http/protobuf", "http/json")."""
+    seen = {c for conns in connections.values() for c in conns}
+    return dict(sorted(Counter(c.split(" ", 1)[0] for c in seen).items()))
+
+
+def run(
+    opts: RunOptions,
+    *,
+    console: Console,
+    err: Console,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """Run the command against a fresh receiver and diagnose what it exported."""
+    from ctxdoctor.receiver import DumpWriteError, PortInUse, Receiver
+
+    if not opts.command:
+        raise UsageError("nothing to run: put the command after --, e.g. ctxdoctor run -- npm test")
+    if not 0 <= opts.port <= 65535:
+        raise UsageError(f"--port {opts.port} is not a TCP port (0-65535)")
+    parent_env = dict(os.environ if environ is None else environ)
+
+    def log(message: str) -> None:
+        err.print(f"ctxdoctor run: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    receiver = Receiver(output=opts.output, host=HOST, grpc_port=0, http_port=0, receipts=False, log=log)
+    try:
+        receiver.start()
+    except (PortInUse, DumpWriteError) as exc:
+        raise UsageError(str(exc)) from None
+    mux: PortMux | None = None
+    outcome: Outcome | None = None
+    start_error: int | None = None
+    started = time.monotonic()
+    try:
+        assert receiver.grpc_port is not None and receiver.http_port is not None
+        try:
+            mux = PortMux(HOST, receiver.grpc_port, receiver.http_port, port=opts.port, log=log).start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {HOST}:{opts.port}: {exc.strerror or exc}") from None
+        plan = child_env(parent_env, HOST, mux.port, keep_endpoint=opts.keep_endpoint)
+        _banner(plan, mux.port, opts, log)
+        cmd = Command(opts.command, plan.env)
+        cmd.install_handlers()
+        try:
+            try:
+                cmd.start()
+            except CommandNotFound as exc:
+                log(str(exc))
+                start_error = NOT_FOUND if "not found" in str(exc) else NOT_EXECUTABLE
+            else:
+                outcome = cmd.wait()
+                _drain(cmd, receiver, opts.drain, log)
+        finally:
+            cmd.restore_handlers()
+    finally:
+        if mux is not None:
+            mux.stop_accepting()
+        receiver.stop()
+        if mux is not None:
+            mux.close()
+    elapsed = time.monotonic() - started
+    stats = receiver.stats
+    protocols = _protocols(stats.connections)
+    if outcome is not None:
+        how = (
+            f"was killed by {_signal_name(outcome.signal)}"
+            if outcome.signal is not None
+            else f"exited with code {outcome.returncode}"
+        )
+        if outcome.received:
+            how += f" (after ctxdoctor passed on {', '.join(_signal_name(s) for s in outcome.received)})"
+        via = ", ".join(f"{p}: {n} connection{'s' if n != 1 else ''}" for p, n in protocols.items())
+        log(
+            f"the command {how} after {outcome.duration:.1f}s; received {stats.spans} spans in {stats.requests} "
+            f"requests{f' ({via})' if via else ''}; dump: {opts.output}"
+        )
+    if start_error is not None:
+        return start_error
+    if stats.spans == 0:
+        log(
+            "no spans arrived. Check that the command's SDK exports OTLP (OTEL_TRACES_EXPORTER unset or 'otlp') "
+            "and reads the standard environment; an exporter given an endpoint in code is not redirected."
+        )
+    report = _analyse(opts, console)
+    extra = {
+        "run": {
+            "program": os.path.basename(opts.command[0]),
+            "exit_code": outcome.returncode if outcome else None,
+            "killed_by": _signal_name(outcome.signal) if outcome and outcome.signal else None,
+            "signals_passed_on": [_signal_name(s) for s in outcome.received] if outcome else [],
+            "duration_s": round(outcome.duration, 3) if outcome else None,
+            "spans_received": stats.spans,
+            "requests": stats.requests,
+            "connections": protocols,
+            "dump": str(opts.output),
+            "env_set": plan.set,
+            "env_replaced": plan.replaced,
+        }
+    }
+    summary_extra = []
+    if outcome is not None and outcome.returncode != 0:
+        summary_extra.append(
+            f"> The command `{os.path.basename(opts.command[0])}` exited with code {outcome.returncode}; "
+            "ctxdoctor run passes that code on."
+        )
+    publish(
+        report,
+        junit=opts.junit,
+        json_path=opts.json_path,
+        annotations_to=console.file,
+        extra_json=extra,
+        summary_heading=f"ctxdoctor run: {os.path.basename(opts.command[0])}",
+        summary_extra=summary_extra,
+        elapsed=elapsed,
+        environ=parent_env,
+    )
+    return exit_code(outcome, start_error, report)
+
+
+def _banner(plan: EnvPlan, port: int, opts: RunOptions, log: Any) -> None:
+    log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}; writing {opts.output}")
+    for name, value in plan.set.items():
+        log(f"  {name}={value}" + (" (replaces the value you set)" if name in plan.replaced else ""))
+    for note in plan.notes:
+        log(f"note: {note}")
+
+
+def _drain(cmd: Command, receiver: Any, bound: float, log: Any) -> None:
+    """Wait for what the command still sends: leftover processes of its group, then quiet.
+
+    Bounded by ``bound`` seconds; a signal received now ends the wait at once.
+    """
+    deadline = time.monotonic() + bound
+    signals_at_exit = len(cmd.received)
+
+    def interrupted() -> bool:
+        return len(cmd.received) > signals_at_exit
+
+    while cmd.group_alive() and time.monotonic() < deadline and not interrupted():
+        time.sleep(0.05)
+    if cmd.group_alive() and not interrupted():
+        log(f"processes the command started are still running after {bound:g}s; analysing without them")
+    while not interrupted():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log("exports were still arriving when the wait ended; the last ones may be missing")
+            return
+        if receiver.wait_idle(QUIET_S, timeout=min(0.25, remaining)):
+            return
+
+
+def _analyse(opts: RunOptions, console: Console) -> Report:
+    from ctxdoctor.diagnose import diagnose
+    from ctxdoctor.readers import read_paths
+    from ctxdoctor.render import get_renderer
+
+    try:
+        dump = read_paths([opts.output])
+    except InputError as exc:  # the receiver wrote it: this would be a bug, but say what broke
+        raise InputError(opts.output, f"cannot read back the run's dump: {exc.message}") from None
+    warnings = [str(w) for w in dump.warnings if "file is empty" not in w.message]
+    report = diagnose(dump.spans, opts.settings, warnings=warnings, files=dump.files)
+    console.print()
+    get_renderer("terminal").render(report, console)
+    return report
