@@ -3,6 +3,7 @@ codes. No analysis happens here."""
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -289,4 +290,9 @@ def run(argv: list[str] | None = None) -> ExitCode:
 
 
 def main() -> None:
-    sys.exit(int(run()))
+    code = int(run())
+    # A million spans take a second to free one by one at interpreter exit, for nothing: the
+    # process is ending. Flush what was written, then leave without the teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -26,15 +26,13 @@ def diagnose(
     are merely upstream callers exporting elsewhere are fragments, but not broken ones.
     """
     settings = settings or Settings()
-    span_ids: set[int] = set()
+    span_ids = {s.span_id for s in spans}
+    traces = {s.trace_id for s in spans}
+    root_spans = [s for s in spans if s.parent_span_id == 0]
     roots_by_trace: dict[int, Span] = {}
-    traces: set[int] = set()
-    for s in spans:
-        span_ids.add(s.span_id)
-        traces.add(s.trace_id)
-        if s.parent_span_id == 0:
-            roots_by_trace.setdefault(s.trace_id, s)
-    roots = sum(1 for s in spans if s.parent_span_id == 0)
+    for s in root_spans:
+        roots_by_trace.setdefault(s.trace_id, s)
+    roots = len(root_spans)
     missing = find_missing_parents(spans, span_ids, roots_by_trace)
     candidates, group_sizes = find_orphans(spans)
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]

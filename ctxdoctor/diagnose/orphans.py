@@ -101,7 +101,7 @@ class _Sweep(msgspec.Struct):
     suspects: list[_Suspect]
     duty: dict[str, float]  # share of the observed window during which a span of that name is active
     phases: dict[tuple[str, tuple[str, int]], float]  # (parent name, anchor) -> share of that name's time
-    worker_units: set[Unit]  # units with no entry spans whose roots are all suspects
+    worker_units: set[int]  # ids of units with no entry spans whose roots are all suspects
 
 
 def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
@@ -179,18 +179,10 @@ def _union_length(intervals: list[tuple[int, int]]) -> int:
     return total + cur_e - cur_s
 
 
-def _worker_units(spans: list[Span]) -> set[Unit]:
-    """Units that only ever run handed-over work: no entry spans, and every root a suspect."""
-    serving: set[Unit] = set()
-    rooted: set[Unit] = set()
-    for s in spans:
-        if s.kind in ENTRY_KINDS:
-            serving.add(s.unit)
-        elif s.parent_span_id == 0:
-            if is_suspect(s):
-                rooted.add(s.unit)
-            else:
-                serving.add(s.unit)  # linked roots: started as new traces on purpose
+def _worker_units(spans: list[Span]) -> set[int]:
+    """Units (by identity) that only run handed-over work: no entry spans, every root a suspect."""
+    serving = {id(s.unit) for s in spans if s.kind in ENTRY_KINDS or (s.parent_span_id == 0 and s.links)}
+    rooted = {id(s.unit) for s in spans if s.parent_span_id == 0 and s.kind not in ENTRY_KINDS and not s.links}
     return rooted - serving
 
 
@@ -299,23 +291,50 @@ class _Params(msgspec.Struct):
     anchors: dict[Key, float] = {}  # (parent name, anchor) -> P(anchor | name, dispatched) / P(anchor | chance)
 
 
-def _pair_lr(r: Span, c: _Candidate, prm: _Params) -> float:
-    """Likelihood ratio: P dispatched R, against R started inside P by chance."""
+class _Pair(msgspec.Struct, gc=False):
+    """What the likelihood of one (root, candidate) pair needs, computed once per EM fit."""
+
+    name: str
+    key: Key
+    lag: float
+    gap: float  # quiet interval of the candidate's trace around the root's start
+    contained: bool  # the root ends inside the candidate (within the clock's resolution)
+    end_gap: float
+    pdur: float
+    rdur: float
+    one_thread: bool
+    per_name: int  # candidates of this root with the same parent name
+
+
+def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
     p = c.parent
-    pdur = max(p.end - p.start, 1)
-    rdur = max(r.end - r.start, 0)
+    return _Pair(
+        name=p.name,
+        key=_key(c),
+        lag=float(c.lag),
+        gap=float(c.gap),
+        contained=r.end <= p.end + resolution,
+        end_gap=float(max(p.end - r.end, 0)),
+        pdur=float(max(p.end - p.start, 1)),
+        rdur=float(max(r.end - r.start, 0)),
+        one_thread=c.one_thread,
+        per_name=0,
+    )
+
+
+def _pair_lr(q: _Pair, prm: _Params) -> float:
+    """Likelihood ratio: the candidate dispatched the root, against the root started inside it by chance."""
     # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
     # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
-    lr = 0.5 + 0.5 * math.exp(-c.lag / prm.tau_lag) / prm.tau_lag * c.gap
-    if r.end <= p.end + prm.resolution:
-        gap = max(p.end - r.end, 0)
-        f_end = 0.7 * math.exp(-gap / prm.tau_end) / prm.tau_end + 0.3 / max(pdur - rdur, 1)
-        lr *= prm.contained * f_end * pdur
+    lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    if q.contained:
+        f_end = 0.7 * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end + 0.3 / max(q.pdur - q.rdur, 1.0)
+        lr *= prm.contained * f_end * q.pdur
     else:
         # Work that outlives its dispatcher is allowed (fire-and-forget) but is no evidence:
         # a short root overshooting a long span's end says nothing about dispatch.
-        lr *= min(1.0, (1.0 - prm.contained) / max(0.02, min(1.0, rdur / pdur)))
-    if c.one_thread:
+        lr *= min(1.0, (1.0 - prm.contained) / max(0.02, min(1.0, q.rdur / q.pdur)))
+    if q.one_thread:
         # On one thread (an event loop) callbacks and timers that fire in the same tick start
         # and end together whether or not one dispatched the other: timing proves little, so
         # such a gap has to show itself by recurring above chance.
@@ -362,44 +381,54 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
     duty_sum = sum(sweep.duty.get(nm, 1.0) for nm in counts)
     chance_names = {nm: sweep.duty.get(nm, 1.0) / duty_sum for nm in counts}
     worker = 1.0 if _periodic(group) else _WORKER_UNIT_LR
-    unit_lr = [worker if sus.span.unit in sweep.worker_units else 1.0 for sus in group]
+    unit_lr = [worker if id(sus.span.unit) in sweep.worker_units else 1.0 for sus in group]
+    pairs: list[list[_Pair]] = []
+    for sus in group:
+        row = [_pair(sus.span, c, res) for c in sus.candidates]
+        per_name: dict[str, int] = defaultdict(int)
+        for q in row:
+            per_name[q.name] += 1
+        for q in row:
+            q.per_name = per_name[q.name]
+        pairs.append(row)
     scored: list[_Scored] = []
+    previous = (-1.0, -1.0, -1.0, -1.0)
     for _ in range(_EM_ROUNDS):
         scored = []
         post_sum = 0.0
         name_mass: dict[str, float] = defaultdict(float)
         anchor_mass: dict[Key, float] = defaultdict(float)
         w_sum = w_in = w_gap = w_lag = 0.0
-        for sus, ulr in zip(group, unit_lr, strict=True):
-            r = sus.span
-            per_name: dict[str, int] = defaultdict(int)
-            for c in sus.candidates:
-                per_name[c.parent.name] += 1
-            terms = []
-            for c in sus.candidates:
-                nm = c.parent.name
-                lr = _pair_lr(r, c, prm) * prm.anchors.get(_key(c), 1.0)
-                terms.append(prm.names.get(nm, 0.0) * cover[nm] * lr / per_name[nm])
+        names, anchors_lr = prm.names, prm.anchors
+        for row, ulr in zip(pairs, unit_lr, strict=True):
+            terms = [
+                names.get(q.name, 0.0) * cover[q.name] * _pair_lr(q, prm) * anchors_lr.get(q.key, 1.0) / q.per_name
+                for q in row
+            ]
             like = sum(terms) * ulr
+            if like <= 0:
+                scored.append(_Scored(0.0, [0.0] * len(terms)))
+                continue
             odds = prm.share * like
-            post = odds / (odds + 1.0 - prm.share) if like > 0 else 0.0
-            weights = [post * t * ulr / like for t in terms] if like > 0 else [0.0] * len(terms)
+            post = odds / (odds + 1.0 - prm.share)
+            scale = post * ulr / like
+            weights = [t * scale for t in terms]
             scored.append(_Scored(post, weights))
             post_sum += post
-            for c, w in zip(sus.candidates, weights, strict=True):
+            best, best_w = row[0], -1.0
+            for q, w in zip(row, weights, strict=True):
                 if w > 0:
-                    name_mass[c.parent.name] += w
-                    anchor_mass[_key(c)] += w
+                    name_mass[q.name] += w
+                    anchor_mass[q.key] += w
+                    if w > best_w:
+                        best, best_w = q, w
             # Time scales from each root's leading candidate only: averaging over every
             # candidate would let the unrelated ones (large lags) blur the dispatch pattern.
-            if post > 0:
-                lead = sus.candidates[max(range(len(weights)), key=weights.__getitem__)]
-                p = lead.parent
-                w_sum += post
-                if r.end <= p.end + prm.resolution:
-                    w_in += post
-                    w_gap += post * max(p.end - r.end, 0)
-                w_lag += post * lead.lag
+            w_sum += post
+            if best.contained:
+                w_in += post
+                w_gap += post * best.end_gap
+            w_lag += post * best.lag
         n = len(group)
         prm.share = min(0.99, (post_sum + 1.0) / (n + 4.0))
         mass_sum = sum(name_mass.values())
@@ -414,6 +443,10 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
         prm.contained = (w_in + 1.4) / (w_sum + 2.0)
         prm.tau_end = max(floor, (w_gap + 0.2 * prm.tau_end) / (w_in + 0.2))
         prm.tau_lag = max(floor, (w_lag + 0.2 * prm.tau_lag) / (w_sum + 0.2))
+        now = (prm.share, prm.contained, prm.tau_end, prm.tau_lag)
+        if all(abs(a - b) <= 1e-4 * max(abs(b), 1e-9) for a, b in zip(now, previous, strict=True)):
+            break  # converged
+        previous = now
     return prm, scored
 
 
