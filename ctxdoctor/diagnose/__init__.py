@@ -26,14 +26,19 @@ def diagnose(
     are merely upstream callers exporting elsewhere are fragments, but not broken ones.
     """
     settings = settings or Settings()
-    span_ids = {s.span_id for s in spans}
+    # The parent ids that never arrived: every referenced parent, less every span present.
+    # (Cheaper than a set of all span ids: only parents are kept, and the set only shrinks.)
+    absent = {s.parent_span_id for s in spans if s.parent_span_id}
+    discard = absent.discard
+    for s in spans:
+        discard(s.span_id)
     traces = {s.trace_id for s in spans}
     root_spans = [s for s in spans if s.parent_span_id == 0]
     roots_by_trace: dict[int, Span] = {}
     for s in root_spans:
         roots_by_trace.setdefault(s.trace_id, s)
     roots = len(root_spans)
-    missing = find_missing_parents(spans, span_ids, roots_by_trace)
+    missing = find_missing_parents(spans, absent, roots_by_trace)
     candidates, group_sizes = find_orphans(spans)
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
     # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above

@@ -11,16 +11,16 @@ from ctxdoctor.model import ENTRY_KINDS, Span, span_hex
 
 
 def find_missing_parents(
-    spans: Sequence[Span], span_ids: set[int], roots_by_trace: dict[int, Span]
+    spans: Sequence[Span], absent: set[int], roots_by_trace: dict[int, Span]
 ) -> list[MissingParent]:
-    """Every span whose ``parent_span_id`` names a span that is not in the dump.
+    """Every span whose ``parent_span_id`` is in ``absent`` (named, but not in the dump).
 
     A missing *local* parent was in the same SDK as the child and never exported: the worker or
     process exited before its span processor flushed, or the span was never ended. A missing
     *remote* parent is usually an upstream that exports elsewhere (informational), unless the
     rest of the trace did arrive here, in which case the upstream exports here and lost it.
     """
-    heads = [s for s in spans if s.parent_span_id and s.parent_span_id not in span_ids]
+    heads = [s for s in spans if s.parent_span_id in absent] if absent else []
     if not heads:
         return []
     siblings = Counter((s.trace_id, s.parent_span_id) for s in heads)

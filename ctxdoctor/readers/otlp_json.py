@@ -79,6 +79,9 @@ _attrs_decoder = msgspec.json.Decoder(list[_KV], strict=False)
 _links_decoder = msgspec.json.Decoder(list[_Link], strict=False)
 _THREAD_MARK = b'"thread.'
 _NO_ITEMS = (b"[]", b"")
+#: One object per flags value below 1024 (the defined bits; 0x101 and 0x301 are not among
+#: CPython's cached small ints), so a million spans do not carry a million copies.
+_FLAGS_SEEN: dict[int, int] = {}
 _SNAKE_MARKERS = (b'"resource_spans"', b'"scope_spans"', b'"trace_id"', b'"span_id"')
 _KIND_NAMES = {k.name: int(k) for k in SpanKind} | {f"SPAN_KIND_{k.name}": int(k) for k in SpanKind}
 _HEX = re.compile(r"[0-9a-fA-F]*")
@@ -204,6 +207,7 @@ def request_spans(
     names: dict[str, str] = {}
     # Spans of one trace share one id object: most of a batch belongs to a few traces.
     trace_ids: dict[str, int] = {}
+    flags_seen = _FLAGS_SEEN
     units = resources.units
     for ri, rs in enumerate(req.resourceSpans):
         base = resources.unit(rs.resource)
@@ -253,7 +257,7 @@ def request_spans(
                         kind,
                         s.startTimeUnixNano,
                         s.endTimeUnixNano,
-                        s.flags,
+                        flags_seen.setdefault(s.flags, s.flags) if s.flags < 1024 else s.flags,
                         unit,
                         links,
                     )

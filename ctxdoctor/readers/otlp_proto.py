@@ -35,6 +35,9 @@ def _scalar(v: AnyValue) -> Scalar:
 
 
 _THREAD_KEYS = (b"thread.id", b"thread.name")
+#: One object per flags value below 1024 (the defined bits; 0x101 and 0x301 are not among
+#: CPython's cached small ints), so a million spans do not carry a million copies.
+_FLAGS_SEEN: dict[int, int] = {}
 
 
 def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSink, body: bytes | None = None) -> int:
@@ -46,6 +49,7 @@ def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSi
     """
     count = 0
     from_bytes = int.from_bytes
+    flags_seen = _FLAGS_SEEN
     resources = []
     in_resources = 0
     for rs in req.resource_spans:
@@ -89,7 +93,7 @@ def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSi
                         s.kind,
                         s.start_time_unix_nano,
                         s.end_time_unix_nano,
-                        s.flags,
+                        flags_seen.setdefault(s.flags, s.flags) if s.flags < 1024 else s.flags,
                         unit,
                         links,
                     )
