@@ -135,7 +135,7 @@ def _allow_rules(value: Any, where: str) -> tuple[Allow, ...]:
     for i, item in enumerate(value):
         at = f"{where}allow[{i}]"
         if not isinstance(item, dict):
-            raise UsageError(f"{at}: must be a table like {{service = \"api\", name = \"nightly-report\"}}")
+            raise UsageError(f'{at}: must be a table like {{service = "api", name = "nightly-report"}}')
         for key, v in item.items():
             if key not in ALLOW_KEYS:
                 raise UsageError(f"{at}: {_unknown(key, ALLOW_KEYS)}")

@@ -63,7 +63,7 @@ def settings_line(report: Report) -> str:
     values = {
         "max-orphan-ratio": "none" if st.max_orphan_ratio is None else f"{st.max_orphan_ratio:g}",
         "min-confidence": f"{st.min_confidence:g}",
-        "allow": f"{len(st.allow)} rule{'s' if len(st.allow) != 1 else ''}",
+        "allow": f"{len(st.allow)} rule{'s' if len(st.allow) != 1 else ''}" if st.allow else "none",
     }
     return "settings: " + ", ".join(f"{k} {v} ({st.source(k) or 'default'})" for k, v in values.items())
 
