@@ -1,5 +1,6 @@
 # Two entry points do all the set-up on a fresh machine (Python >= 3.10, Node 20 + npm):
-#   make demo   - install into .venv and diagnose the shipped Node.js worker_threads dump
+#   make demo   - install into .venv, then `ctxdoctor run` around the shipped Node.js worker_threads
+#                 app (falls back to diagnosing its recorded dump where Node.js is missing)
 #   make test   - install with test extras, npm ci for the end-to-end apps, run every check
 PYTHON ?= python3
 VENV   := .venv
@@ -26,8 +27,16 @@ $(NODE_STAMP): $(NODE_APPS)/package.json $(NODE_APPS)/package-lock.json
 
 node: $(NODE_STAMP)
 
+# The whole loop, live: the thumbnail service hands work to worker threads without passing the
+# context (CTX_MODE=naive), ctxdoctor receives its spans, names the gap and prints the fix.
+DEMO_ENV := CTX_MODE=naive CTX_TASKS=6 CTX_CONCURRENCY=2
 demo: $(STAMP)
-	$(BIN)/ctxdoctor analyze fixtures/scenarios/node-worker-threads-naive/dump.json
+	@if command -v node >/dev/null 2>&1 && $(MAKE) --no-print-directory node; then \
+		$(DEMO_ENV) $(BIN)/ctxdoctor run --output $(VENV)/demo-dump.json -- node $(NODE_APPS)/worker_threads.js; \
+	else \
+		echo "Node.js is not available: diagnosing the dump this app recorded instead."; \
+		$(BIN)/ctxdoctor analyze fixtures/scenarios/node-worker-threads-naive/dump.json; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check ctxdoctor tests bench fixtures
