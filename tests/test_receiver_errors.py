@@ -106,6 +106,7 @@ def http_call(
 
 
 def dump_ids(rcv: Receiver) -> list[tuple[int, int]]:
+    assert rcv.flush(), "the dump did not catch up with the journal"
     return [(s.trace_id, s.span_id) for s in read_paths([rcv.output]).spans]
 
 
@@ -368,6 +369,7 @@ def test_otlp_json_as_the_specification_writes_it(rcv: Receiver) -> None:
     status, _, data = http_call(rcv, body, "application/json; charset=utf-8")
     assert status == 200
     assert json.loads(data) == {}
+    assert rcv.flush()
     line = rcv.output.read_text().strip()
     span = json.loads(line)["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
     # Written strictly: lower-case hex, int64 as strings, integer enum.
@@ -382,10 +384,10 @@ def test_otlp_json_as_the_specification_writes_it(rcv: Receiver) -> None:
 # -- the dump cannot be written ------------------------------------------------------------------
 
 
-def test_unwritable_dump_is_unavailable_and_503(tmp_path: Path) -> None:
+def test_unwritable_journal_is_unavailable_and_503(tmp_path: Path) -> None:
     errors: list[str] = []
     # /dev/full: every write fails with ENOSPC, as on a full disk.
-    with Receiver(Path("/dev/full"), grpc_port=0, http_port=0, receipts=False) as rcv:
+    with Receiver(tmp_path / "dump.json", grpc_port=0, http_port=0, journal=Path("/dev/full")) as rcv:
         rcv.on_write_error(errors.append)
         req, _ = make_request(20)
         with pytest.raises(grpc.RpcError) as ei:

@@ -239,17 +239,19 @@ def _limit_file_size(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
-def test_disk_full_answers_unavailable_and_keeps_the_dump_intact(tmp_path: Path) -> None:
-    """The file size limit stands in for a full disk: writes past it fail with EFBIG."""
+def test_disk_full_answers_unavailable_and_keeps_what_was_written(tmp_path: Path) -> None:
+    """The file size limit stands in for a full disk: writes past it fail with EFBIG. The JSON
+    dump (the bigger file) fills first, then the journal: from then on exporters are answered
+    UNAVAILABLE / 503. Nothing acknowledged is lost: the journal keeps it, complete, and the
+    dump keeps complete lines only."""
     limit = 64 * 1024
     listen = Listen(tmp_path / "dump.json", preexec_fn=lambda: _limit_file_size(limit))
     try:
         accepted: set[tuple[int, int]] = set()
-        refused: set[tuple[int, int]] = set()
-        grpc_refused = 0
+        grpc_refused = http_refused = 0
         with grpc.insecure_channel(f"127.0.0.1:{listen.grpc_port}") as ch:
             call = ch.unary_unary(EXPORT)
-            for seed in range(1, 40):
+            for seed in range(1, 90):
                 req, ids = make_request(seed, n=20)
                 if seed % 2:
                     conn = http.client.HTTPConnection("127.0.0.1", listen.http_port, timeout=10)
@@ -262,7 +264,10 @@ def test_disk_full_answers_unavailable_and_keeps_the_dump_intact(tmp_path: Path)
                     status = conn.getresponse().status
                     conn.close()
                     assert status in (200, 503)
-                    (accepted if status == 200 else refused).update(ids)
+                    if status == 200:
+                        accepted |= ids
+                    else:
+                        http_refused += 1
                 else:
                     try:
                         call(req.SerializeToString(), timeout=10)
@@ -271,19 +276,26 @@ def test_disk_full_answers_unavailable_and_keeps_the_dump_intact(tmp_path: Path)
                         assert exc.code() == grpc.StatusCode.UNAVAILABLE
                         assert "file size limit" in exc.details()
                         grpc_refused += 1
-                        refused |= ids
-        assert accepted and refused and grpc_refused
-        rc, _, err = listen.stop()
+        assert accepted and grpc_refused and http_refused
+        rc, out, err = listen.stop()
     finally:
         listen.kill()
     assert rc == 0, err
-    assert "ERROR cannot write the dump" in err and "file size limit reached" in err
-    assert listen.dump.stat().st_size <= limit
-    dump = read_paths([listen.dump])
-    assert not dump.warnings  # every line complete: the failed writes were rolled back
-    got = {(s.trace_id, s.span_id) for s in dump.spans}
-    assert got == accepted
     assert "Traceback" not in err
+    assert "ERROR cannot write" in err and "file size limit reached" in err
+    journal = tmp_path / "dump.json.journal"
+    assert "is incomplete" in err and str(journal) in err
+    for path in (journal, listen.dump):
+        assert path.stat().st_size <= limit
+    kept = read_paths([journal])
+    assert not kept.warnings  # every record complete: the failed appends were rolled back
+    assert {(s.trace_id, s.span_id) for s in kept.spans} == accepted
+    dump = read_paths([listen.dump])
+    assert not dump.warnings
+    assert {(s.trace_id, s.span_id) for s in dump.spans} < accepted
+    # The report is about everything acknowledged, read from the journal.
+    assert f"wrote {journal}" in out
+    assert f"{len(accepted)} spans in" in out
 
 
 def test_busy_port_is_one_clear_line(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
-from rich.markup import escape
 
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.receiver.grpc_server import PortInUse
@@ -86,6 +85,7 @@ def listen(
         max_message_bytes=int(max_message_mib * (1 << 20)),
         max_spans=max_spans,
         log=log,
+        live=True,
     )
     try:
         receiver.start()
@@ -137,9 +137,9 @@ def listen(
         stop_conditions.append("on Ctrl-C/SIGTERM")
         console.print(f"Stops {', '.join(stop_conditions)}, then prints the diagnosis.", highlight=False)
 
-        state = LiveState(receiver).start()
+        state = LiveState(receiver)
         deadline = None if duration is None else time.monotonic() + duration
-        with LiveView(state, console, title=f"ctxdoctor listen -> {escape(str(output))}") as view:
+        with LiveView(state, console, title=f"ctxdoctor listen -> {output}") as view:
             while not stop.is_set():
                 if receiver.limit_reached.is_set():
                     reason[0] = f"--max-spans {max_spans} reached"
@@ -150,10 +150,7 @@ def listen(
                 stop.wait(0.25)
                 view.tick()
             stop.set()
-            receiver.stop()
-            state.stop()
-            view.tick()
-        state.release()
+            receiver.stop(progress=lambda p, size: view.draining(p.offset, size))
     finally:
         receiver.stop()
         for sig, handler in previous.items():
@@ -164,8 +161,9 @@ def listen(
 
 def _finish(receiver: Receiver, output: Path, reason: str, console: Console, err: Console) -> ExitCode:
     st = receiver.stats
+    wrote = output if receiver.dump_complete else receiver.result_path
     console.print(
-        f"\nStopped ({reason}). Received {st.spans} spans in {st.requests} requests; wrote {output}"
+        f"\nStopped ({reason}). Received {st.spans} spans in {st.requests} requests; wrote {wrote}"
         + (f" and {receiver.receipts_path.name}" if receiver.receipts_path else "")
         + ".",
         highlight=False,
@@ -207,7 +205,7 @@ def _finish(receiver: Receiver, output: Path, reason: str, console: Console, err
     from ctxdoctor.render import get_renderer
 
     try:
-        dump = read_paths([output])
+        dump = read_paths([receiver.result_path])
     except InputError as exc:
         err.print(f"error: cannot read back the dump: {exc}", markup=False, highlight=False)
         return ExitCode.BAD_INPUT

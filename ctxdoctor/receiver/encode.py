@@ -148,6 +148,69 @@ def _span_problem(trace_id: bytes, span_id: bytes, parent: bytes) -> str | None:
     return None
 
 
+class Screened(msgspec.Struct, frozen=True):
+    """What ``screen_request`` found: the counts the exporter is answered with."""
+
+    spans: int
+    rejected: int
+    error_message: str
+    #: (service.name, serialised resource) of each distinct resource: one per SDK instance.
+    resources: tuple[tuple[str, bytes], ...]
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(svc for svc, _ in self.resources))
+
+
+def screen_request(req: ExportTraceServiceRequest) -> Screened:
+    """Check every span's ids and remove (in place) the spans a dump could not identify.
+
+    This is all the receiver does per span before acknowledging a request: the JSON encoding
+    happens later, off the request path, from the journal.
+    """
+    kept = 0
+    rejected = 0
+    first_problem = ""
+    resources: list[tuple[str, bytes]] = []
+    for rs in req.resource_spans:
+        service = "unknown_service"
+        if rs.HasField("resource"):
+            res = rs.resource
+            for kv in res.attributes:
+                if kv.key == "service.name":
+                    service = kv.value.string_value or service
+                    break
+            ident = (service, res.SerializeToString(deterministic=True))
+        else:
+            ident = (service, b"")
+        if ident not in resources:
+            resources.append(ident)
+        for ss in rs.scope_spans:
+            spans = ss.spans
+            bad: list[int] = []
+            for i, s in enumerate(spans):
+                trace_id = s.trace_id
+                span_id = s.span_id
+                parent = s.parent_span_id
+                if (
+                    len(trace_id) != 16
+                    or len(span_id) != 8
+                    or trace_id == _ZERO16
+                    or span_id == _ZERO8
+                    or (parent and len(parent) != 8)
+                ):
+                    bad.append(i)
+                    if not first_problem:
+                        first_problem = f"span {s.name!r}: {_span_problem(trace_id, span_id, parent)}"
+            kept += len(spans) - len(bad)
+            if bad:
+                rejected += len(bad)
+                for i in reversed(bad):
+                    del spans[i]
+    error = f"{rejected} span(s) rejected for invalid ids; first: {first_problem}" if rejected else ""
+    return Screened(kept, rejected, error, tuple(resources))
+
+
 def encode_request(req: ExportTraceServiceRequest) -> Encoded:
     """Encode a request as one OTLP/JSON line (with a trailing newline), dropping bad spans."""
     resource_spans = []

@@ -155,6 +155,7 @@ class GrpcServer:
             try:
                 res = ingest.accept(
                     req,
+                    raw=body,
                     protocol="grpc",
                     peer=peer,
                     compression=compression,

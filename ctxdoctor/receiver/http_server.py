@@ -352,6 +352,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 res = ingest.accept(
                     req,
+                    raw=body if encoding == "protobuf" else None,
                     protocol=protocol,
                     peer=self.peer,
                     compression=compression,

@@ -1,13 +1,12 @@
-"""What both servers do with a decoded request: encode, write, count, receipt.
+"""What both servers do with a decoded request: check, journal, count, receipt.
 
 Kept apart from the transports so that gRPC and HTTP share one definition of "accepted": the
-line is in the dump (written to the OS) before this returns, and only then does a server answer
-OK.
+request is in the journal (written to the OS) before this returns, and only then does a server
+answer OK. The journal becomes the OTLP/JSON dump behind it (``convert.py``).
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -15,8 +14,8 @@ from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from ctxdoctor.receiver.encode import encode_request
-from ctxdoctor.receiver.sink import DumpSink, Receipt, ReceiptLog
+from ctxdoctor.receiver.encode import screen_request
+from ctxdoctor.receiver.sink import AppendFile, Receipt, ReceiptLog, journal_record
 
 
 @dataclass
@@ -51,15 +50,13 @@ class Accepted:
     error_message: str
 
 
-#: Handed to subscribers after each accepted request: the receipt and the request itself.
-Batch = tuple[Receipt, ExportTraceServiceRequest]
-
-
 class Ingest:
     """Shared by the transports; thread-safe."""
 
-    def __init__(self, sink: DumpSink, receipts: ReceiptLog | None, max_spans: int | None = None) -> None:
-        self.sink = sink
+    def __init__(
+        self, journal: AppendFile, receipts: ReceiptLog | None, max_spans: int | None = None
+    ) -> None:
+        self.journal = journal
         self.receipts = receipts
         self.stats = ReceiverStats()
         self.max_spans = max_spans
@@ -67,17 +64,9 @@ class Ingest:
         self._activity = threading.Condition(self._lock)
         self._in_flight = 0
         self._last_activity = time.monotonic()
-        self._subscribers: list[queue.SimpleQueue[Batch]] = []
         self.on_write_error: Callable[[str], None] | None = None
         self.on_limit: Callable[[], None] | None = None
         self.limit_reached = threading.Event()
-
-    def subscribe(self) -> queue.SimpleQueue[Batch]:
-        """A queue receiving every accepted request from now on (for live views)."""
-        q: queue.SimpleQueue[Batch] = queue.SimpleQueue()
-        with self._lock:
-            self._subscribers.append(q)
-        return q
 
     # -- activity tracking (wait_idle) ---------------------------------------------------------
     def begin(self) -> None:
@@ -112,6 +101,7 @@ class Ingest:
         self,
         req: ExportTraceServiceRequest,
         *,
+        raw: bytes | None,
         protocol: str,
         peer: str,
         compression: str | None,
@@ -120,57 +110,58 @@ class Ingest:
         pre_rejected: int = 0,
         pre_problem: str = "",
     ) -> Accepted:
-        """Write the request to the dump. Raises ``DumpWriteError``/``SinkClosed`` when it cannot;
-        the caller then answers UNAVAILABLE and the exporter retries."""
-        enc = encode_request(req)
-        if enc.line:
+        """Append the request to the journal. ``raw`` is its protobuf encoding when the request
+        came as protobuf (written as is unless spans had to be removed). Raises
+        ``DumpWriteError``/``SinkClosed`` when it cannot; the caller then answers UNAVAILABLE
+        and the exporter retries."""
+        screened = screen_request(req)
+        if screened.spans:
+            data = raw if raw is not None and not screened.rejected else req.SerializeToString()
             try:
-                self.sink.append(enc.line)
+                self.journal.append(journal_record(data))
             except OSError as exc:
                 self._failed(
                     protocol, peer, compression, nbytes, arrived, f"unavailable: {exc}", write=str(exc)
                 )
                 raise
-        rejected = enc.rejected + pre_rejected
-        message = enc.error_message
+        rejected = screened.rejected + pre_rejected
+        message = screened.error_message
         if pre_rejected:
             head = f"{pre_rejected} span(s) rejected for unreadable ids; first: {pre_problem}"
             message = f"{head}; {message}" if message else head
-        receipt = Receipt(
-            time=arrived,
-            protocol=protocol,
-            peer=peer,
-            compression=compression,
-            bytes=nbytes,
-            spans=enc.spans,
-            rejected=rejected,
-            services=enc.services,
-            status="partial" if rejected else "ok",
-        )
         st = self.stats
         hit_limit = False
         with self._lock:
             st.requests += 1
-            st.spans += enc.spans
+            st.spans += screened.spans
             st.rejected_spans += rejected
             st.bytes_in += nbytes
             conn = f"{protocol} {peer}"
             st.peers.add(conn)
-            for svc, res in enc.resources:
+            for svc, res in screened.resources:
                 st.connections.setdefault(svc, set()).add(conn)
                 st.resources.setdefault(svc, set()).add(res)
             st.last_write_error = None
-            subscribers = list(self._subscribers)
             if self.max_spans is not None and st.spans >= self.max_spans and not self.limit_reached.is_set():
                 self.limit_reached.set()
                 hit_limit = True
         if self.receipts is not None:
-            self.receipts.write(receipt)
-        for q in subscribers:
-            q.put((receipt, req))
+            self.receipts.write(
+                Receipt(
+                    time=arrived,
+                    protocol=protocol,
+                    peer=peer,
+                    compression=compression,
+                    bytes=nbytes,
+                    spans=screened.spans,
+                    rejected=rejected,
+                    services=screened.services,
+                    status="partial" if rejected else "ok",
+                )
+            )
         if hit_limit and self.on_limit is not None:
             self.on_limit()
-        return Accepted(enc.spans, rejected, message)
+        return Accepted(screened.spans, rejected, message)
 
     def refuse(
         self, *, protocol: str, peer: str, compression: str | None, nbytes: int, arrived: float, status: str

@@ -1,21 +1,31 @@
-"""The in-process receiver: both OTLP transports writing one dump.
+"""The in-process receiver: both OTLP transports, one journal, one dump.
 
 Used by ``ctxdoctor listen`` and by the fixture recorders, which run real apps against it.
+A request is acknowledged once it is in the journal; a child process (``convert.py``) turns the
+journal into the OTLP/JSON dump behind it, and ``stop()`` waits for it to finish, so after the
+``with`` block the dump holds every acknowledged span.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+import msgspec
+
+import ctxdoctor
+from ctxdoctor.receiver.convert import Progress
 from ctxdoctor.receiver.grpc_server import GrpcServer
 from ctxdoctor.receiver.http_server import HttpServer
-from ctxdoctor.receiver.ingest import Batch, Ingest, ReceiverStats
-from ctxdoctor.receiver.sink import DumpSink, ReceiptLog
+from ctxdoctor.receiver.ingest import Ingest, ReceiverStats
+from ctxdoctor.receiver.sink import AppendFile, ReceiptLog
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 
@@ -24,12 +34,21 @@ def receipts_path(output: Path) -> Path:
     return output.with_name(output.name + ".receipts.jsonl")
 
 
+def journal_path(output: Path) -> Path:
+    return output.with_name(output.name + ".journal")
+
+
+class ConverterFailed(RuntimeError):
+    pass
+
+
 class Receiver:
-    """Serve OTLP/gRPC and OTLP/HTTP on ``host``, appending every accepted request to ``output``.
+    """Serve OTLP/gRPC and OTLP/HTTP on ``host``, writing every accepted request to ``output``.
 
     ``grpc_port``/``http_port`` 0 picks a free port (read the bound ones from the attributes);
     ``None`` disables that transport. Leaving the ``with`` block stops accepting, lets in-flight
-    requests finish, and closes the dump.
+    requests finish, and completes the dump. While running, ``flush()`` waits until the dump
+    holds everything acknowledged so far.
     """
 
     def __init__(
@@ -45,6 +64,9 @@ class Receiver:
         log: Callable[[str], None] | None = None,
         grace: float = 10.0,
         append: bool = False,
+        journal: Path | str | None = None,
+        live: bool = False,
+        stall_timeout: float = 5.0,
     ) -> None:
         self.output = Path(output)
         self.host = host
@@ -53,21 +75,35 @@ class Receiver:
         self.grace = grace
         self._log = log
         self.receipts_path: Path | None = receipts_path(self.output) if receipts else None
+        self.journal_path = Path(journal) if journal is not None else journal_path(self.output)
         self._append = append
         self._max_spans = max_spans
+        self._live = live
+        self.stall_timeout = stall_timeout
         self._ingest: Ingest | None = None
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
+        self._converter: subprocess.Popen[bytes] | None = None
+        self._progress = Progress()
+        self._progress_cond = threading.Condition()
+        self._converter_exited = False
         self._stopped = threading.Event()
         self.grpc_port: int | None = None
         self.http_port: int | None = None
+        #: After ``stop()``: the file holding every acknowledged span (the dump, or the journal
+        #: when the dump could not be completed).
+        self.result_path: Path = self.output
+        self.dump_complete = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Receiver:
-        """Open the dump and bind both ports. Raises ``PortInUse`` or ``DumpWriteError``."""
-        sink = DumpSink(self.output, append=self._append)
+        """Open the files, bind both ports, start converting. Raises ``PortInUse`` or
+        ``DumpWriteError``."""
+        self._set_aside_stale_journal()
+        AppendFile(self.output, append=self._append).close()  # writable? (and truncated)
+        journal = AppendFile(self.journal_path)
         receipts = ReceiptLog(self.receipts_path) if self.receipts_path is not None else None
-        ingest = Ingest(sink, receipts, max_spans=self._max_spans)
+        ingest = Ingest(journal, receipts, max_spans=self._max_spans)
         self._ingest = ingest
         grpc_port, http_port = self._requested
         try:
@@ -86,12 +122,18 @@ class Receiver:
                     log=self.log,
                 )
                 self.http_port = self._http.port
+            self._start_converter()
         except BaseException:
             if self._grpc is not None:
                 self._grpc.stop(0)
-            sink.close()
+            if self._http is not None:
+                self._http.stop()
+            journal.close()
             if receipts is not None:
                 receipts.close()
+            if self._converter is not None:
+                self._converter.kill()
+                self._converter.wait()
             raise
         if self._grpc is not None:
             self._grpc.start()
@@ -99,8 +141,59 @@ class Receiver:
             self._http.start()
         return self
 
-    def stop(self) -> None:
-        """Stop accepting, finish in-flight requests, flush and close the dump. Idempotent."""
+    def _set_aside_stale_journal(self) -> None:
+        p = self.journal_path
+        if p.is_file() and p.stat().st_size > 0:
+            aside = p.with_name(f"{p.name}.{time.strftime('%Y%m%d-%H%M%S')}")
+            p.rename(aside)
+            self.log(
+                f"found {p.name} from an interrupted run: it holds every request that run acknowledged; "
+                f"kept as {aside.name} (analyze it with: ctxdoctor analyze {aside})"
+            )
+
+    def _start_converter(self) -> None:
+        env = dict(os.environ)
+        root = str(Path(ctxdoctor.__file__).resolve().parents[1])
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [
+            sys.executable,
+            "-m",
+            "ctxdoctor.receiver.convert_main",
+            str(self.journal_path),
+            str(self.output),
+            "--append",
+        ]
+        if not self._live:
+            cmd.append("--no-live")
+        self._converter = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # Ctrl-C is for the receiver; it tells the converter when to stop
+        )
+        threading.Thread(target=self._read_progress, name="convert-progress", daemon=True).start()
+
+    def _read_progress(self) -> None:
+        assert self._converter is not None and self._converter.stdout is not None
+        decode = msgspec.json.Decoder(Progress).decode
+        for line in self._converter.stdout:
+            try:
+                p = decode(line)
+            except msgspec.DecodeError:
+                continue
+            with self._progress_cond:
+                self._progress = p
+                self._progress_cond.notify_all()
+        with self._progress_cond:
+            self._converter_exited = True
+            self._progress_cond.notify_all()
+
+    def stop(self, progress: Callable[[Progress, int], None] | None = None) -> None:
+        """Stop accepting, finish in-flight requests, complete and close the dump. Idempotent.
+
+        ``progress(conversion, journal_size)`` is called while the dump catches up.
+        """
         if self._stopped.is_set() or self._ingest is None:
             return
         self._stopped.set()
@@ -114,9 +207,51 @@ class Receiver:
             t.start()
         for t in threads:
             t.join()
-        self._ingest.sink.close()
+        journal = self._ingest.journal
+        journal.close()
         if self._ingest.receipts is not None:
             self._ingest.receipts.close()
+        self._finish_conversion(journal.size, progress)
+
+    def _finish_conversion(self, size: int, progress: Callable[[Progress, int], None] | None) -> None:
+        conv = self._converter
+        assert conv is not None and conv.stdin is not None
+        with contextlib.suppress(OSError):
+            conv.stdin.write(f"end {size}\n".encode())
+            conv.stdin.close()
+        last_offset = -1
+        last_move = time.monotonic()
+        with self._progress_cond:
+            while True:
+                p = self._progress
+                if p.done or self._converter_exited:
+                    break
+                if p.offset != last_offset:
+                    last_offset, last_move = p.offset, time.monotonic()
+                elif p.error and time.monotonic() - last_move > self.stall_timeout:
+                    break  # it cannot write the dump and is not getting anywhere
+                if progress is not None:
+                    progress(p, size)
+                self._progress_cond.wait(0.25)
+        if conv.poll() is None and not self._progress.done:
+            conv.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            conv.wait(10)
+        p = self._progress
+        if progress is not None:
+            progress(p, size)
+        self.dump_complete = p.done and p.offset >= size
+        if self.dump_complete:
+            if self.journal_path.is_file():
+                self.journal_path.unlink()
+            self.result_path = self.output
+        else:
+            self.result_path = self.journal_path
+            why = p.error or f"the converter stopped ({conv.returncode})"
+            self.log(
+                f"ERROR the dump {self.output} is incomplete ({why}); every acknowledged request is in "
+                f"{self.journal_path}, which ctxdoctor analyze reads as it is"
+            )
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -138,6 +273,15 @@ class Receiver:
         return self._core.stats
 
     @property
+    def conversion(self) -> Progress:
+        """How far the dump has caught up with the journal, and the converter's live figures."""
+        return self._progress
+
+    @property
+    def journal_size(self) -> int:
+        return self._core.journal.size
+
+    @property
     def stopped(self) -> bool:
         return self._stopped.is_set()
 
@@ -150,9 +294,19 @@ class Receiver:
         """Wait until no request arrived or ran for ``seconds``; False if ``timeout`` passed first."""
         return self._core.wait_idle(seconds, timeout)
 
-    def subscribe(self) -> queue.SimpleQueue[Batch]:
-        """Every request accepted from now on, with its receipt (for live views)."""
-        return self._core.subscribe()
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until the dump holds every request acknowledged so far. False on timeout."""
+        target = self._core.journal.size
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._progress_cond:
+            while self._progress.offset < target:
+                if self._converter_exited:
+                    raise ConverterFailed("the journal converter exited; see the receiver's log")
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._progress_cond.wait(remaining if remaining is not None else 1.0)
+        return True
 
     def on_write_error(self, callback: Callable[[str], None]) -> None:
         self._core.on_write_error = callback

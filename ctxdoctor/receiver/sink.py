@@ -1,9 +1,9 @@
-"""The dump file and its receipts sidecar.
+"""The files the receiver appends to: the journal, the dump and the receipts sidecar.
 
-The receiver acknowledges a request only after its line is in the dump, so every append goes
+The receiver acknowledges a request only after it is in the journal, so every append goes
 straight to the OS with ``os.write`` (no user-space buffer that a crash could lose) under one
-lock, which also keeps lines from interleaving. A failed write (disk full, file size limit, I/O
-error) is rolled back by truncating to the last complete line, so the dump stays readable and
+lock, which also keeps records from interleaving. A failed write (disk full, file size limit, I/O
+error) is rolled back by truncating to the last complete record, so the file stays readable and
 the exporter, told UNAVAILABLE, sends the request again.
 """
 
@@ -49,8 +49,8 @@ def _describe(exc: OSError) -> str:
     return reason
 
 
-class DumpSink:
-    """Appends OTLP/JSON lines to the dump; thread-safe."""
+class AppendFile:
+    """Appends complete records (dump lines, journal records, receipts); thread-safe."""
 
     def __init__(self, path: Path, *, append: bool = False) -> None:
         self.path = path
@@ -60,7 +60,7 @@ class DumpSink:
         try:
             self._fd = os.open(path, flags, 0o644)
         except OSError as exc:
-            raise DumpWriteError(exc.errno, f"cannot open the dump {path}: {_describe(exc)}") from None
+            raise DumpWriteError(exc.errno, f"cannot open {path}: {_describe(exc)}") from None
         self._lock = threading.Lock()
         self._size = os.fstat(self._fd).st_size
         self._closed = False
@@ -70,7 +70,7 @@ class DumpSink:
         self.last_error: str | None = None
 
     def append(self, line: bytes) -> None:
-        """Write one complete line, or raise ``DumpWriteError`` leaving the file as it was."""
+        """Write one complete record, or raise ``DumpWriteError`` leaving the file as it was."""
         with self._lock:
             if self._closed:
                 raise SinkClosed("the dump is closed")
@@ -81,7 +81,7 @@ class DumpSink:
                 # Drop the partial line so the dump stays a sequence of complete requests.
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, self._size)
-                self.last_error = f"cannot write the dump {self.path}: {_describe(exc)}"
+                self.last_error = f"cannot write {self.path}: {_describe(exc)}"
                 raise DumpWriteError(exc.errno, self.last_error) from None
             self._size += len(line)
             self.lines += 1
@@ -100,6 +100,14 @@ class DumpSink:
             with contextlib.suppress(OSError):
                 os.fsync(self._fd)
             os.close(self._fd)
+
+
+DumpSink = AppendFile
+
+
+def journal_record(data: bytes) -> bytes:
+    """A record of the Collector file exporter's proto format: 4-byte big-endian length, body."""
+    return len(data).to_bytes(4, "big") + data
 
 
 class Receipt(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -122,7 +130,7 @@ class ReceiptLog:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = DumpSink(path)
+        self._file = AppendFile(path)
         self._encode = msgspec.json.Encoder().encode
         self.failures = 0
 
