@@ -101,9 +101,10 @@ def _settings(max_orphan_ratio: float | None, min_confidence: float | None, conf
 def _publish(report: Report, junit: Path | None, json_path: Path | None, fmt: Format, output: Path | None) -> None:
     from ctxdoctor.runner.publish import publish
 
-    # Annotations go where they cannot corrupt a machine-readable report on stdout.
+    # Annotations go where they cannot corrupt a machine-readable report on stdout, and only once.
     machine = output is None and fmt is not Format.terminal
-    publish(report, junit=junit, json_path=json_path, annotations_to=sys.stderr if machine else sys.stdout)
+    to = None if fmt is Format.github else sys.stderr if machine else sys.stdout
+    publish(report, junit=junit, json_path=json_path, annotations_to=to)
 
 
 def _check_ratio(value: float | None) -> float | None:

@@ -143,3 +143,11 @@ def test_annotations_are_capped_per_level() -> None:
     assert cmds[0][1]["title"] == "ctxdoctor: gate failed"
     assert [c[1]["title"].rsplit(" ", 1)[-1] for c in cmds[1:-1]] == [f"work_{i}" for i in range(8)]
     assert cmds[-1][2].startswith("7 more finding(s)")
+
+
+def test_format_github_prints_the_annotations_once(gha: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["analyze", str(NAIVE), "-f", "github", "--max-orphan-ratio", "0.05"]) == ExitCode.GATE_FAILED
+    captured = capsys.readouterr()
+    gate = [c for c in parse_commands(captured.out) if c[1].get("title") == "ctxdoctor: gate failed"]
+    assert len(gate) == 1 and parse_commands(captured.err) == []
+    assert "## ctxdoctor: gate **failed** ❌" in captured.out

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,25 @@ def test_a_missing_command_is_127(tmp_path: Path) -> None:
 def test_no_command_is_a_usage_error(tmp_path: Path) -> None:
     proc = ctxdoctor_run(tmp_path)
     assert proc.returncode == 2
+
+
+# -- the end of the run -----------------------------------------------------------------------------
+def test_exports_from_processes_the_command_left_behind_are_waited_for(tmp_path: Path) -> None:
+    """``sh -c 'app & exit 0'``: the shell exits at once; its background child exports a second later."""
+    app = tmp_path / "late.py"
+    app.write_text("import time\ntime.sleep(1)\n" + EXPORT_THEN_EXIT)
+    proc = ctxdoctor_run(tmp_path, "--", "sh", "-c", f"'{sys.executable}' '{app}' & exit 0")
+    assert proc.returncode == 0, proc.stderr
+    assert _report(tmp_path)["run"]["spans_received"] == 2
+
+
+def test_the_wait_for_leftover_processes_is_bounded(tmp_path: Path) -> None:
+    # A daemon the command leaves running (its output detached) must not hold the run for its lifetime.
+    started = time.monotonic()
+    proc = ctxdoctor_run(tmp_path, "--drain", "0.5", "--", "sh", "-c", "sleep 8 >/dev/null 2>&1 & exit 0")
+    assert proc.returncode == 0, proc.stderr
+    assert "still running after 0.5s" in _oneline(proc.stderr)
+    assert time.monotonic() - started < 6
 
 
 # -- signals ----------------------------------------------------------------------------------------
