@@ -94,3 +94,23 @@ def test_after_close_the_port_refuses(tmp_path: Path) -> None:
         m.close()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_tls_client_is_refused_with_one_explanation(tmp_path: Path) -> None:
+    said: list[str] = []
+    with Receiver(output=tmp_path / "d.json", host="127.0.0.1", grpc_port=0, http_port=0, receipts=False) as rcv:
+        assert rcv.grpc_port is not None and rcv.http_port is not None
+        m = PortMux("127.0.0.1", rcv.grpc_port, rcv.http_port, log=said.append).start()
+        try:
+            for _ in range(2):
+                with socket.create_connection(("127.0.0.1", m.port), timeout=10) as s:
+                    s.sendall(b"\x16\x03\x01\x00\x05hello")  # the start of a TLS ClientHello
+                    try:
+                        answer = s.recv(100)
+                    except ConnectionResetError:  # closed with the hello unread: a reset
+                        answer = b""
+                    assert answer == b""  # no answer, only the close
+        finally:
+            m.close()
+    assert len(said) == 1 and "TLS" in said[0]
+    assert m.routed == {"grpc": 0, "http": 0}

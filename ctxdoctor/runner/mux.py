@@ -21,6 +21,8 @@ from collections.abc import Callable
 #: First bytes of the HTTP/2 connection preface a gRPC client sends without TLS.
 _H2 = b"PRI"
 _CHUNK = 1 << 16
+#: A TLS ClientHello starts with a handshake record (content type 22).
+_TLS_HANDSHAKE = b"\x16"
 #: A client that connects and sends nothing is dropped after this long.
 _FIRST_BYTES_TIMEOUT = 30.0
 
@@ -55,6 +57,7 @@ class PortMux:
         self._closing = False
         self._thread: threading.Thread | None = None
         self.routed = {"grpc": 0, "http": 0}
+        self._said: set[str] = set()
 
     def start(self) -> PortMux:
         self._thread = threading.Thread(target=self._accept_loop, name="otlp-mux", daemon=True)
@@ -85,6 +88,15 @@ class PortMux:
             s.close()
 
     # -- internals -----------------------------------------------------------------------------
+    def _say_once(self, key: str, message: str) -> None:
+        with self._lock:
+            if key in self._said:
+                return
+            self._said.add(key)
+        if self._log is not None:
+            with contextlib.suppress(Exception):
+                self._log(message)
+
     def _untrack(self, *socks: socket.socket) -> None:
         with self._lock:
             for s in socks:
@@ -116,6 +128,13 @@ class PortMux:
                 if len(head) < len(_H2):
                     threading.Event().wait(0.005)
             client.settimeout(None)
+            if head[:1] == _TLS_HANDSHAKE:
+                self._say_once(
+                    "tls",
+                    "an exporter tried TLS on the plaintext receiver and was refused (an https:// endpoint, "
+                    "or OTEL_EXPORTER_OTLP_INSECURE=false honoured over the endpoint run set?)",
+                )
+                raise ConnectionError("TLS client")
             is_grpc = head == _H2
             port = self.grpc_port if is_grpc else self.http_port
             upstream = socket.create_connection((self.host, port), timeout=10)
