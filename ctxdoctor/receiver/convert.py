@@ -83,8 +83,11 @@ class TraceCounter:
 
     def _hll(self, trace_id: int) -> None:
         # Trace ids are meant to be random, but mix anyway: some generators are sequential.
-        h = ((trace_id ^ (trace_id >> 64)) * 0x9E3779B97F4A7C15) & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 29
+        mask = 0xFFFFFFFFFFFFFFFF
+        h = (trace_id ^ (trace_id >> 64)) & mask
+        h = ((h ^ (h >> 33)) * 0xFF51AFD7ED558CCD) & mask  # murmur3's 64-bit finaliser
+        h = ((h ^ (h >> 33)) * 0xC4CEB9FE1A85EC53) & mask
+        h ^= h >> 33
         idx = h & (self._M - 1)
         rest = h >> self._P
         rank = 51 - rest.bit_length() if rest else 51  # leading zeros in 50 bits, plus one

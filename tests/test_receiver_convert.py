@@ -1,0 +1,150 @@
+"""The journal -> dump converter, and the live view it feeds."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+from rich.console import Console
+
+from ctxdoctor.readers import read_paths
+from ctxdoctor.receiver.convert import Converter, Progress, TraceCounter
+from ctxdoctor.receiver.live import Snapshot, panel, plain_line
+from ctxdoctor.receiver.sink import journal_record
+from tests.test_receiver_errors import make_request
+
+
+def _records(seeds: range) -> tuple[bytes, set[tuple[int, int]]]:
+    data = b""
+    ids: set[tuple[int, int]] = set()
+    for seed in seeds:
+        req, good = make_request(seed, n=5)
+        data += journal_record(req.SerializeToString())
+        ids |= good
+    return data, ids
+
+
+def test_converter_waits_for_a_record_still_being_written(tmp_path: Path) -> None:
+    journal, dump = tmp_path / "j", tmp_path / "dump.json"
+    whole, ids = _records(range(1, 4))
+    last = journal_record(make_request(4, n=5)[0].SerializeToString())
+    journal.write_bytes(whole + last[:-7])  # the last record is not complete yet
+    conv = Converter(journal, dump, live=False)
+    assert conv.step()
+    assert conv.progress.offset == len(whole) and conv.progress.requests == 3
+    assert not conv.step()  # nothing new that is complete
+    with journal.open("ab") as f:
+        f.write(last[-7:])
+    assert conv.step()
+    conv.close()
+    got = {(s.trace_id, s.span_id) for s in read_paths([dump]).spans}
+    assert got == ids | make_request(4, n=5)[1]
+    assert conv.progress.spans == 20
+
+
+def test_converter_process_finishes_the_journal_when_its_parent_is_gone(tmp_path: Path) -> None:
+    journal, dump = tmp_path / "j", tmp_path / "dump.json"
+    data, ids = _records(range(1, 30))
+    journal.write_bytes(data)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctxdoctor.receiver.convert_main", str(journal), str(dump)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    out, _ = proc.communicate(b"", timeout=60)  # stdin closes at once: as if the receiver died
+    assert proc.returncode == 0
+    last = msgspec.json.decode(out.splitlines()[-1], type=Progress)
+    assert last.done and last.offset == len(data) and last.spans == len(ids)
+    assert {(s.trace_id, s.span_id) for s in read_paths([dump]).spans} == ids
+
+
+def test_converter_process_stops_at_the_offset_it_is_given(tmp_path: Path) -> None:
+    journal, dump = tmp_path / "j", tmp_path / "dump.json"
+    first, ids = _records(range(1, 10))
+    rest, _ = _records(range(10, 20))
+    journal.write_bytes(first + rest)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctxdoctor.receiver.convert_main", str(journal), str(dump), "--no-live"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    proc.communicate(f"end {len(first)}\n".encode(), timeout=60)
+    assert proc.returncode == 0
+    assert {(s.trace_id, s.span_id) for s in read_paths([dump]).spans} == ids
+
+
+def test_trace_counter_is_exact_then_close() -> None:
+    tc = TraceCounter()
+    for i in range(1000):
+        tc.add(i)
+        tc.add(i)
+    assert (tc.count(), tc.estimated) == (1000, False)
+    rng = random.Random(1)
+    big = TraceCounter()
+    n = 300_000
+    for _ in range(n):
+        big.add(rng.getrandbits(128))
+    assert big.estimated
+    assert abs(big.count() - n) / n < 0.03
+    seq = TraceCounter()  # sequential ids (some generators) must not fool the estimate
+    for i in range(n):
+        seq.add(i + 1)
+    assert abs(seq.count() - n) / n < 0.03
+
+
+def _snap(**kw: object) -> Snapshot:
+    base: dict[str, object] = dict(
+        spans=1200,
+        requests=12,
+        traces=40,
+        traces_estimated=False,
+        services={"api": (3, 3)},
+        orphans=7,
+        orphans_spans=1200,
+        orphans_age=0.5,
+        converted_spans=1200,
+        backlog_bytes=0,
+        rejected=0,
+        failed=0,
+        write_error=None,
+        elapsed=12.0,
+    )
+    base.update(kw)
+    return Snapshot(**base)  # type: ignore[arg-type]
+
+
+def test_live_panel_and_plain_line_show_the_figures() -> None:
+    console = Console(record=True, width=120, force_terminal=True)
+    console.print(panel(_snap(), "ctxdoctor listen -> dump.json"))
+    text = console.export_text()
+    for word in ("spans", "traces", "requests", "connections", "suspected orphans", "1200", "40", "api"):
+        assert word in text
+    assert "SDK instances" in text
+    line = plain_line(_snap())
+    assert "spans 1200" in line and "traces 40" in line and "suspected orphans 7" in line
+    assert "api (3 conn)" in line
+
+
+def test_live_figures_say_what_they_cover() -> None:
+    snap = _snap(
+        orphans_spans=50_000,
+        converted_spans=90_000,
+        orphans_age=4.0,
+        traces=250_000,
+        traces_estimated=True,
+        backlog_bytes=300 << 20,
+        write_error="cannot write dump.json: disk full",
+    )
+    line = plain_line(snap)
+    assert "suspected orphans 7 in the last 50000 spans (as of 4s ago)" in line
+    assert "traces ~250000" in line
+    assert "300 MiB behind" in line
+    assert "NOT WRITABLE: cannot write dump.json: disk full" in line
+    console = Console(record=True, width=140, force_terminal=True)
+    console.print(panel(snap, "t"))
+    assert "NOT WRITABLE" in console.export_text()
+    assert plain_line(_snap(orphans=None, spans=0)).count("suspected orphans -") == 1
+    assert "computing" in plain_line(_snap(orphans=None))
