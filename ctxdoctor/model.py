@@ -76,6 +76,7 @@ class Span(msgspec.Struct, frozen=True, gc=False):
     flags: int
     unit: Unit
     links: tuple[int, ...] = ()  # trace ids this span links to
+    status: int = 0  # StatusCode: 0 unset, 1 ok, 2 error
 
     @property
     def is_root(self) -> bool:

@@ -163,3 +163,15 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         read_paths([tmp_path / "nope.json"])
     with pytest.raises(InputError, match="directory"):
         read_paths([tmp_path])
+
+
+def test_status_codes_as_integers_or_names(tmp_path: Path) -> None:
+    req = request_json(
+        [
+            {**span_json(0xA1, 0x1, "err", 0, 1), "status": {"code": 2, "message": "boom"}},
+            {**span_json(0xA1, 0x2, "named", 0, 1, parent=0x1), "status": {"code": "STATUS_CODE_OK"}},
+            span_json(0xA1, 0x3, "unset", 0, 1, parent=0x1),
+        ]
+    )
+    spans = read_paths([write(tmp_path, "st.json", line(req))]).spans
+    assert [s.status for s in spans] == [2, 1, 0]

@@ -56,6 +56,11 @@ class _Span(msgspec.Struct, gc=False):
     # Kept raw: most spans carry attributes, few name their thread; parsed only when they do.
     attributes: msgspec.Raw = msgspec.Raw(b"[]")
     links: msgspec.Raw = msgspec.Raw(b"[]")
+    status: msgspec.Raw = msgspec.Raw(b"{}")  # almost always {}: decoded only when it is not
+
+
+class _Status(msgspec.Struct, gc=False):
+    code: int | str = 0
 
 
 class _ScopeSpans(msgspec.Struct, gc=False):
@@ -77,6 +82,8 @@ _value_decoder = msgspec.json.Decoder(_AnyValue, strict=False)
 _resource_decoder = msgspec.json.Decoder(_Resource, strict=False)
 _attrs_decoder = msgspec.json.Decoder(list[_KV], strict=False)
 _links_decoder = msgspec.json.Decoder(list[_Link], strict=False)
+_status_decoder = msgspec.json.Decoder(_Status, strict=False)
+_STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2, "UNSET": 0, "OK": 1, "ERROR": 2}
 _THREAD_MARK = b'"thread.'
 _NO_ITEMS = (b"[]", b"")
 #: One object per flags value below 1024 (the defined bits; 0x101 and 0x301 are not among
@@ -229,6 +236,10 @@ def request_spans(
                     if not trace_id or not span_id:
                         raise EmptyId("span has an empty or all-zero traceId/spanId")
                     kind = s.kind if type(s.kind) is int else _enum(s.kind, _KIND_NAMES, "kind")
+                    status = 0
+                    if len(s.status) > 2:
+                        code = _status_decoder.decode(s.status).code
+                        status = code if type(code) is int else _enum(code, _STATUS_NAMES, "status.code")
                 except EmptyId as exc:
                     on_bad_span(f"span {s.name!r} skipped: {exc}")
                     continue
@@ -260,6 +271,7 @@ def request_spans(
                         flags_seen.setdefault(s.flags, s.flags) if s.flags < 1024 else s.flags,
                         unit,
                         links,
+                        status,
                     )
                 )
                 count += 1

@@ -96,6 +96,7 @@ def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSi
                         flags_seen.setdefault(s.flags, s.flags) if s.flags < 1024 else s.flags,
                         unit,
                         links,
+                        s.status.code,
                     )
                 )
                 count += 1
