@@ -229,6 +229,11 @@ def listen(
     ),
 ) -> ExitCode:
     """Receive spans from running apps over OTLP (gRPC and HTTP), then diagnose what arrived."""
+    import os
+
+    # grpc-core prints its own log lines (a busy port, a stray client) unless told not to before
+    # it is imported; ctxdoctor reports those conditions itself, in one line each.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from ctxdoctor.receiver.command import listen as run_listen
 
     return run_listen(
