@@ -7,9 +7,10 @@ For each transport and number of concurrent connections, runs the parse-only sin
 ``bench/listen_sink.py``) and then ``ctxdoctor listen`` as child processes on free 127.0.0.1
 ports, each under the same load generator (``bench/listen_load.py``, its own process, so it
 never shares a GIL with the server): pre-serialized 512-span batches for a fixed duration.
-Reports accepted spans/s, the ratio to the ceiling, the server's CPU seconds and peak RSS, and
-checks that every acknowledged span is in ctxdoctor's dump exactly once. ``ctxdoctor listen``
-runs with its stdout on a pseudo-terminal, as in a user's terminal, so its live view renders.
+Reports accepted spans/s, the ratio to the ceiling, the server's CPU seconds and peak RSS (of
+its whole process tree, helper processes included), and checks that every acknowledged span is
+in ctxdoctor's dump exactly once. ``ctxdoctor listen`` runs with its stdout on a
+pseudo-terminal, as in a user's terminal, so its live view renders.
 Writes the figures to ``bench/out/listen-<date>.json``.
 """
 
@@ -37,8 +38,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 import msgspec
 
-from bench.analyze import machine, uptime
-from bench.listen_load import SPANS_PER_BATCH, build_template
+from bench.analyze import _num, machine, uptime
+from bench.listen_load import SPANS_PER_BATCH, batch, batch_of, build_template
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "bench" / "out"
@@ -58,12 +59,37 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def _proc_cpu(pid: int) -> float | None:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str] | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants (a receiver may hand work to helper processes)."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and (st := _stat(int(d.name))) is not None:
+            parent[int(d.name)] = int(st[1])
+    tree, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, ppid in parent.items() if ppid in frontier]
+        tree += frontier
+    return tree
+
+
+def _tree_cpu(root: int) -> float:
+    """CPU seconds of the tree: utime + stime of the living, cutime + cstime of those reaped."""
+    total = 0
+    for pid in _tree(root):
+        st = _stat(pid)
+        if st is not None:
+            total += int(st[11]) + int(st[12]) + int(st[13]) + int(st[14])
+    return total / _TICK
 
 
 def _proc_mem(pid: int) -> dict[str, int]:
@@ -88,8 +114,9 @@ class Server:
         self._lock = threading.Lock()
         self.ports: tuple[int, int] | None = None
         self._ready = threading.Event()
-        self.samples: list[tuple[float, int]] = []  # (time, RSS bytes)
-        self.hwm = 0
+        self.samples: list[tuple[float, int]] = []  # (time, RSS bytes of the process tree)
+        self.hwm = 0  # the main process's own high-water mark
+        self.helpers: set[int] = set()
         env = dict(os.environ, COLUMNS="200", TERM="xterm-256color")
         if tty:
             master, slave = pty.openpty()
@@ -131,11 +158,24 @@ class Server:
 
     def _sample(self) -> None:
         while self._sampling and self.proc.poll() is None:
-            mem = _proc_mem(self.proc.pid)
-            if mem:
-                self.samples.append((time.monotonic(), mem.get("VmRSS", 0)))
-                self.hwm = max(self.hwm, mem.get("VmHWM", 0))
+            tree = _tree(self.proc.pid)
+            self.helpers.update(tree[1:])
+            rss = 0
+            for pid in tree:
+                mem = _proc_mem(pid)
+                rss += mem.get("VmRSS", 0)
+                if pid == self.proc.pid:
+                    self.hwm = max(self.hwm, mem.get("VmHWM", 0))
+            self.samples.append((time.monotonic(), rss))
             time.sleep(0.1)
+
+    def peak(self, until: float | None = None) -> int:
+        """Peak RSS of the process tree (sampled every 0.1 s; at least the main process's own)."""
+        sampled = max((r for t, r in self.samples if until is None or t <= until), default=0)
+        return max(sampled, self.hwm if until is None else 0)
+
+    def rss_now(self) -> int:
+        return sum(_proc_mem(pid).get("VmRSS", 0) for pid in _tree(self.proc.pid))
 
     def wait_ready(self, timeout: float = 60.0) -> tuple[int, int]:
         if not self._ready.wait(timeout) or self.ports is None:
@@ -148,7 +188,7 @@ class Server:
             return _ANSI.sub("", "".join(self.output))
 
     def cpu(self) -> float:
-        return _proc_cpu(self.proc.pid) or 0.0
+        return _tree_cpu(self.proc.pid)
 
     def stop(self, timeout: float) -> tuple[int, float]:
         """SIGTERM, then wait; returns (exit code, seconds it took to exit)."""
@@ -193,7 +233,7 @@ class _Req(msgspec.Struct):
 
 
 def verify(dump: Path, load: dict[str, Any]) -> dict[str, Any]:
-    """Every acknowledged span in the dump exactly once? Span ids are ``<batch><index>``."""
+    """Every acknowledged span in the dump exactly once? Span ids name their batch and index."""
     sent = load["sent"]
     counts = bytearray((sent + 1) * SPANS_PER_BATCH)
     total = foreign = 0
@@ -204,8 +244,7 @@ def verify(dump: Path, load: dict[str, Any]) -> dict[str, Any]:
                 for ss in rs.scopeSpans:
                     for s in ss.spans:
                         total += 1
-                        v = int(s.spanId, 16)
-                        n, i = v >> 32, v & 0xFFFFFFFF
+                        n, i = batch_of(int(s.spanId, 16))
                         if 1 <= n <= sent and i < SPANS_PER_BATCH:
                             k = n * SPANS_PER_BATCH + i
                             if counts[k] < 255:
@@ -236,7 +275,7 @@ def verify(dump: Path, load: dict[str, Any]) -> dict[str, Any]:
 
 
 _FRAME = re.compile(
-    r"spans\s+traces\s+requests\s+connections\s+suspected orphans\s*\n[\s│|]*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)"
+    r"spans\s+traces\s+requests\s+connections\s+suspected orphans\s*\n[\s│|]*~?(\d+)\s+~?(\d+)\s+~?(\d+)\s+~?(\d+)"
 )
 
 
@@ -272,7 +311,7 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         port = grpc_port if transport == "grpc" else http_port
         time.sleep(0.3)  # let the server settle (imports, threads) before the clock starts
         res["load_before"] = os.getloadavg()[0]
-        rss_start = _proc_mem(server.proc.pid).get("VmRSS", 0)
+        rss_start = server.rss_now()
         cpu0 = server.cpu()
         t0 = time.monotonic()
         out = work / f"{tag}.load.json"
@@ -281,13 +320,14 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
              "--connections", str(connections), "--duration", str(duration), "--seed", str(seed), "--out", str(out)],
             cwd=ROOT, capture_output=True, text=True, timeout=duration + 180,
         )
-        window = time.monotonic() - t0
+        t_end = time.monotonic()
+        window = t_end - t0
         cpu1 = server.cpu()
         frame = live_frame(server.text()) if kind == "ctxdoctor" and tty else None
-        mem = _proc_mem(server.proc.pid)
+        dump_at_end = dump.stat().st_size if dump.exists() else 0
         res["rss_start_bytes"] = rss_start
-        res["rss_end_bytes"] = mem.get("VmRSS", 0)
-        res["peak_rss_bytes"] = max(server.hwm, mem.get("VmHWM", 0))  # while receiving
+        res["rss_end_bytes"] = server.rss_now()
+        res["peak_rss_bytes"] = max(server.peak(until=t_end), res["rss_end_bytes"])  # while receiving
         res["cpu_s"] = cpu1 - cpu0
         res["window_s"] = window
         if loadgen.returncode != 0:
@@ -299,6 +339,10 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         res["failed_batches"] = len(load["failed"])
         res["partial_batches"] = len(load["partial"])
         res["spans_per_s"] = load["acked_spans"] / load["duration_s"]
+        # Flat memory means this stays near zero however long the run: spans go to disk.
+        res["rss_growth_mb_per_million_spans"] = (
+            (res["rss_end_bytes"] - rss_start) / 1e6 / (load["acked_spans"] / 1e6) if load["acked_spans"] else None
+        )
         res["cpu_util"] = res["cpu_s"] / window
         if frame is not None:
             res["live_view_at_end"] = frame
@@ -306,7 +350,8 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         rc, stop_s = server.stop(timeout=1800)
         res["exit_code"] = rc
         res["shutdown_s"] = stop_s  # includes ctxdoctor's final diagnosis of the whole dump
-        res["peak_rss_incl_shutdown_bytes"] = server.hwm
+        res["peak_rss_incl_shutdown_bytes"] = server.peak()
+        res["helper_processes"] = len(server.helpers)
         rs = [r for _, r in server.samples]
         res["rss_samples_mb"] = [round(r / 1e6, 1) for r in rs[:: max(len(rs) // 40, 1)]]
         if kind == "ceiling":
@@ -315,6 +360,8 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         else:
             res["verify"] = verify(dump, load)
             res["dump_bytes"] = dump.stat().st_size
+            # How far the dump had got when the load stopped: 1.0 means it kept up.
+            res["dump_fraction_at_end_of_load"] = dump_at_end / res["dump_bytes"] if res["dump_bytes"] else None
             res["output_tail"] = server.text()[-1500:]
     finally:
         if server.proc.poll() is None:
@@ -329,6 +376,10 @@ def _mb(v: float | None) -> str:
     return "-" if v is None else f"{v / 1e6:.0f}"
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks: servers killed, dumps removed
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per measurement")
@@ -341,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     conns = [int(c) for c in args.connections.split(",")]
     transports = [t.strip() for t in args.transports.split(",")]
     servers = [s.strip() for s in args.servers.split(",")]
@@ -352,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             servers.remove("ctxdoctor")
     args.work_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=args.work_dir))
-    template = build_template(args.seed)
+    template = batch(build_template(args.seed), 1)
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     req = ExportTraceServiceRequest.FromString(template)
@@ -404,7 +456,7 @@ def report(doc: dict[str, Any]) -> None:
     ceilings = {(r["transport"], r["connections"]): r for r in runs if r["server"] == "ceiling" and "spans_per_s" in r}
     print(f"\nbatches of {doc['batch']['spans']} spans ({doc['batch']['bytes']:,} bytes of protobuf)")
     hdr = (f"{'transport':<9} {'conns':>5} {'server':<10} {'spans/s':>9} {'ratio':>6} {'cpu s':>6} {'cpu %':>6} "
-           f"{'RSS MB':>7} {'(start':>6} {'end)':>5} {'load':>5}  exactly-once / notes")
+           f"{'RSS MB':>7} {'(start':>6} {'end)':>5} {'MB/Mspan':>8} {'load':>5}  exactly-once / notes")
     print(hdr)
     print("-" * len(hdr))
     for r in runs:
@@ -430,12 +482,15 @@ def report(doc: dict[str, Any]) -> None:
             notes.append(f"live view: {lv['spans']:,} spans, {lv['traces']:,}/{r['live_view_traces_expected']:,} "
                          "traces")
         if r["server"] == "ctxdoctor":
+            frac = r.get("dump_fraction_at_end_of_load")
+            if frac is not None:
+                notes.append(f"dump {100 * frac:.0f}% written when the load stopped")
             notes.append(f"shutdown {r['shutdown_s']:.0f} s (peak {_mb(r['peak_rss_incl_shutdown_bytes'])} MB)")
         print(
             f"{r['transport']:<9} {r['connections']:>5} {r['server']:<10} {r['spans_per_s']:>9,.0f} "
             f"{'-' if ratio is None else f'{ratio:.2f}':>6} {r['cpu_s']:>6.1f} {100 * r['cpu_util']:>5.0f}% "
             f"{_mb(r['peak_rss_bytes']):>7} {_mb(r['rss_start_bytes']):>6} {_mb(r['rss_end_bytes']):>5} "
-            f"{r['load_before']:>5.2f}  {'; '.join(notes)}"
+            f"{_num(r.get('rss_growth_mb_per_million_spans'), '.0f'):>8} {r['load_before']:>5.2f}  {'; '.join(notes)}"
         )
     print("\ntargets (ctxdoctor listen):")
     for r in runs:
