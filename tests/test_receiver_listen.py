@@ -312,3 +312,11 @@ def test_busy_port_is_one_clear_line(tmp_path: Path) -> None:
             lines = [x for x in err.splitlines() if x.strip()]
             assert len(lines) == 1, err
             assert f"127.0.0.1:{busy}" in lines[0] and "already in use" in lines[0]
+
+
+def test_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
+    listen = Listen(tmp_path / "no-such-dir" / "dump.json", wait=False)
+    rc, _, err = listen.wait(30)
+    assert rc == 2
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1 and "cannot open" in lines[0] and "no-such-dir" in lines[0], err

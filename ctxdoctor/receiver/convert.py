@@ -180,7 +180,7 @@ class Converter:
     def maybe_diagnose(self, force: bool = False) -> None:
         """The live orphan count, at most once a second and at most a fifth of the time."""
         now = time.monotonic()
-        if not self._live or (not force and now < self._next_diagnosis):
+        if not self._live or not self._recent_spans or (not force and now < self._next_diagnosis):
             return
         if self._recent_spans == self.progress.orphans_spans and self.progress.orphans is not None:
             self._next_diagnosis = now + 1.0
