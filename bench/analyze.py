@@ -215,7 +215,12 @@ def ratios(passes: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         p = passes.get(n)
         return p["wall_s"] if p and p["ok"] else None
 
+    def cpu(n: str) -> float | None:
+        p = passes.get(n)
+        return p["user_s"] + p["sys_s"] if p and p["ok"] else None
+
     floor, ref, ctx, proto = wall("floor"), wall("reference"), wall("ctxdoctor"), wall("ctxdoctor-proto")
+    cfloor, cref, cctx = cpu("floor"), cpu("reference"), cpu("ctxdoctor")
     ctxp = passes.get("ctxdoctor")
     protop = passes.get("ctxdoctor-proto")
     return {
@@ -224,6 +229,9 @@ def ratios(passes: dict[str, dict[str, Any]]) -> dict[str, float | None]:
         "ctxdoctor_bytes_per_span": ctxp["bytes_per_span"] if ctxp and ctxp["ok"] else None,
         "ctxdoctor_proto_spans_per_s": protop["spans_per_s"] if protop and proto else None,
         "reference_over_floor": ref / floor if ref and floor else None,
+        # The same ratios in CPU seconds: less sensitive to other load on the machine.
+        "ctxdoctor_over_floor_cpu": cctx / cfloor if cctx and cfloor else None,
+        "reference_over_ctxdoctor_cpu": cref / cctx if cref and cctx else None,
     }
 
 
@@ -311,10 +319,18 @@ def print_size(size: str, meta: dict[str, Any], passes: dict[str, dict[str, Any]
         + _rate(r["ctxdoctor_proto_spans_per_s"])
         + " spans/s"
     )
+    print(
+        "  in CPU seconds: ctxdoctor/floor "
+        + _num(r["ctxdoctor_over_floor_cpu"], ".2f")
+        + "x, reference/ctxdoctor "
+        + _num(r["reference_over_ctxdoctor_cpu"], ".2f")
+        + "x"
+    )
     for t in tg:
         val = t["value"]
         shown = "-" if val is None else (_rate(val) if t["unit"] == "spans/s" else
-                                         f"{val / 2**30:.2f} GiB" if t["unit"] == "bytes" else f"{val:.2f}{t['unit']}")
+                                         f"{val / 2**30:.2f} GiB" if t["unit"] == "bytes" else
+                                         f"{val:.0f} B/span" if t["unit"] == "B/span" else f"{val:.2f}{t['unit']}")
         print(f"  target {t['target']:<58} {shown:>12}  {t['verdict']}")
 
 

@@ -117,6 +117,7 @@ class Server:
         self.samples: list[tuple[float, int]] = []  # (time, RSS bytes of the process tree)
         self.hwm = 0  # the main process's own high-water mark
         self.helpers: set[int] = set()
+        self.main_peak = self.helpers_peak = 0  # sampled peaks of the main process and its helpers
         env = dict(os.environ, COLUMNS="200", TERM="xterm-256color")
         if tty:
             master, slave = pty.openpty()
@@ -160,13 +161,17 @@ class Server:
         while self._sampling and self.proc.poll() is None:
             tree = _tree(self.proc.pid)
             self.helpers.update(tree[1:])
-            rss = 0
+            main = helpers = 0
             for pid in tree:
                 mem = _proc_mem(pid)
-                rss += mem.get("VmRSS", 0)
                 if pid == self.proc.pid:
+                    main = mem.get("VmRSS", 0)
                     self.hwm = max(self.hwm, mem.get("VmHWM", 0))
-            self.samples.append((time.monotonic(), rss))
+                else:
+                    helpers += mem.get("VmRSS", 0)
+            self.main_peak = max(self.main_peak, main)
+            self.helpers_peak = max(self.helpers_peak, helpers)
+            self.samples.append((time.monotonic(), main + helpers))
             time.sleep(0.1)
 
     def peak(self, until: float | None = None) -> int:
@@ -352,6 +357,8 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         res["shutdown_s"] = stop_s  # includes ctxdoctor's final diagnosis of the whole dump
         res["peak_rss_incl_shutdown_bytes"] = server.peak()
         res["helper_processes"] = len(server.helpers)
+        res["peak_rss_main_bytes"] = server.main_peak
+        res["peak_rss_helpers_bytes"] = server.helpers_peak
         rs = [r for _, r in server.samples]
         res["rss_samples_mb"] = [round(r / 1e6, 1) for r in rs[:: max(len(rs) // 40, 1)]]
         if kind == "ceiling":
@@ -485,7 +492,8 @@ def report(doc: dict[str, Any]) -> None:
             frac = r.get("dump_fraction_at_end_of_load")
             if frac is not None:
                 notes.append(f"dump {100 * frac:.0f}% written when the load stopped")
-            notes.append(f"shutdown {r['shutdown_s']:.0f} s (peak {_mb(r['peak_rss_incl_shutdown_bytes'])} MB)")
+            notes.append(f"shutdown {r['shutdown_s']:.0f} s (peak {_mb(r['peak_rss_incl_shutdown_bytes'])} MB: main "
+                         f"{_mb(r['peak_rss_main_bytes'])}, helpers {_mb(r['peak_rss_helpers_bytes'])})")
         print(
             f"{r['transport']:<9} {r['connections']:>5} {r['server']:<10} {r['spans_per_s']:>9,.0f} "
             f"{'-' if ratio is None else f'{ratio:.2f}':>6} {r['cpu_s']:>6.1f} {100 * r['cpu_util']:>5.0f}% "
