@@ -9,6 +9,9 @@ import msgspec
 from ctxdoctor.model import Span
 from ctxdoctor.units import Boundary
 
+#: Why a gate fails on an empty dump.
+NO_SPANS = "no spans to judge: the dump is empty, or the app's exporter never reached ctxdoctor"
+
 
 class Fix(msgspec.Struct, frozen=True):
     """What to change, for one runtime and boundary, naming the exact APIs."""
@@ -126,5 +129,7 @@ class Report(msgspec.Struct, frozen=True):
 
     @property
     def gate_failed(self) -> bool:
+        """Over the threshold, or nothing to judge: a gate that passed on zero spans would hide
+        an exporter that never reached ctxdoctor (a wrong endpoint, tracing switched off)."""
         limit = self.settings.max_orphan_ratio
-        return limit is not None and self.summary.orphan_ratio > limit
+        return limit is not None and (self.summary.spans == 0 or self.summary.orphan_ratio > limit)

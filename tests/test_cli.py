@@ -149,3 +149,12 @@ def test_golden_reports(scenario: str, capsys: pytest.CaptureFixture[str]) -> No
     if os.environ.get("CTXDOCTOR_UPDATE_GOLDEN"):
         path.write_text(json.dumps(got, indent=2) + "\n")
     assert got == json.loads(path.read_text()), "golden report changed; review and rerun with CTXDOCTOR_UPDATE_GOLDEN=1"
+
+
+def test_gate_fails_when_there_is_nothing_to_judge(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    code, out, _ = cli(capsys, "check", str(empty), "--max-orphan-ratio", "0.5")
+    assert code == ExitCode.GATE_FAILED and "no spans to judge" in out
+    # Without a gate an empty dump is simply an empty report.
+    assert cli(capsys, "analyze", str(empty))[0] == ExitCode.OK

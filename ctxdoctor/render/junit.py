@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from rich.console import Console
 
-from ctxdoctor.findings import Gap, MissingParent, Report
+from ctxdoctor.findings import NO_SPANS, Gap, MissingParent, Report
 
 SUITE = "ctxdoctor"
 # XML 1.0 forbids most control characters; span names are user data and may contain them.
@@ -80,6 +80,8 @@ def gate_message(report: Report) -> str:
     ratio = f"orphan ratio {_pct(s.orphan_ratio)} ({s.broken_fragments}/{s.fragments} fragments)"
     if limit is None:
         return f"{ratio}; no gate (set max-orphan-ratio to fail on it)"
+    if s.spans == 0:
+        return NO_SPANS
     op = ">" if report.gate_failed else "<="
     return f"{ratio} {op} max-orphan-ratio {_pct(limit)}"
 

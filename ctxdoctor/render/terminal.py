@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ctxdoctor.findings import Fix, Gap, MissingParent, Report
+from ctxdoctor.findings import NO_SPANS, Fix, Gap, MissingParent, Report
 from ctxdoctor.model import span_hex, trace_hex
 
 #: Gaps shown in detail (tree + fix); the table lists them all.
@@ -43,7 +43,9 @@ def summary_text(report: Report) -> Text:
     limit = report.settings.max_orphan_ratio
     if limit is not None:
         t.append("\ngate ", style="dim")
-        if report.gate_failed:
+        if report.gate_failed and s.spans == 0:
+            t.append("FAILED: " + NO_SPANS, style="bold red")
+        elif report.gate_failed:
             t.append(f"FAILED: orphan ratio {_pct(s.orphan_ratio)} > {_pct(limit)}", style="bold red")
         else:
             t.append(f"passed: orphan ratio {_pct(s.orphan_ratio)} <= {_pct(limit)}", style="bold green")
