@@ -464,7 +464,10 @@ def _evidence(r: Span, c: _Candidate, m_same: int, prm: _Params, duty: float) ->
         f"{c.lag / MS:.1f} ms after the {what} of {c.anchor[0]!r} in that trace "
         f"(typical here: {prm.tau_lag / MS:.1f} ms)"
     )
-    ev.append(f"{p.name!r} spans are active {duty:.0%} of the time; this pair recurs in {prm.share:.0%} of the group")
+    ev.append(
+        f"{p.name!r} spans are active {duty:.0%} of the time; an estimated {prm.share:.0%} of "
+        f"these roots are work handed over like this"
+    )
     if m_same > 1:
         ev.append(f"{m_same} {p.name!r} spans of other traces were active at once")
     return tuple(ev)
