@@ -446,3 +446,36 @@ def test_http_client_on_the_grpc_port_does_not_disturb_it(rcv: Receiver) -> None
         c.getresponse()
     c.close()
     assert_alive(rcv)
+
+
+def test_a_bug_is_one_line_and_unavailable_never_a_traceback(
+    rcv: Receiver, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("Authorization: Bearer s3cr3t")  # as if a message quoted an attribute
+
+    monkeypatch.setattr(rcv._core, "accept", broken)
+    req, _ = make_request(40)
+    with pytest.raises(grpc.RpcError) as ei:
+        grpc_call(rcv, req.SerializeToString())
+    assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "RuntimeError" in ei.value.details() and "s3cr3t" not in ei.value.details()
+    status, _headers, body = http_call(rcv, req.SerializeToString())
+    assert status == 503
+    assert "s3cr3t" not in body.decode()
+    logs = rcv.logs  # type: ignore[attr-defined]
+    assert logs == ["OTLP/gRPC: internal error (RuntimeError)", "OTLP/HTTP: internal error (RuntimeError)"]
+    out, err = capfd.readouterr()
+    assert "s3cr3t" not in out + err and "Traceback" not in out + err
+    monkeypatch.undo()
+    assert_alive(rcv)
+
+
+def test_receipts_do_not_keep_quoted_values_of_bad_requests(rcv: Receiver) -> None:
+    doc = b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c",'
+    doc += b' "spanId": "b7ad6b7169203331", "startTimeUnixNano": "token-s3cr3t"}]}]}]}'
+    status, _headers, _body = http_call(rcv, doc, "application/json")
+    assert status == 400
+    receipts = read_receipts(rcv.output.with_name("dump.json.receipts.jsonl"))
+    assert len(receipts) == 1 and receipts[0].status.startswith("invalid")
+    assert "s3cr3t" not in receipts[0].status

@@ -33,6 +33,18 @@ from ctxdoctor.receiver.ingest import Ingest
 from ctxdoctor.receiver.sink import SinkClosed
 
 SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+
+
+class _Abort(Exception):
+    """End the RPC with this status (``ServicerContext.abort`` raises a bare ``Exception``,
+    which could not be told apart from a bug)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 _OK = ExportTraceServiceResponse().SerializeToString()
 
 
@@ -123,6 +135,17 @@ class GrpcServer:
         self._server.stop(grace).wait()
 
     def _export(self, data: bytes, context: grpc.ServicerContext) -> Any:
+        try:
+            return self._export_checked(data, context)
+        except _Abort as a:
+            context.abort(a.code, a.message)
+        except Exception as exc:
+            # A bug, not bad input. grpcio would log a traceback whose message could quote span
+            # attributes; say what broke in one line instead, and let the exporter retry.
+            self.ingest.on_internal_error(f"OTLP/gRPC: internal error ({type(exc).__name__})")
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"ctxdoctor internal error ({type(exc).__name__})")
+
+    def _export_checked(self, data: bytes, context: grpc.ServicerContext) -> Any:
         arrived = time.time()
         ingest = self.ingest
         ingest.begin()
@@ -139,7 +162,7 @@ class GrpcServer:
                     arrived=arrived,
                     status=message,
                 )
-                context.abort(code, message)
+                raise _Abort(code, message)
             try:
                 req = parse_protobuf(body)
             except BadRequest as exc:
@@ -151,7 +174,7 @@ class GrpcServer:
                     arrived=arrived,
                     status=f"invalid: {exc}",
                 )
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
             try:
                 res = ingest.accept(
                     req,
@@ -163,9 +186,9 @@ class GrpcServer:
                     arrived=arrived,
                 )
             except SinkClosed:
-                context.abort(grpc.StatusCode.UNAVAILABLE, "ctxdoctor is shutting down; retry later")
+                raise _Abort(grpc.StatusCode.UNAVAILABLE, "ctxdoctor is shutting down; retry later") from None
             except OSError as exc:
-                context.abort(grpc.StatusCode.UNAVAILABLE, f"ctxdoctor {exc}; retry later")
+                raise _Abort(grpc.StatusCode.UNAVAILABLE, f"ctxdoctor {exc}; retry later") from None
             if res.rejected:
                 return ExportTraceServiceResponse(
                     partial_success=ExportTracePartialSuccess(

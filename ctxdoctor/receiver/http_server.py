@@ -171,6 +171,8 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.owner = self.server.owner
         self.connection.settimeout(self.owner.idle_timeout)
+        with contextlib.suppress(OSError):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.owner._set(self, False)
 
     def finish(self) -> None:
@@ -278,6 +280,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- methods -------------------------------------------------------------------------------
     def do_POST(self) -> None:
+        try:
+            self._post()
+        except (OSError, TimeoutError):
+            self.close_connection = True
+        except Exception as exc:
+            # A bug, not bad input: one line (a traceback could quote span attributes), and the
+            # exporter is told to retry.
+            self.owner.log(f"OTLP/HTTP: internal error ({type(exc).__name__})")
+            self.close_connection = True
+            self._status(503, _UNAVAILABLE, f"ctxdoctor internal error ({type(exc).__name__})", "json")
+
+    def _post(self) -> None:
         arrived = time.time()
         path = self.path.split("?", 1)[0]
         if path != PATH:
@@ -535,9 +549,13 @@ class _Handler(BaseHTTPRequestHandler):
             if self.close_connection or self.owner.stopping:
                 self.send_header("Connection", "close")
                 self.close_connection = True
-            self.end_headers()
+            # Status line, headers and body in one write: two small writes on one connection
+            # stall on Nagle's algorithm and the client's delayed ACK.
+            buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]
+            buffer.append(b"\r\n")
             if self.command != "HEAD":
-                self.wfile.write(body)
+                buffer.append(body)
+            self.flush_headers()
         except OSError:
             self.close_connection = True
 

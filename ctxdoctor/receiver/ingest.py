@@ -7,6 +7,7 @@ answer OK. The journal becomes the OTLP/JSON dump behind it (``convert.py``).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,14 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from ctxdoctor.receiver.encode import screen_request
 from ctxdoctor.receiver.sink import AppendFile, Receipt, ReceiptLog, journal_record
+
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
+def redact(message: str) -> str:
+    """Drop quoted values from an error message before it is written to a file: a parser's
+    message may quote an attribute value, and attribute values can be secrets."""
+    return _QUOTED.sub("'…'", message)
 
 
 @dataclass
@@ -65,6 +74,7 @@ class Ingest:
         self._in_flight = 0
         self._last_activity = time.monotonic()
         self.on_write_error: Callable[[str], None] | None = None
+        self.on_internal_error: Callable[[str], None] = lambda message: None
         self.on_limit: Callable[[], None] | None = None
         self.limit_reached = threading.Event()
 
@@ -196,6 +206,6 @@ class Ingest:
                     compression=compression,
                     bytes=nbytes,
                     spans=0,
-                    status=status[:300],
+                    status=redact(status)[:300],
                 )
             )

@@ -104,6 +104,7 @@ class Receiver:
         journal = AppendFile(self.journal_path)
         receipts = ReceiptLog(self.receipts_path) if self.receipts_path is not None else None
         ingest = Ingest(journal, receipts, max_spans=self._max_spans)
+        ingest.on_internal_error = self.log
         self._ingest = ingest
         grpc_port, http_port = self._requested
         try:
