@@ -20,12 +20,16 @@ class InputError(CtxdoctorError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        where = self.path
-        if self.line is not None:
-            where += f":{self.line}"
-        elif self.offset is not None:
-            where += f" (byte offset {self.offset})"
-        return f"{where}: {self.message}"
+        return f"{where(self.path, self.line, self.offset)}: {self.message}"
+
+
+def where(path: str, line: int | None, offset: int | None) -> str:
+    """``file:line``, or ``file (byte offset N)`` for binary input: how errors and warnings point."""
+    if line is not None:
+        return f"{path}:{line}"
+    if offset is not None:
+        return f"{path} (byte offset {offset})"
+    return path
 
 
 class UsageError(CtxdoctorError):

@@ -11,6 +11,7 @@ from typing import BinaryIO, Protocol
 
 import msgspec
 
+from ctxdoctor.errors import where
 from ctxdoctor.model import Span
 from ctxdoctor.units import UnitTable
 
@@ -24,12 +25,7 @@ class ReadWarning(msgspec.Struct, frozen=True):
     offset: int | None = None
 
     def __str__(self) -> str:
-        where = self.path
-        if self.line is not None:
-            where += f":{self.line}"
-        elif self.offset is not None:
-            where += f" (byte offset {self.offset})"
-        return f"{where}: {self.message}"
+        return f"{where(self.path, self.line, self.offset)}: {self.message}"
 
 
 SpanSink = Callable[[Span], None]
