@@ -170,11 +170,12 @@ def decode_request(data: bytes) -> _Request:
 class ResourceCache:
     """Units of the resources seen so far, by their raw JSON: a resource repeats on every batch."""
 
-    __slots__ = ("by_raw", "units")
+    __slots__ = ("by_raw", "names", "units")
 
     def __init__(self, units: UnitTable):
         self.units = units
         self.by_raw: dict[bytes, Unit] = {}
+        self.names: dict[str, str] = {}  # one string object per span name in the file
 
     def unit(self, raw: msgspec.Raw) -> Unit:
         key = bytes(raw)
@@ -211,7 +212,7 @@ def request_spans(
     attributes need a look.
     """
     count = 0
-    names: dict[str, str] = {}
+    names = resources.names
     # Spans of one trace share one id object: most of a batch belongs to a few traces.
     trace_ids: dict[str, int] = {}
     flags_seen = _FLAGS_SEEN

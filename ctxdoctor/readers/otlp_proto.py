@@ -40,7 +40,13 @@ _THREAD_KEYS = (b"thread.id", b"thread.name")
 _FLAGS_SEEN: dict[int, int] = {}
 
 
-def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSink, body: bytes | None = None) -> int:
+def request_spans(
+    req: ExportTraceServiceRequest,
+    units: UnitTable,
+    emit: SpanSink,
+    body: bytes | None = None,
+    names: dict[str, str] | None = None,
+) -> int:
     """Turn a protobuf request into ``Span`` records; shared with the receiver.
 
     ``body``, the serialized request when the caller has it, lets the common case skip span
@@ -50,6 +56,9 @@ def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSi
     count = 0
     from_bytes = int.from_bytes
     flags_seen = _FLAGS_SEEN
+    # Spans of one trace share one id object: most of a batch belongs to a few traces.
+    trace_ids: dict[bytes, int] = {}
+    names = {} if names is None else names  # one string object per span name
     resources = []
     in_resources = 0
     for rs in req.resource_spans:
@@ -79,7 +88,7 @@ def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSi
                 t_raw, s_raw = s.trace_id, s.span_id
                 if len(t_raw) != 16 or len(s_raw) != 8:
                     continue
-                trace_id = from_bytes(t_raw, "big")
+                trace_id = trace_ids.get(t_raw) or trace_ids.setdefault(t_raw, from_bytes(t_raw, "big"))
                 span_id = from_bytes(s_raw, "big")
                 if not trace_id or not span_id:
                     continue
@@ -89,7 +98,7 @@ def request_spans(req: ExportTraceServiceRequest, units: UnitTable, emit: SpanSi
                         trace_id,
                         span_id,
                         from_bytes(s.parent_span_id, "big"),
-                        s.name,
+                        names.setdefault(name := s.name, name),
                         s.kind,
                         s.start_time_unix_nano,
                         s.end_time_unix_nano,
@@ -121,6 +130,7 @@ class OtlpProtoReader:
         warn: Callable[[ReadWarning], None],
     ) -> None:
         offset = 0
+        names: dict[str, str] = {}
         while True:
             header = stream.read(4)
             if not header:
@@ -165,5 +175,5 @@ class OtlpProtoReader:
                 raise InputError(
                     path, f"record is not a valid ExportTraceServiceRequest: {exc}", offset=offset
                 ) from None
-            request_spans(req, units, emit, body)
+            request_spans(req, units, emit, body, names)
             offset += 4 + length
