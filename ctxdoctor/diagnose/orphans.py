@@ -151,31 +151,28 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
         if cands:
             suspects.append(_Suspect(r, cands))
     names = {c.parent.name for sus in suspects for c in sus.candidates}
-    intervals: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    first, last = spans[0].start, spans[0].end
+    by_name: dict[str, list[Span]] = defaultdict(list)
     for a in spans:
-        if a.start < first:
-            first = a.start
-        if a.end > last:
-            last = a.end
         if a.name in names:
-            intervals[a.name].append((a.start, a.end))
-    window = max(last - first, 1)
-    duty = {name: _union_length(iv) / window for name, iv in intervals.items()}
+            by_name[a.name].append(a)
+    first = min(a.start for a in spans)
+    window = max(max(a.end for a in spans) - first, 1)
+    duty = {name: _union_length(members) / window for name, members in by_name.items()}
     phases = _anchor_candidates(spans, suspects)
     return _Sweep(suspects, duty, phases, _worker_units(spans))
 
 
-def _union_length(intervals: list[tuple[int, int]]) -> int:
-    intervals.sort()
+def _union_length(spans: list[Span]) -> int:
+    """How long at least one of the spans is active."""
+    spans.sort(key=attrgetter("start"))
     total = 0
-    cur_s, cur_e = intervals[0]
-    for a, b in intervals:
-        if a > cur_e:
+    cur_s, cur_e = spans[0].start, spans[0].end
+    for a in spans:
+        if a.start > cur_e:
             total += cur_e - cur_s
-            cur_s, cur_e = a, b
-        elif b > cur_e:
-            cur_e = b
+            cur_s, cur_e = a.start, a.end
+        elif a.end > cur_e:
+            cur_e = a.end
     return total + cur_e - cur_s
 
 
@@ -217,40 +214,34 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
     starts or ends. So a dispatched root starts soon after the same kind of event (the anchor)
     every time, while a chance root lands anywhere. For the chance side this also measures, per
     parent name, the share of its time spent after each anchor (its phases).
+
+    One trace at a time, so only that trace's event list is ever held.
     """
-    traces = {c.parent.trace_id for sus in suspects for c in sus.candidates}
-    events: dict[int, list[tuple[int, str, int]]] = defaultdict(list)
-    for s in spans:
-        if s.trace_id in traces:
-            ev = events[s.trace_id]
-            ev.append((s.start, s.name, 0))
-            ev.append((s.end, s.name, 1))
-    times: dict[int, list[int]] = {}
-    for tid, ev in events.items():
-        ev.sort()
-        times[tid] = [e[0] for e in ev]
+    by_trace: dict[int, list[tuple[int, _Candidate]]] = defaultdict(list)
     for sus in suspects:
         t = sus.span.start
         for c in sus.candidates:
-            tid = c.parent.trace_id
-            ts, ev = times[tid], events[tid]
+            by_trace[c.parent.trace_id].append((t, c))
+    members: dict[int, list[Span]] = defaultdict(list)
+    for s in spans:
+        if s.trace_id in by_trace:
+            members[s.trace_id].append(s)
+    phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
+    name_time: dict[str, float] = defaultdict(float)
+    for tid, items in by_trace.items():
+        ev = sorted([(m.start, m.name, 0) for m in members[tid]] + [(m.end, m.name, 1) for m in members.pop(tid)])
+        ts = [e[0] for e in ev]
+        parents: dict[int, Span] = {}
+        for t, c in items:
             i = bisect_right(ts, t) - 1
             last = ev[i]
             nxt = ts[i + 1] if i + 1 < len(ts) else c.parent.end
             c.lag = t - last[0]
             c.gap = max(nxt - last[0], 1)
             c.anchor = (last[1], last[2])
-    # Phase shares: for every candidate parent span, how long each anchor is the latest event.
-    phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
-    name_time: dict[str, float] = defaultdict(float)
-    seen: set[int] = set()
-    for sus in suspects:
-        for c in sus.candidates:
-            p = c.parent
-            if p.span_id in seen:
-                continue
-            seen.add(p.span_id)
-            ts, ev = times[p.trace_id], events[p.trace_id]
+            parents[c.parent.span_id] = c.parent
+        # Phase shares: how long each anchor is the latest event, inside each candidate parent.
+        for p in parents.values():
             i = bisect_right(ts, p.start) - 1
             while i < len(ev) and ts[i] < p.end:
                 lo = max(ts[i], p.start)
