@@ -175,3 +175,16 @@ def test_status_codes_as_integers_or_names(tmp_path: Path) -> None:
     )
     spans = read_paths([write(tmp_path, "st.json", line(req))]).spans
     assert [s.status for s in spans] == [2, 1, 0]
+
+
+def test_progress_is_reported_within_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ctxdoctor.readers as readers
+
+    monkeypatch.setattr(readers, "PROGRESS_EVERY", 2)
+    p = write(tmp_path, "p.json", "\n".join(line(REQ) for _ in range(5)) + "\n")
+    seen: list[tuple[int, int]] = []
+    read_paths([p], progress=lambda done, total: seen.append((done, total)))
+    size = p.stat().st_size
+    assert len(seen) >= 5  # every second span, then the end of the file
+    assert all(total == size for _, total in seen)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and seen[-1][0] == size

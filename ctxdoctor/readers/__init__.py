@@ -31,12 +31,17 @@ class Dump(msgspec.Struct):
     files: list[str]
 
 
-def _open(path: Path) -> io.BufferedReader:
-    """The file, decompressed when it is gzip (by content, whatever its name)."""
+def _open(path: Path) -> tuple[io.BufferedReader, io.BufferedReader]:
+    """The file as stored (for its position), and its content, decompressed when it is gzip
+    (by content, whatever its name)."""
     raw = path.open("rb")
     if raw.peek(2)[:2] == _GZIP_MAGIC:
-        return io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
-    return raw
+        return raw, io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
+    return raw, raw
+
+
+#: Spans between two progress reports within a file.
+PROGRESS_EVERY = 1 << 16
 
 
 def read_paths(
@@ -46,7 +51,8 @@ def read_paths(
 ) -> Dump:
     """Read every file. Raises ``InputError`` on the first malformed file.
 
-    ``progress(bytes_done, bytes_total)`` is called per file so a TTY can show a bar.
+    ``progress(bytes_done, bytes_total)`` is called as files are read (every
+    ``PROGRESS_EVERY`` spans and after each file) so a TTY can show a bar.
     """
     files = [Path(p) for p in paths]
     units = UnitTable()
@@ -66,7 +72,9 @@ def read_paths(
     gc.disable()
     try:
         for p in files:
-            read_file(p, units, spans.append, warnings.append)
+            read_file(
+                p, units, spans.append, warnings.append, None if progress is None else _offset(progress, done, total)
+            )
             done += p.stat().st_size
             if progress is not None:
                 progress(done, total)
@@ -76,17 +84,34 @@ def read_paths(
     return Dump(spans=spans, warnings=warnings, files=[str(p) for p in files])
 
 
+def _offset(progress: Callable[[int, int], None], base: int, total: int) -> Callable[[int], None]:
+    """Progress within one file, as progress through all of them."""
+    return lambda pos: progress(base + pos, total)
+
+
 def read_file(
     path: Path,
     units: UnitTable,
     emit: Callable[[Span], None],
     warn: Callable[[ReadWarning], None],
+    position: Callable[[int], None] | None = None,
 ) -> None:
+    """Read one file; ``position(bytes_read)`` is told how far it got, now and then."""
     try:
-        stream = _open(path)
+        raw, stream = _open(path)
     except OSError as exc:
         raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
-    with stream:
+    if position is not None:
+        inner, count = emit, 0
+
+        def emit(span: Span) -> None:
+            nonlocal count
+            inner(span)
+            count += 1
+            if count % PROGRESS_EVERY == 0:
+                position(raw.tell())
+
+    with raw, stream:
         try:
             head = stream.peek(64)[:64]
         except (OSError, EOFError) as exc:
