@@ -61,18 +61,29 @@ def test_converter_process_finishes_the_journal_when_its_parent_is_gone(tmp_path
     assert {(s.trace_id, s.span_id) for s in read_paths([dump]).spans} == ids
 
 
-def test_converter_process_stops_at_the_offset_it_is_given(tmp_path: Path) -> None:
+def test_converter_process_exits_once_it_reached_the_end_it_is_given(tmp_path: Path) -> None:
+    """The receiver sends ``end <journal size>`` after its last append and waits for ``done``."""
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
-    first, ids = _records(range(1, 10))
-    rest, _ = _records(range(10, 20))
-    journal.write_bytes(first + rest)
+    data, ids = _records(range(1, 20))
+    journal.write_bytes(data)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctxdoctor.receiver.convert_main", str(journal), str(dump), "--no-live"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
-    proc.communicate(f"end {len(first)}\n".encode(), timeout=60)
-    assert proc.returncode == 0
+    assert proc.stdin is not None
+    proc.stdin.write(f"end {len(data)}\n".encode())
+    proc.stdin.flush()
+    # The receiver keeps stdin open while it waits; the converter must not need EOF to finish.
+    last = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        last = msgspec.json.decode(line, type=Progress)
+        if last.done:
+            break
+    proc.stdin.close()
+    assert proc.wait(60) == 0
+    assert last is not None and last.done and last.offset == len(data)
     assert {(s.trace_id, s.span_id) for s in read_paths([dump]).spans} == ids
 
 

@@ -479,3 +479,12 @@ def test_receipts_do_not_keep_quoted_values_of_bad_requests(rcv: Receiver) -> No
     receipts = read_receipts(rcv.output.with_name("dump.json.receipts.jsonl"))
     assert len(receipts) == 1 and receipts[0].status.startswith("invalid")
     assert "s3cr3t" not in receipts[0].status
+
+
+def test_a_second_receiver_on_the_same_output_is_refused(rcv: Receiver) -> None:
+    from ctxdoctor.receiver import DumpWriteError
+
+    with pytest.raises(DumpWriteError, match="being written by another ctxdoctor"):
+        Receiver(rcv.output, grpc_port=0, http_port=0).start()
+    assert_alive(rcv)  # and the first one's dump was not truncated under it
+    assert len(dump_ids(rcv)) == 6

@@ -113,7 +113,7 @@ class Converter:
     def __init__(self, journal: Path, dump: Path, *, append: bool = False, live: bool = True) -> None:
         self.journal_path = journal
         self._journal = journal.open("rb")
-        self.dump = AppendFile(dump, append=append)
+        self.dump = AppendFile(dump, append=append, exclusive=True)
         self.progress = Progress()
         self._traces = TraceCounter()
         self._live = live

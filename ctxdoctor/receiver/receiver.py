@@ -99,9 +99,10 @@ class Receiver:
     def start(self) -> Receiver:
         """Open the files, bind both ports, start converting. Raises ``PortInUse`` or
         ``DumpWriteError``."""
+        # Writable, and nobody else's? Then truncated. The converter locks it for the run.
+        AppendFile(self.output, append=self._append, exclusive=True).close()
         self._set_aside_stale_journal()
-        AppendFile(self.output, append=self._append).close()  # writable? (and truncated)
-        journal = AppendFile(self.journal_path)
+        journal = AppendFile(self.journal_path, exclusive=True)
         receipts = ReceiptLog(self.receipts_path) if self.receipts_path is not None else None
         ingest = Ingest(journal, receipts, max_spans=self._max_spans)
         ingest.on_internal_error = self.log

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -52,15 +54,29 @@ def _describe(exc: OSError) -> str:
 class AppendFile:
     """Appends complete records (dump lines, journal records, receipts); thread-safe."""
 
-    def __init__(self, path: Path, *, append: bool = False) -> None:
+    def __init__(self, path: Path, *, append: bool = False, exclusive: bool = False) -> None:
+        """``exclusive``: hold an advisory lock for as long as the file is open, so that a second
+        receiver (or a converter still finishing an earlier run) never writes the same file."""
         self.path = path
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-        if not append:
+        if not append and not exclusive:
             flags |= os.O_TRUNC
         try:
             self._fd = os.open(path, flags, 0o644)
         except OSError as exc:
             raise DumpWriteError(exc.errno, f"cannot open {path}: {_describe(exc)}") from None
+        if exclusive:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(self._fd)
+                raise DumpWriteError(
+                    errno.EBUSY,
+                    f"{path} is being written by another ctxdoctor process "
+                    "(another listen, or one still finishing its dump); use another --output",
+                ) from None
+            if not append and stat.S_ISREG(os.fstat(self._fd).st_mode):
+                os.ftruncate(self._fd, 0)
         self._lock = threading.Lock()
         self._size = os.fstat(self._fd).st_size
         self._closed = False
