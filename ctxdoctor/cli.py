@@ -29,6 +29,8 @@ app = typer.Typer(
 
 #: Dumps larger than this get a progress bar on a TTY.
 _PROGRESS_BYTES = 64 << 20
+#: Dumps with this many spans get a "diagnosing" status line on a TTY.
+_STATUS_SPANS = 200_000
 
 
 class Format(str, Enum):
@@ -64,7 +66,11 @@ def load(paths: list[Path], console: Console) -> Dump:
 
 def analyse(paths: list[Path], settings: Settings, console: Console) -> Report:
     dump = load(paths, console)
-    return diagnose(dump.spans, settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
+    warnings = [str(w) for w in dump.warnings]
+    if console.is_terminal and len(dump.spans) >= _STATUS_SPANS:
+        with console.status(f"diagnosing {len(dump.spans):,} spans"):
+            return diagnose(dump.spans, settings, warnings=warnings, files=dump.files)
+    return diagnose(dump.spans, settings, warnings=warnings, files=dump.files)
 
 
 def emit(report: Report, fmt: Format, output: Path | None) -> None:
