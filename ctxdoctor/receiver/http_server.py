@@ -216,6 +216,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_error(HTTPStatus.REQUEST_URI_TOO_LONG)
                 return
             self._body: str | int = "unread"
+            self._drain_deadline: float | None = None
             if not self.parse_request():
                 return
             method = getattr(self, "do_" + self.command, None)
@@ -469,6 +470,7 @@ class _Handler(BaseHTTPRequestHandler):
                 return b"".join(parts)
             total += size
             if total > limit:
+                self._drain_deadline = time.monotonic() + 10.0
                 self._skip(size + 2)  # this chunk and its CRLF; the rest is drained later
                 raise TooLarge(f"request body is over the limit of {limit} bytes (--max-message-mib)")
             data = rfile.read(size)
@@ -479,7 +481,10 @@ class _Handler(BaseHTTPRequestHandler):
                 raise _BodyError("malformed chunked body (missing CRLF after a chunk)")
 
     def _skip(self, n: int) -> None:
+        deadline = self._drain_deadline
         while n > 0:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError("gave up draining an unwanted body")
             got = self.rfile.read(min(n, _CHUNK))
             if not got:
                 return
@@ -491,6 +496,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         state = self._body
         self._body = "read"
+        self._drain_deadline = time.monotonic() + 10.0
         try:
             self.connection.settimeout(5.0)
             if state == "unread":
