@@ -152,7 +152,12 @@ def run(
             "no spans arrived. Check that the command's SDK exports OTLP (OTEL_TRACES_EXPORTER unset or 'otlp') "
             "and reads the standard environment; an exporter given an endpoint in code is not redirected."
         )
-    report = _analyse(opts, console)
+    if not receiver.dump_complete:
+        log(
+            "the dump could not be completed; analysing the journal of every acknowledged request: "
+            f"{receiver.result_path}"
+        )
+    report = _analyse(receiver.result_path, opts, console)
     extra = {
         "run": {
             "program": os.path.basename(opts.command[0]),
@@ -163,7 +168,7 @@ def run(
             "spans_received": stats.spans,
             "requests": stats.requests,
             "connections": protocols,
-            "dump": str(opts.output),
+            "dump": str(receiver.result_path),
             "env_set": plan.set,
             "env_replaced": plan.replaced,
         }
@@ -220,15 +225,15 @@ def _drain(cmd: Command, receiver: Any, bound: float, log: Any) -> None:
             return
 
 
-def _analyse(opts: RunOptions, console: Console) -> Report:
+def _analyse(path: Path, opts: RunOptions, console: Console) -> Report:
     from ctxdoctor.diagnose import diagnose
     from ctxdoctor.readers import read_paths
     from ctxdoctor.render import get_renderer
 
     try:
-        dump = read_paths([opts.output])
+        dump = read_paths([path])
     except InputError as exc:  # the receiver wrote it: this would be a bug, but say what broke
-        raise InputError(opts.output, f"cannot read back the run's dump: {exc.message}") from None
+        raise InputError(path, f"cannot read back the run's dump: {exc.message}") from None
     warnings = [str(w) for w in dump.warnings if "file is empty" not in w.message]
     report = diagnose(dump.spans, opts.settings, warnings=warnings, files=dump.files)
     console.print()
