@@ -40,6 +40,8 @@ from ctxdoctor.model import ENTRY_KINDS, Span, Unit
 from ctxdoctor.units import Boundary, Relation, boundary, relation
 
 MS = 1_000_000  # nanoseconds
+#: Candidate parents scored per root (see ``_keep``).
+MAX_CANDIDATES = 48
 _EM_ROUNDS = 20
 _LR_CAP = 1e5
 
@@ -56,6 +58,8 @@ class _Candidate(msgspec.Struct, gc=False):
 class _Suspect(msgspec.Struct, gc=False):
     span: Span
     candidates: list[_Candidate]
+    #: How many candidates of each parent name were active, including any not kept (the 1/m prior).
+    active_by_name: dict[str, int] = {}
 
 
 class _UnionFind:
@@ -124,16 +128,22 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
         j = bisect_right(starts, a.end, i)
         for k in range(i, j):
             active_at[k].append(a)
-    root_kind = {r.trace_id: (r.unit.service, r.name) for r in suspects_in}
+    workers = _worker_units(spans)
+    # The unit and kind of the trace each suspect root heads, and whether that unit only runs
+    # such roots (a worker).
+    root_of = {r.trace_id: (id(r.unit), (r.unit.service, r.name), id(r.unit) in workers) for r in suspects_in}
     rel_cache: dict[tuple[int, int], Relation | None] = {}
     suspects: list[_Suspect] = []
     for r, active in zip(suspects_in, active_at, strict=True):
         best: dict[int, Span] = {}
-        peer = (r.unit.service, r.name)
+        unit, kind = id(r.unit), (r.unit.service, r.name)
         for a in active:
-            # Work items of one kind run side by side in a pool: another instance of the
-            # same kind being busy is the pool's concurrency, not the dispatcher.
-            if a.trace_id == r.trace_id or root_kind.get(a.trace_id) == peer:
+            # Work items run side by side: another root of the same kind being busy, any other
+            # such root busy in the same unit (a pool running several jobs at once), or one
+            # busy in a worker unit (workers run work, they do not hand it out) is concurrency,
+            # not the dispatcher. A dispatcher's trace starts at an entry point.
+            peer = root_of.get(a.trace_id)
+            if a.trace_id == r.trace_id or (peer is not None and (peer[0] == unit or peer[1] == kind or peer[2])):
                 continue
             cur = best.get(a.trace_id)
             if cur is None or a.start > cur.start or (a.start == cur.start and a.end < cur.end):
@@ -149,7 +159,10 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
                 one = boundary(r.unit, p.unit, rel)[0] is Boundary.ASYNC
                 cands.append(_Candidate(p, rel, one_thread=one))
         if cands:
-            suspects.append(_Suspect(r, cands))
+            active_by_name: dict[str, int] = defaultdict(int)
+            for c in cands:
+                active_by_name[c.parent.name] += 1
+            suspects.append(_Suspect(r, _keep(r, cands), dict(active_by_name)))
     names = {c.parent.name for sus in suspects for c in sus.candidates}
     by_name: dict[str, list[Span]] = defaultdict(list)
     for a in spans:
@@ -159,7 +172,22 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
     window = max(max(a.end for a in spans) - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
     phases = _anchor_candidates(spans, suspects)
-    return _Sweep(suspects, duty, phases, _worker_units(spans))
+    return _Sweep(suspects, duty, phases, workers)
+
+
+def _keep(r: Span, cands: list[_Candidate]) -> list[_Candidate]:
+    """At most ``MAX_CANDIDATES``: the latest started and the soonest to end after the root.
+
+    Those carry the timing evidence (a dispatch lag, a dispatcher waiting for the work); among
+    hundreds of busy spans the rest only dilute it, and scoring them all is quadratic.
+    """
+    if len(cands) <= MAX_CANDIDATES:
+        return cands
+    half = MAX_CANDIDATES // 2
+    latest = sorted(cands, key=lambda c: -c.parent.start)[:half]
+    ending = sorted((c for c in cands if c.parent.end >= r.end), key=lambda c: c.parent.end)[:half]
+    kept = {id(c): c for c in latest + ending}
+    return list(kept.values())
 
 
 def _union_length(spans: list[Span]) -> int:
@@ -289,6 +317,7 @@ class _Pair(msgspec.Struct, gc=False):
     key: Key
     lag: float
     gap: float  # quiet interval of the candidate's trace around the root's start
+    chance_lag: float  # density of the lag under chance: uniform over the quiet interval
     contained: bool  # the root ends inside the candidate (within the clock's resolution)
     end_gap: float
     pdur: float
@@ -304,6 +333,7 @@ def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
         key=_key(c),
         lag=float(c.lag),
         gap=float(c.gap),
+        chance_lag=1.0 / c.gap,
         contained=r.end <= p.end + resolution,
         end_gap=float(max(p.end - r.end, 0)),
         pdur=float(max(p.end - p.start, 1)),
@@ -317,7 +347,7 @@ def _pair_lr(q: _Pair, prm: _Params) -> float:
     """Likelihood ratio: the candidate dispatched the root, against the root started inside it by chance."""
     # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
     # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
-    lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag / q.chance_lag
     if q.contained:
         f_end = 0.7 * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end + 0.3 / max(q.pdur - q.rdur, 1.0)
         lr *= prm.contained * f_end * q.pdur
@@ -376,11 +406,8 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
     pairs: list[list[_Pair]] = []
     for sus in group:
         row = [_pair(sus.span, c, res) for c in sus.candidates]
-        per_name: dict[str, int] = defaultdict(int)
         for q in row:
-            per_name[q.name] += 1
-        for q in row:
-            q.per_name = per_name[q.name]
+            q.per_name = sus.active_by_name.get(q.name, 1)
         pairs.append(row)
     scored: list[_Scored] = []
     previous = (-1.0, -1.0, -1.0, -1.0)
