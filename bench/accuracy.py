@@ -3,6 +3,7 @@
     python bench/accuracy.py              # use the recorded dumps
     python bench/accuracy.py --record     # re-record every scenario first (fixtures/record.py)
     python bench/accuracy.py --json out.json
+    python bench/accuracy.py --fresh /tmp/fresh   # new recordings, never used for tuning
 
 Prints, per scenario and overall: span-level precision and recall of suspected orphans, the
 accuracy of the named likely parent, missing-parent precision/recall and local/remote
@@ -35,9 +36,9 @@ SCENARIOS = ROOT / "fixtures" / "scenarios"
 BANDS = [(0.0, 0.3), (0.3, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01)]
 
 
-def load(name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def load(name: str, data: Path = SCENARIOS) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     spec = json.loads((SCENARIOS / name / "scenario.json").read_text())
-    path = SCENARIOS / name / "truth.jsonl"
+    path = data / name / "truth.jsonl"
     truth = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
     return spec, truth
 
@@ -50,9 +51,10 @@ def concurrency(spec: dict[str, Any]) -> int:
     return 1
 
 
-def evaluate(name: str) -> dict[str, Any]:
-    spec, truth = load(name)
-    dump = read_paths([SCENARIOS / name / "dump.json"])
+def evaluate(name: str, data: Path = SCENARIOS) -> dict[str, Any]:
+    """Score one scenario; ``data`` holds its dump and truth (the declaration is always fixtures')."""
+    spec, truth = load(name, data)
+    dump = read_paths([data / name / "dump.json"])
     t0 = time.perf_counter()
     rep = diagnose(dump.spans, Settings())
     elapsed = time.perf_counter() - t0
@@ -180,11 +182,23 @@ def main() -> int:
     ap.add_argument("names", nargs="*", help="scenarios (default: all recorded)")
     ap.add_argument("--record", action="store_true", help="re-record the scenarios first")
     ap.add_argument("--json", type=Path, help="also write the figures here")
+    ap.add_argument(
+        "--fresh",
+        type=Path,
+        metavar="DIR",
+        help="record every scenario anew into DIR and score those runs (held out from any tuning)",
+    )
     args = ap.parse_args()
     names = args.names or recorded()
+    data = SCENARIOS
     if args.record:
         subprocess.run([sys.executable, str(ROOT / "fixtures" / "record.py"), *names], check=True)
-    rows = [evaluate(n) for n in names]
+    if args.fresh:
+        subprocess.run(
+            [sys.executable, str(ROOT / "fixtures" / "record.py"), "--out", str(args.fresh), *names], check=True
+        )
+        data = args.fresh
+    rows = [evaluate(n, data) for n in names]
     print(
         f"{'scenario':38} {'kind':7} {'c':>3} {'spans':>6} {'orph':>5} {'prec':>5} {'rec':>5} {'par':>5} "
         f"{'mp':>3} {'mpOK':>4} gaps"

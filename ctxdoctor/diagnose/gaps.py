@@ -12,6 +12,19 @@ from ctxdoctor.fixes import fix_for
 EXAMPLES = 3
 
 
+def _merge_ambiguous(buckets: dict[tuple[str, str, str, str], list[Orphan]]) -> None:
+    """A pattern made only of orphans whose parent is ambiguous joins the main pattern of the
+    same orphan span: a root started among many busy spans may be pinned on the wrong one, and
+    that must not read as a second place in the code to fix."""
+    main: dict[tuple[str, str], tuple[str, str, str, str]] = {}
+    for key, _members in sorted(buckets.items(), key=lambda kv: -len(kv[1])):
+        main.setdefault((key[0], key[2]), key)
+    for key in list(buckets):
+        home = main[(key[0], key[2])]
+        if key != home and all(o.ambiguous for o in buckets[key]):
+            buckets[home].extend(buckets.pop(key))
+
+
 def group_gaps(orphans: Sequence[Orphan], group_sizes: dict[tuple[str, str], int]) -> list[Gap]:
     """Patterns (service, parent name -> orphan name, boundary), worst first.
 
@@ -23,6 +36,7 @@ def group_gaps(orphans: Sequence[Orphan], group_sizes: dict[tuple[str, str], int
         if o.parent is None:
             continue
         buckets[(o.span.unit.service, o.parent.name, o.span.name, o.boundary.value)].append(o)
+    _merge_ambiguous(buckets)
     gaps = []
     for (service, parent_name, orphan_name, _), members in buckets.items():
         members.sort(key=lambda o: (-o.confidence * o.parent_confidence, o.span.start))

@@ -158,11 +158,12 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
             if rel is not None:
                 one = boundary(r.unit, p.unit, rel)[0] is Boundary.ASYNC
                 cands.append(_Candidate(p, rel, one_thread=one))
-        if cands:
-            active_by_name: dict[str, int] = defaultdict(int)
-            for c in cands:
-                active_by_name[c.parent.name] += 1
-            suspects.append(_Suspect(r, _keep(r, cands), dict(active_by_name)))
+        # Roots with no candidate stay in: a dispatched root always has its dispatcher active,
+        # so one that started while nothing related was busy is evidence against the pattern.
+        active_by_name: dict[str, int] = defaultdict(int)
+        for c in cands:
+            active_by_name[c.parent.name] += 1
+        suspects.append(_Suspect(r, _keep(r, cands), dict(active_by_name)))
     names = {c.parent.name for sus in suspects for c in sus.candidates}
     by_name: dict[str, list[Span]] = defaultdict(list)
     for a in spans:
@@ -381,7 +382,7 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
     total = sum(counts.values())
     # Start the time scales at what the tightest candidate of each root shows: the dispatcher is
     # usually among the tightest, so EM starts near the dispatch basin instead of chance's.
-    lags = sorted(min(c.lag for c in sus.candidates) for sus in group)
+    lags = sorted(min(c.lag for c in sus.candidates) for sus in group if sus.candidates)
     end_gaps = sorted(
         min(c.parent.end - sus.span.end for c in sus.candidates if c.parent.end >= sus.span.end)
         for sus in group
@@ -522,6 +523,8 @@ def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, s
         for sus in sweep.suspects:
             groups[(sus.span.unit.service, sus.span.name)].append(sus)
         for group in groups.values():
+            if not any(sus.candidates for sus in group):
+                continue
             prm, scored = _em(group, sweep)
             for sus, sc in zip(group, scored, strict=True):
                 if sc.posterior <= 0:
