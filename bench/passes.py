@@ -4,8 +4,9 @@
 on the work itself (after interpreter start-up and imports) and what it found, so the harness can
 check that the passes read the same number of spans.
 
-- ``floor``: ``orjson.loads`` of every line and nothing else. No analysis can read OTLP/JSON
-  faster than parsing it once, so this is the yardstick the issue sets ctxdoctor against.
+- ``floor``: ``orjson.loads`` of every line and nothing else: what it costs to turn the dump
+  into Python objects once, the yardstick the issue sets ctxdoctor against. (A typed decoder that
+  skips the fields it does not need can go below it.)
 - ``reference``: the simple analysis from the issue, written the way a careful engineer would
   in an afternoon: orjson into tuples, group by trace, sort by start, then a per-process sweep
   for roots that start inside another trace's span. No tricks beyond that.
