@@ -31,21 +31,6 @@ _ZERO16 = bytes(16)
 _ZERO8 = bytes(8)
 
 
-class Encoded(msgspec.Struct, frozen=True):
-    """One request, encoded. ``line`` is empty when no span survived validation."""
-
-    line: bytes
-    spans: int
-    rejected: int
-    error_message: str
-    #: (service.name, serialised resource) of each distinct resource: one per SDK instance.
-    resources: tuple[tuple[str, bytes], ...]
-
-    @property
-    def services(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(svc for svc, _ in self.resources))
-
-
 def _double(v: float) -> float | str:
     # proto3 JSON has no literal for non-finite numbers; it spells them as strings.
     if math.isfinite(v):
@@ -162,6 +147,12 @@ class Screened(msgspec.Struct, frozen=True):
         return tuple(dict.fromkeys(svc for svc, _ in self.resources))
 
 
+class Encoded(Screened, frozen=True):
+    """One request, screened and encoded. ``line`` is empty when no span survived."""
+
+    line: bytes = b""
+
+
 def screen_request(req: ExportTraceServiceRequest) -> Screened:
     """Check every span's ids and remove (in place) the spans a dump could not identify.
 
@@ -212,85 +203,20 @@ def screen_request(req: ExportTraceServiceRequest) -> Screened:
 
 
 def encode_request(req: ExportTraceServiceRequest) -> Encoded:
-    """Encode a request as one OTLP/JSON line (with a trailing newline), dropping bad spans."""
+    """Encode a request as one OTLP/JSON line (with a trailing newline), dropping bad spans
+    (through ``screen_request``, which removes them from ``req``)."""
+    screened = screen_request(req)
     resource_spans = []
-    kept = 0
-    rejected = 0
-    first_problem = ""
-    resources: list[tuple[str, bytes]] = []
     for rs in req.resource_spans:
         rs_out: dict[str, Any] = {}
-        service = "unknown_service"
         if rs.HasField("resource"):
-            res = rs.resource
-            rs_out["resource"] = resource(res)
-            for kv in res.attributes:
-                if kv.key == "service.name":
-                    service = kv.value.string_value or service
-                    break
-            ident = (service, res.SerializeToString(deterministic=True))
-        else:
-            ident = (service, b"")
-        if ident not in resources:
-            resources.append(ident)
+            rs_out["resource"] = resource(rs.resource)
         scope_list = []
         for ss in rs.scope_spans:
             ss_out: dict[str, Any] = {}
             if ss.HasField("scope"):
                 ss_out["scope"] = scope(ss.scope)
-            spans_out = []
-            for s in ss.spans:
-                trace_id = s.trace_id
-                span_id = s.span_id
-                parent = s.parent_span_id
-                if (
-                    len(trace_id) != 16
-                    or len(span_id) != 8
-                    or trace_id == _ZERO16
-                    or span_id == _ZERO8
-                    or (parent and len(parent) != 8)
-                ):
-                    rejected += 1
-                    if not first_problem:
-                        first_problem = f"span {s.name!r}: {_span_problem(trace_id, span_id, parent)}"
-                    continue
-                kept += 1
-                o: dict[str, Any] = {"traceId": trace_id.hex(), "spanId": span_id.hex()}
-                if s.trace_state:
-                    o["traceState"] = s.trace_state
-                if parent:
-                    o["parentSpanId"] = parent.hex()
-                if s.flags:
-                    o["flags"] = s.flags
-                if s.name:
-                    o["name"] = s.name
-                if s.kind:
-                    o["kind"] = s.kind
-                if s.start_time_unix_nano:
-                    o["startTimeUnixNano"] = str(s.start_time_unix_nano)
-                if s.end_time_unix_nano:
-                    o["endTimeUnixNano"] = str(s.end_time_unix_nano)
-                if s.attributes:
-                    o["attributes"] = key_values(s.attributes)
-                if s.dropped_attributes_count:
-                    o["droppedAttributesCount"] = s.dropped_attributes_count
-                if s.events:
-                    o["events"] = [_event(e) for e in s.events]
-                if s.dropped_events_count:
-                    o["droppedEventsCount"] = s.dropped_events_count
-                if s.links:
-                    o["links"] = [_link(lk) for lk in s.links]
-                if s.dropped_links_count:
-                    o["droppedLinksCount"] = s.dropped_links_count
-                if s.HasField("status"):
-                    st = s.status
-                    so: dict[str, Any] = {}
-                    if st.message:
-                        so["message"] = st.message
-                    if st.code:
-                        so["code"] = st.code
-                    o["status"] = so
-                spans_out.append(o)
+            spans_out = [_span(s) for s in ss.spans]
             if spans_out:
                 ss_out["spans"] = spans_out
             if ss.schema_url:
@@ -301,11 +227,48 @@ def encode_request(req: ExportTraceServiceRequest) -> Encoded:
         if rs.schema_url:
             rs_out["schemaUrl"] = rs.schema_url
         resource_spans.append(rs_out)
-    line = b"" if not kept else _json_encode({"resourceSpans": resource_spans}) + b"\n"
-    error = ""
-    if rejected:
-        error = f"{rejected} span(s) rejected for invalid ids; first: {first_problem}"
-    return Encoded(line, kept, rejected, error, tuple(resources))
+    line = b"" if not screened.spans else _json_encode({"resourceSpans": resource_spans}) + b"\n"
+    return Encoded(screened.spans, screened.rejected, screened.error_message, screened.resources, line)
+
+
+def _span(s: Any) -> dict[str, Any]:
+    parent = s.parent_span_id
+    o: dict[str, Any] = {"traceId": s.trace_id.hex(), "spanId": s.span_id.hex()}
+    if s.trace_state:
+        o["traceState"] = s.trace_state
+    if parent:
+        o["parentSpanId"] = parent.hex()
+    if s.flags:
+        o["flags"] = s.flags
+    if s.name:
+        o["name"] = s.name
+    if s.kind:
+        o["kind"] = s.kind
+    if s.start_time_unix_nano:
+        o["startTimeUnixNano"] = str(s.start_time_unix_nano)
+    if s.end_time_unix_nano:
+        o["endTimeUnixNano"] = str(s.end_time_unix_nano)
+    if s.attributes:
+        o["attributes"] = key_values(s.attributes)
+    if s.dropped_attributes_count:
+        o["droppedAttributesCount"] = s.dropped_attributes_count
+    if s.events:
+        o["events"] = [_event(e) for e in s.events]
+    if s.dropped_events_count:
+        o["droppedEventsCount"] = s.dropped_events_count
+    if s.links:
+        o["links"] = [_link(lk) for lk in s.links]
+    if s.dropped_links_count:
+        o["droppedLinksCount"] = s.dropped_links_count
+    if s.HasField("status"):
+        st = s.status
+        so: dict[str, Any] = {}
+        if st.message:
+            so["message"] = st.message
+        if st.code:
+            so["code"] = st.code
+        o["status"] = so
+    return o
 
 
 def _event(e: Any) -> dict[str, Any]:
