@@ -328,6 +328,8 @@ class OtlpJsonReader:
             except msgspec.ValidationError as err:
                 # Complete JSON of the wrong shape: no later line can make it right.
                 raise InputError(path, _describe(err), line=lineno) from None
+            except UnicodeDecodeError as err:
+                raise InputError(path, f"not UTF-8 text: {err.reason} at byte {err.start}", line=lineno) from None
             except msgspec.DecodeError as err:
                 pending = (lineno, line, err)
                 continue
@@ -361,6 +363,8 @@ class OtlpJsonReader:
         except msgspec.DecodeError as exc:
             line = _line_of(data, exc)
             raise InputError(path, _describe(exc), line=None if line is None else first_line + line - 1) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}", line=first_line) from None
         self._emit(path, first_line, req, resources, emit, warn)
 
     @staticmethod
@@ -377,3 +381,7 @@ class OtlpJsonReader:
             request_spans(req, resources, emit, lambda m: warn(ReadWarning(path, m, line=lineno)), threads_named)
         except SpanError as exc:
             raise InputError(path, str(exc), line=lineno) from None
+        except msgspec.DecodeError as exc:  # a resource, attributes, links or status decoded lazily
+            raise InputError(path, _describe(exc), line=lineno) from None
+        except UnicodeDecodeError as exc:
+            raise InputError(path, f"not UTF-8 text: {exc.reason}", line=lineno) from None
