@@ -4,17 +4,19 @@ followed by that many bytes of ``ExportTraceServiceRequest``."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
-from google.protobuf.message import DecodeError
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from ctxdoctor.errors import InputError
-from ctxdoctor.model import Span
+from ctxdoctor.model import Span, Unit
 from ctxdoctor.readers.interface import ReadWarning, SpanSink
-from ctxdoctor.units import RESOURCE_KEYS, SPAN_THREAD_KEYS, Scalar, UnitTable
+from ctxdoctor.units import RESOURCE_KEYS, Scalar, UnitTable
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 #: A record larger than this is not a length prefix but some other file.
@@ -34,57 +36,94 @@ def _scalar(v: AnyValue) -> Scalar:
     return None
 
 
-_THREAD_KEYS = (b"thread.id", b"thread.name")
 #: One object per flags value below 1024 (the defined bits; 0x101 and 0x301 are not among
 #: CPython's cached small ints), so a million spans do not carry a million copies.
 _FLAGS_SEEN: dict[int, int] = {}
+_THREAD_MARK = b"thread."
 
 
-def request_spans(
-    req: ExportTraceServiceRequest,
-    units: UnitTable,
-    emit: SpanSink,
-    body: bytes | None = None,
-    names: dict[str, str] | None = None,
-) -> int:
-    """Turn a protobuf request into ``Span`` records; shared with the receiver.
+def _slim_request_class() -> type[Message]:
+    """``ExportTraceServiceRequest`` as the analysis reads it: the same field numbers, only the
+    fields it needs, and the resource, attributes and links as raw bytes.
 
-    ``body``, the serialized request when the caller has it, lets the common case skip span
-    attributes altogether: when every ``thread.*`` key in it belongs to a resource, no span
-    names its thread, and walking every span's attributes (a wrapper object each) is wasted.
+    upb then skips everything else in C (events, scope, trace state...), a resource's bytes are
+    its cache key as they stand, and a span's attributes are parsed only when they name a thread.
+    Length-delimited messages and ``bytes`` share one wire type, so the same records parse.
     """
+    f = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(
+        name="ctxdoctor/slim_trace.proto", package="ctxdoctor.slim", syntax="proto3"
+    )
+
+    def message(name: str, *fields: tuple[str, int, int, int, str]) -> None:
+        m = file.message_type.add(name=name)
+        for fname, number, ftype, label, type_name in fields:
+            field = m.field.add(name=fname, number=number, type=ftype, label=label)
+            if type_name:
+                field.type_name = type_name
+
+    one, many = f.LABEL_OPTIONAL, f.LABEL_REPEATED
+    message("Status", ("code", 3, f.TYPE_INT32, one, ""))
+    message(
+        "Span",
+        ("trace_id", 1, f.TYPE_BYTES, one, ""),
+        ("span_id", 2, f.TYPE_BYTES, one, ""),
+        ("parent_span_id", 4, f.TYPE_BYTES, one, ""),
+        ("name", 5, f.TYPE_STRING, one, ""),
+        ("kind", 6, f.TYPE_INT32, one, ""),
+        ("start_time_unix_nano", 7, f.TYPE_FIXED64, one, ""),
+        ("end_time_unix_nano", 8, f.TYPE_FIXED64, one, ""),
+        ("attributes", 9, f.TYPE_BYTES, many, ""),
+        ("links", 13, f.TYPE_BYTES, many, ""),
+        ("status", 15, f.TYPE_MESSAGE, one, ".ctxdoctor.slim.Status"),
+        ("flags", 16, f.TYPE_FIXED32, one, ""),
+    )
+    message("ScopeSpans", ("spans", 2, f.TYPE_MESSAGE, many, ".ctxdoctor.slim.Span"))
+    message(
+        "ResourceSpans",
+        ("resource", 1, f.TYPE_BYTES, one, ""),
+        ("scope_spans", 2, f.TYPE_MESSAGE, many, ".ctxdoctor.slim.ScopeSpans"),
+    )
+    message("Request", ("resource_spans", 1, f.TYPE_MESSAGE, many, ".ctxdoctor.slim.ResourceSpans"))
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("ctxdoctor.slim.Request"))
+
+
+_SlimRequest = _slim_request_class()
+
+
+def _thread_unit(base: Unit, attrs: Iterable[bytes], units: UnitTable) -> Unit:
+    tid = tname = None
+    for raw in attrs:
+        if _THREAD_MARK in raw:
+            kv = KeyValue.FromString(raw)
+            if kv.key == "thread.id":
+                tid = _scalar(kv.value)
+            elif kv.key == "thread.name":
+                tname = _scalar(kv.value)
+    return units.thread_unit(base, tid, tname) if tid is not None or tname is not None else base
+
+
+def request_spans(body: bytes, units: UnitTable, emit: SpanSink, names: dict[str, str] | None = None) -> int:
+    """Turn a serialized ``ExportTraceServiceRequest`` into ``Span`` records; shared with the
+    receiver's live view. Raises ``DecodeError`` for bytes that are not one."""
+    req = _SlimRequest.FromString(body)
     count = 0
     from_bytes = int.from_bytes
     flags_seen = _FLAGS_SEEN
     # Spans of one trace share one id object: most of a batch belongs to a few traces.
     trace_ids: dict[bytes, int] = {}
     names = {} if names is None else names  # one string object per span name
-    resources = []
-    in_resources = 0
+    threads_named = _THREAD_MARK in body
     for rs in req.resource_spans:
-        key = rs.resource.SerializeToString(deterministic=True)
-        if b"thread." in key:
-            in_resources += sum(key.count(k) for k in _THREAD_KEYS)
-        unit = units.known(key)
-        if unit is None:
-            attrs = rs.resource.attributes
-            unit = units.resource_unit(key, {kv.key: _scalar(kv.value) for kv in attrs if kv.key in RESOURCE_KEYS})
-        resources.append(unit)
-    scan = body is None or sum(body.count(k) for k in _THREAD_KEYS) > in_resources
-    for rs, base in zip(req.resource_spans, resources, strict=True):
+        key = rs.resource
+        base = units.known(key)
+        if base is None:
+            attrs = Resource.FromString(key).attributes
+            base = units.resource_unit(key, {kv.key: _scalar(kv.value) for kv in attrs if kv.key in RESOURCE_KEYS})
         for ss in rs.scope_spans:
             for s in ss.spans:
-                unit = base
-                if scan and s.attributes:
-                    tid = tname = None
-                    for kv in s.attributes:
-                        if kv.key in SPAN_THREAD_KEYS:
-                            if kv.key == "thread.id":
-                                tid = _scalar(kv.value)
-                            else:
-                                tname = _scalar(kv.value)
-                    if tid is not None or tname is not None:
-                        unit = units.thread_unit(base, tid, tname)
                 t_raw, s_raw = s.trace_id, s.span_id
                 if len(t_raw) != 16 or len(s_raw) != 8:
                     continue
@@ -92,7 +131,14 @@ def request_spans(
                 span_id = from_bytes(s_raw, "big")
                 if not trace_id or not span_id:
                     continue
-                links = tuple(from_bytes(lk.trace_id, "big") for lk in s.links) if s.links else ()
+                unit = base
+                if threads_named:
+                    attrs = s.attributes
+                    if attrs and _THREAD_MARK in b"".join(attrs):  # one C call, not a loop
+                        unit = _thread_unit(base, attrs, units)
+                links: tuple[int, ...] = ()
+                if s.links:
+                    links = tuple(from_bytes(ProtoSpan.Link.FromString(lk).trace_id, "big") for lk in s.links)
                 emit(
                     Span(
                         trace_id,
@@ -168,12 +214,10 @@ class OtlpProtoReader:
                     "write the dump without compression, or with format: json",
                     offset=offset,
                 )
-            req = ExportTraceServiceRequest()
             try:
-                req.ParseFromString(body)
+                request_spans(body, units, emit, names)
             except DecodeError as exc:
                 raise InputError(
                     path, f"record is not a valid ExportTraceServiceRequest: {exc}", offset=offset
                 ) from None
-            request_spans(req, units, emit, body, names)
             offset += 4 + length

@@ -117,7 +117,7 @@ class Converter:
         self.progress = Progress()
         self._traces = TraceCounter()
         self._live = live
-        self._recent: collections.deque[tuple[int, ExportTraceServiceRequest]] = collections.deque()
+        self._recent: collections.deque[tuple[int, bytes]] = collections.deque()
         self._recent_spans = 0
         self._next_diagnosis = time.monotonic() + 0.5
         self._lock = threading.Lock()
@@ -150,14 +150,14 @@ class Converter:
             enc = encode_request(req)
             if enc.line:
                 self.dump.append(enc.line)  # raises DumpWriteError: the caller retries
-            self._observe(req, enc.spans)
+            self._observe(req, body, enc.spans)
             self.progress.offset += 4 + length
             self.progress.requests += 1
             self.progress.spans += enc.spans
             did = True
         return did
 
-    def _observe(self, req: ExportTraceServiceRequest, spans: int) -> None:
+    def _observe(self, req: ExportTraceServiceRequest, body: bytes, spans: int) -> None:
         add = self._traces.add
         from_bytes = int.from_bytes
         last = None
@@ -171,7 +171,7 @@ class Converter:
         self.progress.traces = self._traces.count()
         self.progress.traces_estimated = self._traces.estimated
         if self._live and spans:
-            self._recent.append((spans, req))
+            self._recent.append((spans, body))
             self._recent_spans += spans
             while self._recent and self._recent_spans - self._recent[0][0] >= LIVE_WINDOW_SPANS:
                 n, _ = self._recent.popleft()
@@ -192,8 +192,8 @@ class Converter:
 
         spans: list[Span] = []
         units = UnitTable()
-        for _, req in self._recent:
-            request_spans(req, units, spans.append)
+        for _, body in self._recent:
+            request_spans(body, units, spans.append)
         try:
             orphans: int | None = diagnose(spans).summary.suspected_orphans
         except Exception:  # a convenience figure; the final report is the result
