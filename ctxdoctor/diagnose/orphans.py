@@ -318,7 +318,6 @@ class _Pair(msgspec.Struct, gc=False):
     key: Key
     lag: float
     gap: float  # quiet interval of the candidate's trace around the root's start
-    chance_lag: float  # density of the lag under chance: uniform over the quiet interval
     contained: bool  # the root ends inside the candidate (within the clock's resolution)
     end_gap: float
     pdur: float
@@ -334,7 +333,6 @@ def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
         key=_key(c),
         lag=float(c.lag),
         gap=float(c.gap),
-        chance_lag=1.0 / c.gap,
         contained=r.end <= p.end + resolution,
         end_gap=float(max(p.end - r.end, 0)),
         pdur=float(max(p.end - p.start, 1)),
@@ -348,7 +346,7 @@ def _pair_lr(q: _Pair, prm: _Params) -> float:
     """Likelihood ratio: the candidate dispatched the root, against the root started inside it by chance."""
     # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
     # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
-    lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag / q.chance_lag
+    lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
     if q.contained:
         f_end = 0.7 * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end + 0.3 / max(q.pdur - q.rdur, 1.0)
         lr *= prm.contained * f_end * q.pdur
