@@ -7,17 +7,16 @@ dump is re-read here with nothing but ``json`` so that a reader bug cannot hide 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from ctxdoctor.readers import read_paths
+from tests.scenarios import load_recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "fixtures" / "record.py"
@@ -25,16 +24,7 @@ SCENARIOS = ROOT / "fixtures" / "scenarios"
 SCENARIO = "python-threadpool-naive"
 
 
-def _load_recorder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ctxdoctor_fixtures_record", RECORD)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-recorder = _load_recorder()
+recorder = load_recorder()
 
 
 def _dump_spans(path: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], list[dict[str, Any]]]:

@@ -10,18 +10,16 @@ resource attributes tell a Node.js worker thread or child process apart from the
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from ctxdoctor.model import FLAG_IS_REMOTE_KNOWN, FLAG_PARENT_IS_REMOTE, Span
 from ctxdoctor.readers import read_paths
+from tests.scenarios import load_recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_MODULES = ROOT / "fixtures" / "apps" / "node" / "node_modules"
@@ -32,17 +30,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _load_recorder() -> ModuleType:
-    # fixtures/ is not a package; load the one recorder the project uses rather than a copy of it.
-    spec = importlib.util.spec_from_file_location("ctxdoctor_fixtures_record", ROOT / "fixtures" / "record.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-recorder = _load_recorder()
+recorder = load_recorder()
 
 
 def _record_small(name: str, tmp_path: Path, **env: str) -> tuple[dict[str, Any], list[Span], list[dict[str, Any]]]:
