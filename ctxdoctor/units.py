@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 from enum import Enum
 
+import msgspec
+
 from ctxdoctor.model import Unit
 
 #: Resource attributes that place a span in a process or thread.
@@ -78,6 +80,32 @@ class UnitTable:
             )
             self._by_resource[key] = unit
         return unit
+
+    def entries(
+        self,
+    ) -> tuple[list[tuple[Hashable, Unit]], list[tuple[tuple[int, int | None, str | None], Unit]]]:
+        """Everything interned, in order: what ``adopt`` takes (from another process)."""
+        return list(self._by_resource.items()), list(self._by_thread.items())
+
+    def adopt(
+        self,
+        resources: list[tuple[Hashable, Unit]],
+        threads: list[tuple[tuple[int, int | None, str | None], Unit]],
+    ) -> list[Unit]:
+        """This table's units for another table's ``entries`` (a reader process's), in the same
+        order: a resource seen here already is the same object; a new one gets the next index
+        here, as if this table had read it itself."""
+        mine: dict[int, Unit] = {}  # the other table's resource index -> our unit
+        out = []
+        for key, unit in resources:
+            ours = self._by_resource.get(key)
+            if ours is None:
+                ours = self._by_resource[key] = msgspec.structs.replace(unit, resource=len(self._by_resource))
+            mine[unit.resource] = ours
+            out.append(ours)
+        for (resource, tid, tname), _unit in threads:
+            out.append(self.thread_unit(mine[resource], tid, tname))
+        return out
 
     def thread_unit(self, base: Unit, thread_id: Scalar, thread_name: Scalar) -> Unit:
         """The unit of a span whose own attributes name its thread."""

@@ -13,6 +13,7 @@ import pytest
 
 from ctxdoctor.cli import run
 from ctxdoctor.exitcodes import ExitCode
+from ctxdoctor.readers import parallel
 from tests.otlp_build import line, request_json, span_json
 from tests.scenarios import SCENARIOS
 
@@ -139,11 +140,17 @@ def normalise(report: dict) -> dict:
     }
 
 
+@pytest.mark.parametrize("jobs", ["1", "3"])
 @pytest.mark.parametrize(
     "scenario", ["node-worker-threads-naive", "python-threadpool-naive", "node-worker-exit-unflushed"]
 )
-def test_golden_reports(scenario: str, capsys: pytest.CaptureFixture[str]) -> None:
-    _, out, _ = cli(capsys, "analyze", str(SCENARIOS / scenario / "dump.json"), "-f", "json")
+def test_golden_reports(
+    scenario: str, jobs: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With --jobs 3 and no size threshold these small dumps are read by three processes: the
+    # report must not change.
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    _, out, _ = cli(capsys, "analyze", str(SCENARIOS / scenario / "dump.json"), "-f", "json", "--jobs", jobs)
     got = json.loads(json.dumps(normalise(json.loads(out))))
     path = GOLDEN / f"{scenario}.json"
     if os.environ.get("CTXDOCTOR_UPDATE_GOLDEN"):

@@ -41,7 +41,27 @@ class Reader(Protocol):
         ...
 
     def read(
-        self, path: str, stream: BinaryIO, units: UnitTable, emit: SpanSink, warn: Callable[[ReadWarning], None]
+        self,
+        path: str,
+        stream: BinaryIO,
+        units: UnitTable,
+        emit: SpanSink,
+        warn: Callable[[ReadWarning], None],
+        *,
+        at_start: bool = True,
+        at_end: bool = True,
     ) -> None:
-        """Decode every span. Raise ``InputError`` for malformed input; ``warn`` for a truncated tail."""
+        """Decode every span. Raise ``InputError`` for malformed input; ``warn`` for a truncated tail.
+
+        A stream may be one piece of a file (see ``boundary``): ``at_start`` says it begins the
+        file and ``at_end`` that it ends it, so that what only the first or the last record may
+        be (the head of a pretty-printed document, a tail cut short by the writer) is judged as
+        it would be in the whole file.
+        """
+        ...
+
+    def boundary(self, file: BinaryIO, offset: int) -> int | None:
+        """Where the first record at or after ``offset`` of a plain, seekable file starts (the
+        file's size if none does), so that the file can be read in pieces by several processes;
+        ``None`` when this file cannot be cut."""
         ...

@@ -85,6 +85,7 @@ _links_decoder = msgspec.json.Decoder(list[_Link], strict=False)
 _status_decoder = msgspec.json.Decoder(_Status, strict=False)
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2, "UNSET": 0, "OK": 1, "ERROR": 2}
 _THREAD_MARK = b'"thread.'
+_has_thread_mark = re.compile(re.escape(_THREAD_MARK)).search
 _NO_ITEMS = (b"[]", b"")
 #: One object per flags value below 1024 (the defined bits; 0x101 and 0x301 are not among
 #: CPython's cached small ints), so a million spans do not carry a million copies.
@@ -179,12 +180,13 @@ def _has_spans(req: _Request) -> bool:
 class ResourceCache:
     """Units of the resources seen so far, by their raw JSON: a resource repeats on every batch."""
 
-    __slots__ = ("by_raw", "names", "units")
+    __slots__ = ("by_raw", "names", "threads", "units")
 
     def __init__(self, units: UnitTable):
         self.units = units
         self.by_raw: dict[bytes, Unit] = {}
         self.names: dict[str, str] = {}  # one string object per span name in the file
+        self.threads: dict[tuple[int | bytes, ...], Unit] = {}  # see _thread_unit
 
     def unit(self, raw: msgspec.Raw) -> Unit:
         key = bytes(raw)
@@ -197,7 +199,28 @@ class ResourceCache:
         return unit
 
 
-def _thread_unit(base: Unit, raw: msgspec.Raw, units: UnitTable) -> Unit:
+#: A thread attribute as the Collector and the SDK exporters write it (compact, key first, a
+#: string or an int64 as a string or a number). Anything else takes the full decode.
+_THREAD_ATTR = re.compile(
+    rb'\{"key":"(thread\.id|thread\.name)","value":\{"(?:stringValue|intValue)":("[^"\\]*"|-?\d+)\}\}'
+)
+
+
+def _thread_unit(base: Unit, raw: bytes, units: UnitTable, seen: dict[tuple[int | bytes, ...], Unit]) -> Unit:
+    """The unit a span's thread attributes name. Every span of a threaded service has them, so
+    the common shape is matched in the raw text and its unit remembered (by what matched):
+    decoding each span's attribute list would cost more than the rest of the span."""
+    found = _THREAD_ATTR.findall(raw)
+    if found and len(found) == raw.count(_THREAD_MARK):
+        key = (base.resource, *(b for pair in found for b in pair))
+        unit = seen.get(key)
+        if unit is None:
+            unit = seen[key] = _decoded_thread_unit(base, raw, units)
+        return unit
+    return _decoded_thread_unit(base, raw, units)
+
+
+def _decoded_thread_unit(base: Unit, raw: bytes, units: UnitTable) -> Unit:
     tid = tname = None
     for kv in _attrs_decoder.decode(raw):
         if kv.key in SPAN_THREAD_KEYS:
@@ -226,6 +249,7 @@ def request_spans(
     trace_ids: dict[str, int] = {}
     flags_seen = _FLAGS_SEEN
     units = resources.units
+    thread_units = resources.threads
     for ri, rs in enumerate(req.resourceSpans):
         base = resources.unit(rs.resource)
         scopes = rs.scopeSpans or rs.instrumentationLibrarySpans
@@ -257,10 +281,8 @@ def request_spans(
                     where = f"resourceSpans[{ri}].scopeSpans[{si}].spans[{ki}] ({s.name!r})"
                     raise SpanError(f"{where}: {exc}") from None
                 unit = base
-                if threads_named:
-                    attrs = s.attributes
-                    if _THREAD_MARK in bytes(attrs):
-                        unit = _thread_unit(base, attrs, units)
+                if threads_named and _has_thread_mark(s.attributes):  # searched in place: no copy
+                    unit = _thread_unit(base, bytes(s.attributes), units, thread_units)
                 links: tuple[int, ...] = ()
                 if len(s.links) > 2 and bytes(s.links) not in _NO_ITEMS:
                     links = tuple(
@@ -313,10 +335,14 @@ class OtlpJsonReader:
         units: UnitTable,
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
+        *,
+        at_start: bool = True,
+        at_end: bool = True,
     ) -> None:
         resources = ResourceCache(units)
         lineno = 0
-        decoded_any = False
+        # Past the file's first line, a bad line can no longer be the head of a pretty document.
+        decoded_any = not at_start
         pending: tuple[int, bytes, msgspec.DecodeError] | None = None
         for line in stream:
             lineno += 1
@@ -346,7 +372,7 @@ class OtlpJsonReader:
             self._emit(path, lineno, req, resources, emit, warn, _THREAD_MARK in line)
         if pending is not None:
             bad_no, bad_line, exc = pending
-            if "truncated" in str(exc):
+            if at_end and "truncated" in str(exc):
                 warn(
                     ReadWarning(
                         path,
@@ -357,6 +383,20 @@ class OtlpJsonReader:
                 )
             else:
                 raise InputError(path, _describe(exc), line=bad_no)
+
+    def boundary(self, file: BinaryIO, offset: int) -> int | None:
+        """The start of the first line at or after ``offset``, if the file is JSON lines (its first
+        line is a whole request; a pretty-printed document cannot be cut)."""
+        file.seek(0)
+        try:
+            decode_request(file.readline())
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return None
+        if offset <= 0:
+            return 0
+        file.seek(offset - 1)
+        file.readline()
+        return file.tell()
 
     def _read_document(
         self,

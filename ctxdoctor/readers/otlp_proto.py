@@ -161,6 +161,22 @@ def request_spans(body: bytes, units: UnitTable, emit: SpanSink, names: dict[str
 class OtlpProtoReader:
     name = "otlp-proto"
 
+    def boundary(self, file: BinaryIO, offset: int) -> int | None:
+        """The first record start at or after ``offset``, found by walking the length prefixes
+        (a few thousand per GB); ``None`` if a prefix is implausible before it."""
+        size = file.seek(0, 2)
+        pos = 0
+        while pos < offset:
+            file.seek(pos)
+            header = file.read(4)
+            if len(header) < 4:
+                return None
+            (length,) = struct.unpack(">I", header)
+            if length > MAX_RECORD or pos + 4 + length > size:
+                return None
+            pos += 4 + length
+        return pos
+
     def sniff(self, head: bytes) -> bool:
         if len(head) < 4:
             return False
@@ -174,7 +190,12 @@ class OtlpProtoReader:
         units: UnitTable,
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
+        *,
+        at_start: bool = True,
+        at_end: bool = True,
     ) -> None:
+        # A piece of a file starts and ends at record boundaries (``boundary``), so no record
+        # is judged differently in a piece: both flags are the same here.
         offset = 0
         names: dict[str, str] = {}
         while True:

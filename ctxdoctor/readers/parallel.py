@@ -1,0 +1,417 @@
+"""Reading big dumps with several processes: each decodes a contiguous share of the bytes.
+
+Why processes: decoding is pure Python work per span (about 4 us each, most of ``analyze``'s
+time), the GIL keeps threads from sharing it, and a Collector's dumps are many large files, or
+one large file of independent lines (JSON) or length-prefixed records (proto) that can be cut
+at a record boundary. The parent reads the first share itself while forked readers do the
+rest; each sends back its spans pickled, with every ``Unit`` replaced by a reference into its
+unit table, which the parent adopts into its own. The result is the same ``Dump``, span for
+span and in the same order, as reading alone; positions in errors and warnings are those of
+the whole file.
+
+Only where ``os.fork`` exists (fork is what makes the readers cheap: no re-import, no
+re-planning); elsewhere, and for small inputs, reading stays in one process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import mmap
+import os
+import pickle
+import signal
+import struct
+import tempfile
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ctxdoctor.errors import InputError
+from ctxdoctor.model import Span, Unit
+from ctxdoctor.readers.interface import Reader, ReadWarning
+from ctxdoctor.units import UnitTable
+
+#: Below this many bytes in all, one process reads everything: forking and merging cost more.
+PARALLEL_MIN_BYTES = 32 << 20
+#: Pickling the spans in a reader and unpickling them in the parent cost about a third of
+#: decoding them, so the parent, which only unpickles, takes a larger share than each reader.
+_HANDOFF_COST = 0.32
+
+
+class Piece(msgspec.Struct, frozen=True):
+    """Bytes ``[start, end)`` of one file (``end`` None: to its end), read by one process."""
+
+    path: str
+    start: int = 0
+    end: int | None = None
+    reader: int | None = None  # index into READERS when the file is cut; None: sniff it
+    at_start: bool = True
+    at_end: bool = True
+
+    @property
+    def whole(self) -> bool:
+        return self.start == 0 and self.end is None
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def shares(jobs: int) -> list[float]:
+    """Each process's share of the bytes: the parent first, then the readers."""
+    if jobs <= 1:
+        return [1.0]
+    parent = (1 + _HANDOFF_COST) / (jobs - 1 + 1 + _HANDOFF_COST)
+    return [parent] + [(1 - parent) / (jobs - 1)] * (jobs - 1)
+
+
+def plan(
+    files: Sequence[Path], jobs: int, readers: Sequence[Reader], sniff: Callable[[Path], int | None]
+) -> list[list[Piece]]:
+    """Cut the files, taken as one run of bytes, into at most ``jobs`` runs of pieces, in order,
+    of about the bytes given by ``shares``. A file is cut only where its format allows
+    (``Reader.boundary``; ``sniff`` says which reader, or None for gzip and unknown files); a
+    cut that falls in a file that cannot be cut moves to that file's nearer end."""
+    sizes = [p.stat().st_size for p in files]
+    total = sum(sizes)
+    begins = [sum(sizes[:i]) for i in range(len(files))]
+    cuts = [0]
+    acc = 0.0
+    for share in shares(jobs)[:-1]:
+        acc += share * total
+        target = int(acc)
+        i = next((k for k in range(len(files)) if begins[k] <= target < begins[k] + sizes[k]), None)
+        if i is None:
+            break
+        local = target - begins[i]
+        kind = sniff(files[i])
+        at = None
+        if kind is not None:
+            with files[i].open("rb") as f:
+                at = readers[kind].boundary(f, local)
+        if at is None:
+            at = 0 if local < sizes[i] - local else sizes[i]
+        cut = begins[i] + at
+        if cut > cuts[-1]:
+            cuts.append(cut)
+    if cuts[-1] < total:
+        cuts.append(total)
+    runs: list[list[Piece]] = [[] for _ in range(len(cuts) - 1)] or [[]]
+    for path, begin, size in zip(files, begins, sizes, strict=True):
+        if size == 0:  # an empty file goes where it falls, so its warning comes in order
+            runs[next((r for r in range(len(cuts) - 1) if begin < cuts[r + 1]), len(runs) - 1)].append(Piece(str(path)))
+            continue
+        for r in range(len(cuts) - 1):
+            lo, hi = max(cuts[r], begin), min(cuts[r + 1], begin + size)
+            if lo < hi:
+                runs[r].append(_piece(path, lo - begin, None if hi == begin + size else hi - begin, sniff(path)))
+    return [run for run in runs if run]
+
+
+def _piece(path: Path, start: int, end: int | None, kind: int | None) -> Piece:
+    if start == 0 and end is None:
+        return Piece(str(path))
+    return Piece(str(path), start, end, kind, at_start=start == 0, at_end=end is None)
+
+
+class _Window(io.RawIOBase):
+    """Bytes ``[start, end)`` of an open file, as a stream that ends at ``end``."""
+
+    def __init__(self, file: io.BufferedReader, start: int, end: int | None):
+        file.seek(start)
+        self._file = file
+        self._left = -1 if end is None else end - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        if self._left == 0:
+            return 0
+        view = memoryview(buf)
+        if 0 < self._left < len(view):
+            view = view[: self._left]
+        n = self._file.readinto(view) or 0
+        if self._left > 0:
+            self._left -= n
+        return n
+
+
+def read_piece(
+    piece: Piece,
+    readers: Sequence[Reader],
+    units: UnitTable,
+    emit: Callable[[Span], None],
+    warn: Callable[[ReadWarning], None],
+    position: Callable[[int], None] | None,
+    read_whole: Callable[..., None],
+) -> None:
+    """Read one piece; errors and warnings point into the whole file."""
+    if piece.whole:
+        read_whole(Path(piece.path), units, emit, warn, position)
+        return
+    assert piece.reader is not None
+    found: list[ReadWarning] = []
+    try:
+        raw = open(piece.path, "rb")  # noqa: SIM115 - closed below, with the window over it
+    except OSError as exc:
+        raise InputError(piece.path, f"cannot open: {exc.strerror or exc}") from None
+    with raw, io.BufferedReader(_Window(raw, piece.start, piece.end), buffer_size=1 << 20) as stream:
+        if position is not None:
+            inner, count = emit, 0
+
+            def emit(span: Span) -> None:
+                nonlocal count
+                inner(span)
+                count += 1
+                if count % (1 << 16) == 0:
+                    position(raw.tell() - piece.start)
+
+        try:
+            readers[piece.reader].read(
+                piece.path, stream, units, emit, found.append, at_start=piece.at_start, at_end=piece.at_end
+            )
+        except InputError as exc:
+            raise _shift_error(exc, piece) from None
+        except OSError as exc:
+            raise InputError(piece.path, f"cannot read: {exc}") from None
+    for w in found:
+        warn(_shift_warning(w, piece))
+
+
+def _lines_before(path: str, offset: int) -> int:
+    """How many lines start before ``offset``: only counted when an error or warning needs it."""
+    n = 0
+    with open(path, "rb") as f:
+        left = offset
+        while left > 0:
+            chunk = f.read(min(left, 1 << 24))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+    return n
+
+
+def _shift_error(exc: InputError, piece: Piece) -> InputError:
+    line = None if exc.line is None else exc.line + _lines_before(piece.path, piece.start)
+    offset = None if exc.offset is None else exc.offset + piece.start
+    return InputError(exc.path, exc.message, line=line, offset=offset)
+
+
+def _shift_warning(w: ReadWarning, piece: Piece) -> ReadWarning:
+    line = None if w.line is None else w.line + _lines_before(piece.path, piece.start)
+    offset = None if w.offset is None else w.offset + piece.start
+    return ReadWarning(w.path, w.message, line=line, offset=offset)
+
+
+# --- the hand-over from a reader process to the parent -----------------------------------------
+
+
+class _Outcome(msgspec.Struct):
+    """What a reader process found, besides its spans."""
+
+    warnings: list[ReadWarning]
+    error: tuple[str, str, int | None, int | None] | None  # an InputError's path, message, line, offset
+    resources: list[tuple[Hashable, Unit]]
+    threads: list[tuple[tuple[int, int | None, str | None], Unit]]
+
+
+def _payload(spans: list[Span], outcome: _Outcome) -> bytes:
+    """The outcome, then the spans as columns, each unit as an index into the outcome's units.
+
+    Columns, not pickled ``Span`` objects: pickle shares no ints, so each span would come back
+    with its own copy of its trace id and flags (about 80 bytes more per span); as columns the
+    trace ids go once per trace with an index per span, and the parent rebuilds the records in
+    C (``map(Span, ...)``).
+    """
+    everyone = [u for _, u in outcome.resources] + [u for _, u in outcome.threads]
+    index = {id(u): i for i, u in enumerate(everyone)}
+    traces: dict[int, int] = {}
+    trace_index = [traces.setdefault(s.trace_id, len(traces)) for s in spans]
+    columns = (
+        list(traces),
+        trace_index,
+        [s.span_id for s in spans],
+        [s.parent_span_id for s in spans],
+        [s.name for s in spans],
+        [s.kind for s in spans],
+        [s.start for s in spans],
+        [s.end for s in spans],
+        [s.flags for s in spans],
+        [index[id(s.unit)] for s in spans],
+        [s.links for s in spans],
+        [s.status for s in spans],
+    )
+    head = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    return struct.pack(">Q", len(head)) + head + pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+#: One object per flags value, as the readers keep them.
+_FLAGS: dict[int, int] = {}
+
+
+def _unpack(data: mmap.mmap, units: UnitTable) -> tuple[list[Span], _Outcome]:
+    (n,) = struct.unpack_from(">Q", data)
+    outcome: _Outcome = pickle.loads(memoryview(data)[8 : 8 + n])
+    adopted = units.adopt(outcome.resources, outcome.threads)
+    traces, trace_index, span_ids, parents, names, kinds, starts, ends, flags, unit_index, links, status = pickle.loads(
+        memoryview(data)[8 + n :]
+    )
+    spans = list(
+        map(
+            Span,
+            map(traces.__getitem__, trace_index),
+            span_ids,
+            parents,
+            names,
+            kinds,
+            starts,
+            ends,
+            map(_FLAGS.setdefault, flags, flags),
+            map(adopted.__getitem__, unit_index),
+            links,
+            status,
+        )
+    )
+    return spans, outcome
+
+
+def _scratch() -> int:
+    """A file descriptor for a reader's payload: memory the parent maps once the reader exits,
+    so the payload is never copied into the parent's heap (nor through a pipe's 64 kB)."""
+    if hasattr(os, "memfd_create"):
+        return os.memfd_create("ctxdoctor-read", 0)
+    fd, name = tempfile.mkstemp(prefix="ctxdoctor-read-")
+    os.unlink(name)
+    return fd
+
+
+class _Reader:
+    """A forked reader process and the file its payload goes to."""
+
+    def __init__(self, pid: int, fd: int):
+        self.pid = pid
+        self.fd = fd
+
+    def result(self) -> mmap.mmap | None:
+        """The payload, or None if the process died without writing all of it."""
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        size = os.fstat(self.fd).st_size
+        if os.waitstatus_to_exitcode(status) != 0 or size < 8:
+            return None
+        return mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
+
+    def close(self) -> None:
+        if self.pid:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _child(run: list[Piece], read: Callable[..., None], fd: int, progress: mmap.mmap, slot: int) -> None:
+    """Body of a reader process; never returns (``os._exit``): no atexit handlers, no flushing
+    of the parent's buffers, no cleanup of objects that are the parent's."""
+    code = 1
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+        gc.disable()
+        units = UnitTable()
+        spans: list[Span] = []
+        warnings: list[ReadWarning] = []
+        error = None
+        done = 0
+        try:
+            for piece in run:
+                base = done
+
+                def position(pos: int, base: int = base) -> None:
+                    struct.pack_into(">Q", progress, 8 * slot, base + pos)
+
+                read(piece, units, spans.append, warnings.append, position)
+                done = base + piece_size(piece)
+                struct.pack_into(">Q", progress, 8 * slot, done)
+        except InputError as exc:
+            error = (exc.path, exc.message, exc.line, exc.offset)
+        resources, threads = units.entries()
+        data = _payload(spans, _Outcome(warnings, error, resources, threads))
+        with open(fd, "wb", closefd=False) as out:
+            out.write(data)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def piece_size(piece: Piece) -> int:
+    end = piece.end if piece.end is not None else os.path.getsize(piece.path)
+    return end - piece.start
+
+
+def read_runs(
+    runs: list[list[Piece]],
+    units: UnitTable,
+    read: Callable[..., None],
+    progress: Callable[[int], None] | None,
+) -> tuple[list[Span], list[ReadWarning]]:
+    """Read ``runs[0]`` here and every other run in a forked process; merge in order.
+
+    ``read(piece, units, emit, warn, position)`` reads one piece. The first error in file order
+    wins, as it would reading alone. A reader process that dies (killed, out of memory) is not an
+    input error: its pieces are read again here.
+    """
+    shared = mmap.mmap(-1, 8 * len(runs))
+    children: list[_Reader] = []
+    try:
+        for slot, run in enumerate(runs[1:], start=1):
+            fd = _scratch()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the reader process (measured through its result)
+                _child(run, read, fd, shared, slot)
+            children.append(_Reader(pid, fd))
+        spans: list[Span] = []
+        warnings: list[ReadWarning] = []
+        done = 0
+
+        def report(pos: int) -> None:
+            if progress is not None:
+                others = sum(struct.unpack_from(">Q", shared, 8 * i)[0] for i in range(1, len(runs)))
+                progress(done + pos + others)
+
+        for piece in runs[0]:
+            read(piece, units, spans.append, warnings.append, report)
+            done += piece_size(piece)
+            report(0)
+        for child, run in zip(children, runs[1:], strict=True):
+            data = child.result()
+            if data is None:  # the process died: read its share here
+                for piece in run:
+                    read(piece, units, spans.append, warnings.append, report)
+                continue
+            with data:
+                theirs, outcome = _unpack(data, units)
+            child.close()
+            spans += theirs
+            del theirs
+            warnings += outcome.warnings
+            if outcome.error is not None:
+                path, message, line, offset = outcome.error
+                raise InputError(path, message, line=line, offset=offset)
+        if progress is not None:
+            progress(sum(piece_size(p) for run in runs for p in run))
+        return spans, warnings
+    finally:
+        for child in children:
+            child.close()
+        shared.close()
