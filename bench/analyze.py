@@ -49,6 +49,7 @@ PASSES: tuple[tuple[str, str, str], ...] = (
     ("floor", "json", "orjson.loads of every line, nothing else"),
     ("reference", "json", "orjson -> tuples, group by trace, sort, sweep per process"),
     ("ctxdoctor", "json", "ctxdoctor analyze --format json"),
+    ("ctxdoctor-1job", "json", "the same with --jobs 1: one process"),
     ("ctxdoctor-read", "json", "ctxdoctor.readers.read_paths only"),
     ("proto-tuples", "pb", "upb protobuf -> tuples (the proto reading baseline)"),
     ("ctxdoctor-proto", "pb", "ctxdoctor analyze --format json over the proto file"),
@@ -151,8 +152,9 @@ def command(name: str, files: list[Path], report: Path) -> list[str]:
     py = sys.executable
     if name in ("floor", "reference", "ctxdoctor-read", "proto-tuples"):
         return [py, "-m", "bench.passes", name, *map(str, files)]
-    if name in ("ctxdoctor", "ctxdoctor-proto"):
-        return [py, "-m", "ctxdoctor", "analyze", *map(str, files), "--format", "json", "--output", str(report)]
+    if name in ("ctxdoctor", "ctxdoctor-proto", "ctxdoctor-1job"):
+        jobs = ["--jobs", "1"] if name == "ctxdoctor-1job" else []
+        return [py, "-m", "ctxdoctor", "analyze", *map(str, files), "--format", "json", "--output", str(report), *jobs]
     if name == "ctxdoctor-startup":
         return [py, "-m", "ctxdoctor", "--version"]
     raise ValueError(name)

@@ -25,15 +25,41 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Spawns argv[1] (a JSON list), reaps it, and writes its wall time and rusage to fd argv[2].
+#: It also samples, every 20 ms, the summed RSS of the command and the processes it forked
+#: (``ctxdoctor analyze --jobs`` reads with forked processes; ``ru_maxrss`` is the largest single
+#: process, not their sum). Shared pages count once per process, so the sum is an upper bound.
 _WRAPPER = """
-import json, os, sys, time
+import json, os, sys, threading, time
 cmd, fd = json.loads(sys.argv[1]), int(sys.argv[2])
+page = os.sysconf("SC_PAGE_SIZE")
 t0 = time.perf_counter()
 pid = os.posix_spawnp(cmd[0], cmd, os.environ)
+peak, done = [0], threading.Event()
+def rss(p):
+    try:
+        with open(f"/proc/{p}/statm") as f:
+            return int(f.read().split()[1]) * page
+    except (OSError, ValueError, IndexError):
+        return 0
+def kids(p):
+    try:
+        with open(f"/proc/{p}/task/{p}/children") as f:
+            return [int(k) for k in f.read().split()]
+    except (OSError, ValueError):
+        return []
+def sample():
+    while not done.wait(0.02):
+        tree, i = [pid], 0
+        while i < len(tree):
+            tree += kids(tree[i])
+            i += 1
+        peak[0] = max(peak[0], sum(rss(p) for p in tree))
+threading.Thread(target=sample, daemon=True).start()
 _, status, ru = os.wait4(pid, 0)
 wall = time.perf_counter() - t0
+done.set()
 os.write(fd, json.dumps({"wall": wall, "status": status, "utime": ru.ru_utime, "stime": ru.ru_stime,
-                         "maxrss_kb": ru.ru_maxrss}).encode())
+                         "maxrss_kb": ru.ru_maxrss, "tree_peak": peak[0]}).encode())
 os.close(fd)
 """
 
@@ -45,7 +71,7 @@ class Measured:
     wall_s: float
     user_s: float
     sys_s: float
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # the larger of the biggest single process and the sampled sum over its processes
     load_before: float
     stdout: str = ""
     stderr: str = ""
@@ -136,7 +162,7 @@ def run(
         wall_s=fig["wall"],
         user_s=fig["utime"],
         sys_s=fig["stime"],
-        peak_rss_bytes=fig["maxrss_kb"] * 1024,  # Linux reports KiB
+        peak_rss_bytes=max(fig["maxrss_kb"] * 1024, fig.get("tree_peak", 0)),  # Linux reports KiB
         load_before=load,
         stdout=stdout,
         stderr="" if tty_stderr else stderr,

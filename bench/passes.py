@@ -159,7 +159,7 @@ def proto_tuples(paths: list[Path]) -> dict[str, Any]:
 def ctxdoctor_read(paths: list[Path]) -> dict[str, Any]:
     from ctxdoctor.readers import read_paths
 
-    dump = read_paths(paths)
+    dump = read_paths(paths, jobs=0)  # as analyze reads: one process per CPU
     return {"spans": len(dump.spans), "warnings": len(dump.warnings)}
 
 

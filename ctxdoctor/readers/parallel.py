@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import io
+import itertools
 import mmap
 import os
 import pickle
@@ -26,7 +27,7 @@ import struct
 import tempfile
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -224,34 +225,54 @@ class _Outcome(msgspec.Struct):
     threads: list[tuple[tuple[int, int | None, str | None], Unit]]
 
 
-def _payload(spans: list[Span], outcome: _Outcome) -> bytes:
-    """The outcome, then the spans as columns, each unit as an index into the outcome's units.
+#: Spans per frame of a payload: the parent's transient lists are a frame's, not a share's.
+_FRAME_SPANS = 1 << 16
+_FRAME = struct.Struct(">Q")
+
+
+def _write_payload(out: BinaryIO, spans: list[Span], outcome: _Outcome) -> None:
+    """Frames of pickles: the outcome, then the spans as columns in frames of ``_FRAME_SPANS``,
+    each unit as an index into the outcome's units.
 
     Columns, not pickled ``Span`` objects: pickle shares no ints, so each span would come back
-    with its own copy of its trace id and flags (about 80 bytes more per span); as columns the
-    trace ids go once per trace with an index per span, and the parent rebuilds the records in
-    C (``map(Span, ...)``).
+    with its own copy of its trace id, parent id and flags (over 100 bytes more per span); as
+    columns each id goes once, in the first frame that uses it, with an index per use, and the
+    parent rebuilds the records in C (``map(Span, ...)``).
     """
+
+    def frame(obj: object) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(_FRAME.pack(len(data)))
+        out.write(data)
+
+    frame(outcome)
     everyone = [u for _, u in outcome.resources] + [u for _, u in outcome.threads]
     index = {id(u): i for i, u in enumerate(everyone)}
     traces: dict[int, int] = {}
-    trace_index = [traces.setdefault(s.trace_id, len(traces)) for s in spans]
-    columns = (
-        list(traces),
-        trace_index,
-        [s.span_id for s in spans],
-        [s.parent_span_id for s in spans],
-        [s.name for s in spans],
-        [s.kind for s in spans],
-        [s.start for s in spans],
-        [s.end for s in spans],
-        [s.flags for s in spans],
-        [index[id(s.unit)] for s in spans],
-        [s.links for s in spans],
-        [s.status for s in spans],
-    )
-    head = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-    return struct.pack(">Q", len(head)) + head + pickle.dumps(columns, protocol=pickle.HIGHEST_PROTOCOL)
+    ids: dict[int, int] = {}  # a parent id and the span it names share one object, as when read here
+    for lo in range(0, len(spans), _FRAME_SPANS):
+        part = spans[lo : lo + _FRAME_SPANS]
+        known_traces, known_ids = len(traces), len(ids)
+        trace_index = [traces.setdefault(s.trace_id, len(traces)) for s in part]
+        span_index = [ids.setdefault(s.span_id, len(ids)) for s in part]
+        parent_index = [ids.setdefault(s.parent_span_id, len(ids)) for s in part]
+        frame(
+            (
+                list(itertools.islice(traces, known_traces, None)),  # the ids first used here
+                trace_index,
+                list(itertools.islice(ids, known_ids, None)),
+                span_index,
+                parent_index,
+                [s.name for s in part],
+                [s.kind for s in part],
+                [s.start for s in part],
+                [s.end for s in part],
+                [s.flags for s in part],
+                [index[id(s.unit)] for s in part],
+                [s.links for s in part],
+                [s.status for s in part],
+            )
+        )
 
 
 #: One object per flags value, as the readers keep them.
@@ -259,18 +280,27 @@ _FLAGS: dict[int, int] = {}
 
 
 def _unpack(data: mmap.mmap, units: UnitTable) -> tuple[list[Span], _Outcome]:
-    (n,) = struct.unpack_from(">Q", data)
-    outcome: _Outcome = pickle.loads(memoryview(data)[8 : 8 + n])
+    view = memoryview(data)
+    (n,) = _FRAME.unpack_from(view)
+    pos = _FRAME.size + n
+    outcome: _Outcome = pickle.loads(view[_FRAME.size : pos])
     adopted = units.adopt(outcome.resources, outcome.threads)
-    traces, trace_index, span_ids, parents, names, kinds, starts, ends, flags, unit_index, links, status = pickle.loads(
-        memoryview(data)[8 + n :]
-    )
-    spans = list(
-        map(
+    traces: list[int] = []
+    ids: list[int] = []
+    spans: list[Span] = []
+    while pos < len(view):
+        (n,) = _FRAME.unpack_from(view, pos)
+        columns = pickle.loads(view[pos + _FRAME.size : pos + _FRAME.size + n])
+        pos += _FRAME.size + n
+        new_traces, trace_index, new_ids, span_index, parent_index, *rest = columns
+        names, kinds, starts, ends, flags, unit_index, links, status = rest
+        traces += new_traces
+        ids += new_ids
+        spans += map(
             Span,
             map(traces.__getitem__, trace_index),
-            span_ids,
-            parents,
+            map(ids.__getitem__, span_index),
+            map(ids.__getitem__, parent_index),
             names,
             kinds,
             starts,
@@ -280,7 +310,8 @@ def _unpack(data: mmap.mmap, units: UnitTable) -> tuple[list[Span], _Outcome]:
             links,
             status,
         )
-    )
+        del columns, rest, trace_index, span_index, parent_index, unit_index
+    view.release()
     return spans, outcome
 
 
@@ -346,9 +377,8 @@ def _child(run: list[Piece], read: Callable[..., None], fd: int, progress: mmap.
         except InputError as exc:
             error = (exc.path, exc.message, exc.line, exc.offset)
         resources, threads = units.entries()
-        data = _payload(spans, _Outcome(warnings, error, resources, threads))
-        with open(fd, "wb", closefd=False) as out:
-            out.write(data)
+        with open(fd, "wb", closefd=False, buffering=1 << 20) as out:
+            _write_payload(out, spans, _Outcome(warnings, error, resources, threads))
         code = 0
     finally:
         os._exit(code)
