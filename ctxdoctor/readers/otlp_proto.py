@@ -42,7 +42,7 @@ _FLAGS_SEEN: dict[int, int] = {}
 _THREAD_MARK = b"thread."
 
 
-def _slim_request_class() -> type[Message]:
+def _slim_request_class() -> tuple[type[Message], type[Message], type[Message]]:
     """``ExportTraceServiceRequest`` as the analysis reads it: the same field numbers, only the
     fields it needs, and the resource, attributes and links as raw bytes.
 
@@ -75,22 +75,27 @@ def _slim_request_class() -> type[Message]:
         ("end_time_unix_nano", 8, f.TYPE_FIXED64, one, ""),
         ("attributes", 9, f.TYPE_BYTES, many, ""),
         ("links", 13, f.TYPE_BYTES, many, ""),
-        ("status", 15, f.TYPE_MESSAGE, one, ".ctxdoctor.slim.Status"),
+        ("status", 15, f.TYPE_BYTES, one, ""),
         ("flags", 16, f.TYPE_FIXED32, one, ""),
     )
     message("ScopeSpans", ("spans", 2, f.TYPE_MESSAGE, many, ".ctxdoctor.slim.Span"))
     message(
         "ResourceSpans",
         ("resource", 1, f.TYPE_BYTES, one, ""),
-        ("scope_spans", 2, f.TYPE_MESSAGE, many, ".ctxdoctor.slim.ScopeSpans"),
+        ("scope_spans", 2, f.TYPE_BYTES, many, ""),
     )
     message("Request", ("resource_spans", 1, f.TYPE_MESSAGE, many, ".ctxdoctor.slim.ResourceSpans"))
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("ctxdoctor.slim.Request"))
+    return tuple(
+        message_factory.GetMessageClass(pool.FindMessageTypeByName(f"ctxdoctor.slim.{name}"))
+        for name in ("Request", "ScopeSpans", "Status")
+    )
 
 
-_SlimRequest = _slim_request_class()
+# A resource's scopes stay raw until the resource is reached, so that whether any of its spans
+# can name a thread is one search over its bytes; in most services none can.
+_SlimRequest, _SlimScopeSpans, _SlimStatus = _slim_request_class()
 
 
 def _thread_unit(base: Unit, attrs: Iterable[bytes], units: UnitTable) -> Unit:
@@ -112,46 +117,55 @@ def request_spans(body: bytes, units: UnitTable, emit: SpanSink, names: dict[str
     count = 0
     from_bytes = int.from_bytes
     flags_seen = _FLAGS_SEEN
-    # Spans of one trace share one id object: most of a batch belongs to a few traces.
+    # Spans of one trace share one id object: most of a batch belongs to a few traces; a span id
+    # and the parent ids naming it within the batch likewise (see the JSON reader).
     trace_ids: dict[bytes, int] = {}
+    span_ids: dict[bytes, int] = {}
     names = {} if names is None else names  # one string object per span name
     threads_named = _THREAD_MARK in body
+    scope_spans = _SlimScopeSpans.FromString
     for rs in req.resource_spans:
         key = rs.resource
         base = units.known(key)
         if base is None:
             attrs = Resource.FromString(key).attributes
             base = units.resource_unit(key, {kv.key: _scalar(kv.value) for kv in attrs if kv.key in RESOURCE_KEYS})
-        for ss in rs.scope_spans:
-            for s in ss.spans:
+        scopes = rs.scope_spans
+        spans_name_threads = threads_named and any(_THREAD_MARK in raw for raw in scopes)
+        for raw_scope in scopes:
+            for s in scope_spans(raw_scope).spans:
                 t_raw, s_raw = s.trace_id, s.span_id
                 if len(t_raw) != 16 or len(s_raw) != 8:
                     continue
                 trace_id = trace_ids.get(t_raw) or trace_ids.setdefault(t_raw, from_bytes(t_raw, "big"))
-                span_id = from_bytes(s_raw, "big")
+                span_id = span_ids.get(s_raw) or span_ids.setdefault(s_raw, from_bytes(s_raw, "big"))
+                p_raw = s.parent_span_id
+                parent = (span_ids.get(p_raw) or span_ids.setdefault(p_raw, from_bytes(p_raw, "big"))) if p_raw else 0
                 if not trace_id or not span_id:
                     continue
                 unit = base
-                if threads_named:
+                if spans_name_threads:
                     attrs = s.attributes
                     if attrs and _THREAD_MARK in b"".join(attrs):  # one C call, not a loop
                         unit = _thread_unit(base, attrs, units)
                 links: tuple[int, ...] = ()
                 if s.links:
                     links = tuple(from_bytes(ProtoSpan.Link.FromString(lk).trace_id, "big") for lk in s.links)
+                flags = s.flags
+                status = s.status
                 emit(
                     Span(
                         trace_id,
                         span_id,
-                        from_bytes(s.parent_span_id, "big"),
+                        parent,
                         names.setdefault(name := s.name, name),
                         s.kind,
                         s.start_time_unix_nano,
                         s.end_time_unix_nano,
-                        flags_seen.setdefault(s.flags, s.flags) if s.flags < 1024 else s.flags,
+                        flags_seen.setdefault(flags, flags) if flags < 1024 else flags,
                         unit,
                         links,
-                        s.status.code,
+                        _SlimStatus.FromString(status).code if status else 0,
                     )
                 )
                 count += 1
