@@ -69,8 +69,8 @@ def analyse(paths: list[Path], settings: Settings, console: Console, jobs: int =
     warnings = [str(w) for w in dump.warnings]
     if console.is_terminal and len(dump.spans) >= _STATUS_SPANS:
         with console.status(f"diagnosing {len(dump.spans):,} spans"):
-            return diagnose(dump.spans, settings, warnings=warnings, files=dump.files)
-    return diagnose(dump.spans, settings, warnings=warnings, files=dump.files)
+            return diagnose(dump.spans, settings, warnings=warnings, files=dump.files, jobs=jobs)
+    return diagnose(dump.spans, settings, warnings=warnings, files=dump.files, jobs=jobs)
 
 
 def emit(report: Report, fmt: Format, output: Path | None) -> None:
@@ -101,12 +101,13 @@ JobsOpt = typer.Option(
     "--jobs",
     "-j",
     min=0,
-    help="Processes that read big dumps (over 32 MB) side by side; 0 = one per CPU (at most 8), 1 = no extra process.",
+    help="Processes that share the work on big dumps (reading over 32 MB, diagnosing over 200k spans); "
+    "0 = one per CPU (at most 8), 1 = one process (least memory).",
 )
 
 
 def _jobs(jobs: int) -> int:
-    from ctxdoctor.readers.parallel import usable_cpus
+    from ctxdoctor.forked import usable_cpus
 
     return jobs or min(usable_cpus(), 8)
 

@@ -158,7 +158,7 @@ def test_a_reader_process_that_dies_is_read_again_here(monkeypatch: pytest.Monke
     def crash(*_args: object) -> None:
         os._exit(9)
 
-    monkeypatch.setattr(parallel, "_child", crash)
+    monkeypatch.setattr(parallel, "_read_share", crash)
     assert_same([REAL], 3)
 
 

@@ -490,15 +490,22 @@ def _evidence(r: Span, c: _Candidate, m_same: int, prm: _Params, duty: float) ->
     return tuple(ev)
 
 
-def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
-    """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
+class SearchPlan(msgspec.Struct):
+    """The search split into independent partitions (units that could hand work to each other)."""
 
-    Returns every suspect with at least one candidate parent, with its confidence; the caller
-    applies the reporting threshold.
-    """
+    parts: list[tuple[list[Span], list[Span]]]  # (every span, the suspect roots) per partition
+    group_sizes: dict[tuple[str, str], int]  # suspect roots per (service, name)
+
+    def weights(self) -> list[int]:
+        """The relative cost of searching each partition: a pass over its spans."""
+        return [len(members) for members, _ in self.parts]
+
+
+def plan_search(spans: Sequence[Span]) -> SearchPlan:
+    """Which spans each partition with suspects holds, in the order the spans came."""
     suspect_spans = [s for s in spans if s.parent_span_id == 0 and is_suspect(s)]
     if not suspect_spans:
-        return [], {}
+        return SearchPlan([], {})
     group_sizes: dict[tuple[str, str], int] = defaultdict(int)
     for r in suspect_spans:
         group_sizes[(r.unit.service, r.name)] += 1
@@ -514,34 +521,58 @@ def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, s
     part_suspects: dict[Hashable, list[Span]] = defaultdict(list)
     for r in suspect_spans:
         part_suspects[part_of[id(r.unit)]].append(r)
+    return SearchPlan([(members, part_suspects[key]) for key, members in parts.items()], dict(group_sizes))
+
+
+def search(plan: SearchPlan, which: Sequence[int]) -> list[list[Orphan]]:
+    """The suspects with at least one candidate parent in each partition named by ``which``."""
+    return [_search_part(*plan.parts[i]) for i in which]
+
+
+def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]:
     orphans: list[Orphan] = []
-    for key, members in parts.items():
-        sweep = _sweep(members, part_suspects[key])
-        groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
-        for sus in sweep.suspects:
-            groups[(sus.span.unit.service, sus.span.name)].append(sus)
-        for group in groups.values():
-            if not any(sus.candidates for sus in group):
+    sweep = _sweep(members, part_suspects)
+    groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
+    for sus in sweep.suspects:
+        groups[(sus.span.unit.service, sus.span.name)].append(sus)
+    for group in groups.values():
+        if not any(sus.candidates for sus in group):
+            continue
+        prm, scored = _em(group, sweep)
+        for sus, sc in zip(group, scored, strict=True):
+            if sc.posterior <= 0:
                 continue
-            prm, scored = _em(group, sweep)
-            for sus, sc in zip(group, scored, strict=True):
-                if sc.posterior <= 0:
-                    continue
-                i = max(range(len(sc.weights)), key=sc.weights.__getitem__)
-                c = sus.candidates[i]
-                bnd, why = boundary(sus.span.unit, c.parent.unit, c.rel)
-                m_same = sum(1 for o in sus.candidates if o.parent.name == c.parent.name)
-                orphans.append(
-                    Orphan(
-                        span=sus.span,
-                        parent=c.parent,
-                        boundary=bnd,
-                        boundary_evidence=why,
-                        confidence=sc.posterior,
-                        parent_confidence=sc.weights[i] / sc.posterior,
-                        candidates=len(sus.candidates),
-                        evidence=_evidence(sus.span, c, m_same, prm, sweep.duty.get(c.parent.name, 1.0)),
-                    )
+            i = max(range(len(sc.weights)), key=sc.weights.__getitem__)
+            c = sus.candidates[i]
+            bnd, why = boundary(sus.span.unit, c.parent.unit, c.rel)
+            m_same = sum(1 for o in sus.candidates if o.parent.name == c.parent.name)
+            orphans.append(
+                Orphan(
+                    span=sus.span,
+                    parent=c.parent,
+                    boundary=bnd,
+                    boundary_evidence=why,
+                    confidence=sc.posterior,
+                    parent_confidence=sc.weights[i] / sc.posterior,
+                    candidates=len(sus.candidates),
+                    evidence=_evidence(sus.span, c, m_same, prm, sweep.duty.get(c.parent.name, 1.0)),
                 )
+            )
+    return orphans
+
+
+def ranked(found: Iterable[list[Orphan]]) -> list[Orphan]:
+    """Every partition's orphans (in partition order), most confident first."""
+    orphans = [o for part in found for o in part]
     orphans.sort(key=lambda o: (-o.confidence, o.span.start))
-    return orphans, dict(group_sizes)
+    return orphans
+
+
+def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
+    """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
+
+    Returns every suspect with at least one candidate parent, with its confidence; the caller
+    applies the reporting threshold.
+    """
+    plan = plan_search(spans)
+    return ranked(search(plan, range(len(plan.parts)))), plan.group_sizes

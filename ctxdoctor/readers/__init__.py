@@ -5,13 +5,13 @@ from __future__ import annotations
 import gc
 import gzip
 import io
-import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import msgspec
 
 from ctxdoctor.errors import InputError
+from ctxdoctor.forked import CAN_FORK, usable_cpus
 from ctxdoctor.model import Span
 from ctxdoctor.readers import parallel
 from ctxdoctor.readers.interface import Reader, ReadWarning
@@ -71,8 +71,8 @@ def read_paths(
             raise InputError(p, "is a directory; name the dump files (e.g. dir/*.json)")
         total += p.stat().st_size
     if jobs <= 0:
-        jobs = parallel.usable_cpus()
-    if not hasattr(os, "fork") or total < parallel.PARALLEL_MIN_BYTES:
+        jobs = usable_cpus()
+    if not CAN_FORK or total < parallel.PARALLEL_MIN_BYTES:
         jobs = 1
     # Loading allocates millions of objects and frees almost none: the cyclic collector would
     # walk the growing heap again and again for nothing.

@@ -15,16 +15,13 @@ re-planning); elsewhere, and for small inputs, reading stays in one process.
 
 from __future__ import annotations
 
-import contextlib
-import gc
+import functools
 import io
 import itertools
 import mmap
 import os
 import pickle
-import signal
 import struct
-import tempfile
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,6 +29,7 @@ from typing import Any, BinaryIO
 import msgspec
 
 from ctxdoctor.errors import InputError
+from ctxdoctor.forked import Forked
 from ctxdoctor.model import Span, Unit
 from ctxdoctor.readers.interface import Reader, ReadWarning
 from ctxdoctor.units import UnitTable
@@ -56,13 +54,6 @@ class Piece(msgspec.Struct, frozen=True):
     @property
     def whole(self) -> bool:
         return self.start == 0 and self.end is None
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def shares(jobs: int) -> list[float]:
@@ -315,73 +306,28 @@ def _unpack(data: mmap.mmap, units: UnitTable) -> tuple[list[Span], _Outcome]:
     return spans, outcome
 
 
-def _scratch() -> int:
-    """A file descriptor for a reader's payload: memory the parent maps once the reader exits,
-    so the payload is never copied into the parent's heap (nor through a pipe's 64 kB)."""
-    if hasattr(os, "memfd_create"):
-        return os.memfd_create("ctxdoctor-read", 0)
-    fd, name = tempfile.mkstemp(prefix="ctxdoctor-read-")
-    os.unlink(name)
-    return fd
-
-
-class _Reader:
-    """A forked reader process and the file its payload goes to."""
-
-    def __init__(self, pid: int, fd: int):
-        self.pid = pid
-        self.fd = fd
-
-    def result(self) -> mmap.mmap | None:
-        """The payload, or None if the process died without writing all of it."""
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = 0
-        size = os.fstat(self.fd).st_size
-        if os.waitstatus_to_exitcode(status) != 0 or size < 8:
-            return None
-        return mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
-
-    def close(self) -> None:
-        if self.pid:
-            with contextlib.suppress(ProcessLookupError, ChildProcessError):
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-            self.pid = 0
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def _child(run: list[Piece], read: Callable[..., None], fd: int, progress: mmap.mmap, slot: int) -> None:
-    """Body of a reader process; never returns (``os._exit``): no atexit handlers, no flushing
-    of the parent's buffers, no cleanup of objects that are the parent's."""
-    code = 1
+def _read_share(out: BinaryIO, run: list[Piece], read: Callable[..., None], progress: mmap.mmap, slot: int) -> None:
+    """What a reader process does: read its pieces, then write the payload (``_write_payload``).
+    Its progress goes to its slot of the shared ``progress`` map, where the parent sums it."""
+    units = UnitTable()
+    spans: list[Span] = []
+    warnings: list[ReadWarning] = []
+    error = None
+    done = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
-        gc.disable()
-        units = UnitTable()
-        spans: list[Span] = []
-        warnings: list[ReadWarning] = []
-        error = None
-        done = 0
-        try:
-            for piece in run:
-                base = done
+        for piece in run:
+            base = done
 
-                def position(pos: int, base: int = base) -> None:
-                    struct.pack_into(">Q", progress, 8 * slot, base + pos)
+            def position(pos: int, base: int = base) -> None:
+                struct.pack_into(">Q", progress, 8 * slot, base + pos)
 
-                read(piece, units, spans.append, warnings.append, position)
-                done = base + piece_size(piece)
-                struct.pack_into(">Q", progress, 8 * slot, done)
-        except InputError as exc:
-            error = (exc.path, exc.message, exc.line, exc.offset)
-        resources, threads = units.entries()
-        with open(fd, "wb", closefd=False, buffering=1 << 20) as out:
-            _write_payload(out, spans, _Outcome(warnings, error, resources, threads))
-        code = 0
-    finally:
-        os._exit(code)
+            read(piece, units, spans.append, warnings.append, position)
+            done = base + piece_size(piece)
+            struct.pack_into(">Q", progress, 8 * slot, done)
+    except InputError as exc:
+        error = (exc.path, exc.message, exc.line, exc.offset)
+    resources, threads = units.entries()
+    _write_payload(out, spans, _Outcome(warnings, error, resources, threads))
 
 
 def piece_size(piece: Piece) -> int:
@@ -402,14 +348,10 @@ def read_runs(
     input error: its pieces are read again here.
     """
     shared = mmap.mmap(-1, 8 * len(runs))
-    children: list[_Reader] = []
+    children: list[Forked] = []
     try:
         for slot, run in enumerate(runs[1:], start=1):
-            fd = _scratch()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the reader process (measured through its result)
-                _child(run, read, fd, shared, slot)
-            children.append(_Reader(pid, fd))
+            children.append(Forked(functools.partial(_read_share, run=run, read=read, progress=shared, slot=slot)))
         spans: list[Span] = []
         warnings: list[ReadWarning] = []
         done = 0
