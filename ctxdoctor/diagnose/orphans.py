@@ -120,14 +120,14 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
     suspects_in.sort(key=attrgetter("start"))
     starts = [r.start for r in suspects_in]
     active_at: list[list[Span]] = [[] for _ in suspects_in]
-    lo_t, hi_t = starts[0], starts[-1]
+    n = len(starts)
     for a in spans:
-        if a.end < lo_t or a.start > hi_t:
-            continue
+        # One bisection tells whether any suspect starts inside the span (most spans hold
+        # none); the second, for the span's end, only for those that do.
         i = bisect_left(starts, a.start)
-        j = bisect_right(starts, a.end, i)
-        for k in range(i, j):
-            active_at[k].append(a)
+        if i < n and starts[i] <= a.end:
+            for k in range(i, bisect_right(starts, a.end, i)):
+                active_at[k].append(a)
     workers = _worker_units(spans)
     # The unit and kind of the trace each suspect root heads, and whether that unit only runs
     # such roots (a worker).
