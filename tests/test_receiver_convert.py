@@ -45,6 +45,36 @@ def test_converter_waits_for_a_record_still_being_written(tmp_path: Path) -> Non
     assert conv.progress.spans == 20
 
 
+def test_an_unreadable_record_is_skipped_with_an_error_and_the_rest_converted(tmp_path: Path) -> None:
+    """The journal holds only requests upb parsed at ingest; should a record still be unreadable
+    (here: a span name that is not UTF-8, which upb refuses), the converter says so and goes on."""
+    journal, dump = tmp_path / "j", tmp_path / "dump.json"
+    first, ids = _records(range(1, 3))
+    req, _ = make_request(3, n=2)
+    req.resource_spans[0].scope_spans[0].spans[0].name = "NAME"
+    bad = journal_record(req.SerializeToString().replace(b"NAME", b"N\xffME"))
+    last, more = _records(range(4, 6))
+    journal.write_bytes(first + bad + last)
+    conv = Converter(journal, dump, live=False)
+    assert conv.step()
+    conv.close()
+    assert conv.progress.offset == len(first + bad + last)
+    assert conv.progress.error == f"journal record at offset {len(first)} is unreadable; skipped"
+    assert (conv.progress.requests, conv.progress.spans) == (4, 20)
+    assert {(s.trace_id, s.span_id) for s in read_paths([dump]).spans} == ids | more
+
+
+def test_converter_counts_the_traces_it_converts(tmp_path: Path) -> None:
+    journal, dump = tmp_path / "j", tmp_path / "dump.json"
+    data, ids = _records(range(1, 8))
+    journal.write_bytes(data)
+    conv = Converter(journal, dump, live=False)
+    conv.step()
+    conv.close()
+    assert conv.progress.traces == len({t for t, _ in ids}) == 7
+    assert conv.progress.spans == len(ids)
+
+
 def test_converter_process_finishes_the_journal_when_its_parent_is_gone(tmp_path: Path) -> None:
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
     data, ids = _records(range(1, 30))
