@@ -128,7 +128,7 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
         if i < n and starts[i] <= a.end:
             for k in range(i, bisect_right(starts, a.end, i)):
                 active_at[k].append(a)
-    workers = _worker_units(spans)
+    workers = _worker_units(spans, suspects_in)
     # The unit and kind of the trace each suspect root heads, and whether that unit only runs
     # such roots (a worker).
     root_of = {r.trace_id: (id(r.unit), (r.unit.service, r.name), id(r.unit) in workers) for r in suspects_in}
@@ -205,11 +205,17 @@ def _union_length(spans: list[Span]) -> int:
     return total + cur_e - cur_s
 
 
-def _worker_units(spans: list[Span]) -> set[int]:
-    """Units (by identity) that only run handed-over work: no entry spans, every root a suspect."""
-    serving = {id(s.unit) for s in spans if s.kind in ENTRY_KINDS or (s.parent_span_id == 0 and s.links)}
-    rooted = {id(s.unit) for s in spans if s.parent_span_id == 0 and s.kind not in ENTRY_KINDS and not s.links}
-    return rooted - serving
+_ENTRY_INTS = frozenset(map(int, ENTRY_KINDS))  # plain ints hash faster than IntEnum members
+
+
+def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
+    """Units (by identity) that only run handed-over work: no entry spans, every root a suspect.
+
+    ``suspects`` are the suspect roots among ``spans``; every other root is an entry span or
+    carries links, and a unit with either serves work of its own.
+    """
+    serving = {id(s.unit) for s in spans if s.kind in _ENTRY_INTS or (s.links and not s.parent_span_id)}
+    return {id(s.unit) for s in suspects} - serving
 
 
 def _periodic(group: list[_Suspect]) -> bool:
