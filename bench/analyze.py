@@ -302,6 +302,9 @@ def print_size(size: str, meta: dict[str, Any], passes: dict[str, dict[str, Any]
             note = f"found {fv['suspected_orphans']} orphans (truth {fv['true_orphans']})"
         if "progress_bar_seen" in p:
             note += f"; progress bar on TTY: {'yes' if p['progress_bar_seen'] else 'NO'}"
+        pss = p.get("extra", {}).get("pss_sum_peak_bytes")
+        if pss:  # forked: RSS MB is the summed PSS (see measure.py); the summed RSS overcounts
+            note += f"; {p['extra']['rss_sum_peak_bytes'] / 1e6:.0f} MB summed RSS"
         print(
             f"{name:<18} {inp:<5} {p['wall_s']:>7.2f} {_num(p.get('work_s'), '.2f'):>7} "
             f"{_rate(p.get('spans_per_s')):>8} {p['peak_rss_bytes'] / 1e6:>7.0f} "

@@ -25,22 +25,35 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Spawns argv[1] (a JSON list), reaps it, and writes its wall time and rusage to fd argv[2].
-#: It also samples, every 20 ms, the summed RSS of the command and the processes it forked
-#: (``ctxdoctor analyze --jobs`` reads with forked processes; ``ru_maxrss`` is the largest single
-#: process, not their sum). Shared pages count once per process, so the sum is an upper bound.
+#: It also samples the memory of the command and the processes it forked (``ctxdoctor analyze
+#: --jobs`` forks readers and a search process; ``ru_maxrss`` is the largest single process, not
+#: their sum): every 20 ms the summed RSS (an upper bound: a page shared after fork counts once
+#: per process), and, while there is more than one process, every 100 ms the summed PSS from
+#: ``smaps_rollup`` (a shared page split between its sharers: the memory really in use; reading
+#: it costs the kernel a page-table walk, hence the slower rate).
 _WRAPPER = """
 import json, os, sys, threading, time
 cmd, fd = json.loads(sys.argv[1]), int(sys.argv[2])
 page = os.sysconf("SC_PAGE_SIZE")
 t0 = time.perf_counter()
 pid = os.posix_spawnp(cmd[0], cmd, os.environ)
-peak, done = [0], threading.Event()
+peak = {"rss_sum": 0, "pss_sum": 0}
+done = threading.Event()
 def rss(p):
     try:
         with open(f"/proc/{p}/statm") as f:
             return int(f.read().split()[1]) * page
     except (OSError, ValueError, IndexError):
         return 0
+def pss(p):
+    try:
+        with open(f"/proc/{p}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 def kids(p):
     try:
         with open(f"/proc/{p}/task/{p}/children") as f:
@@ -48,21 +61,24 @@ def kids(p):
     except (OSError, ValueError):
         return []
 def sample():
+    n = 0
     while not done.wait(0.02):
         tree, i = [pid], 0
         while i < len(tree):
             tree += kids(tree[i])
             i += 1
-        peak[0] = max(peak[0], sum(rss(p) for p in tree))
+        peak["rss_sum"] = max(peak["rss_sum"], sum(rss(p) for p in tree))
+        if len(tree) > 1 and n % 5 == 0:
+            peak["pss_sum"] = max(peak["pss_sum"], sum(pss(p) for p in tree))
+        n += 1
 threading.Thread(target=sample, daemon=True).start()
 _, status, ru = os.wait4(pid, 0)
 wall = time.perf_counter() - t0
 done.set()
 os.write(fd, json.dumps({"wall": wall, "status": status, "utime": ru.ru_utime, "stime": ru.ru_stime,
-                         "maxrss_kb": ru.ru_maxrss, "tree_peak": peak[0]}).encode())
+                         "maxrss_kb": ru.ru_maxrss, **peak}).encode())
 os.close(fd)
 """
-
 
 @dataclass
 class Measured:
@@ -71,7 +87,7 @@ class Measured:
     wall_s: float
     user_s: float
     sys_s: float
-    peak_rss_bytes: int  # the larger of the biggest single process and the sampled sum over its processes
+    peak_rss_bytes: int  # the larger of the biggest process's peak RSS and the processes' summed PSS
     load_before: float
     stdout: str = ""
     stderr: str = ""
@@ -162,10 +178,11 @@ def run(
         wall_s=fig["wall"],
         user_s=fig["utime"],
         sys_s=fig["stime"],
-        peak_rss_bytes=max(fig["maxrss_kb"] * 1024, fig.get("tree_peak", 0)),  # Linux reports KiB
+        peak_rss_bytes=max(fig["maxrss_kb"] * 1024, fig.get("pss_sum", 0)),  # Linux reports KiB
         load_before=load,
         stdout=stdout,
         stderr="" if tty_stderr else stderr,
         tty_output=stderr if tty_stderr else "",
         timed_out=timed_out.is_set(),
+        extra={"rss_sum_peak_bytes": fig.get("rss_sum", 0), "pss_sum_peak_bytes": fig.get("pss_sum", 0)},
     )

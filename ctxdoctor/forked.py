@@ -34,6 +34,20 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def memory_to_spare(resident_factor: float) -> bool:
+    """Whether the system has ``resident_factor`` times this process's resident memory available
+    (``MemAvailable``): a forked child that touches the parent's objects copies their pages.
+    True where this cannot be read (not Linux)."""
+    try:
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return True
+    return available > resident_factor * resident
+
+
 def _scratch() -> int:
     if hasattr(os, "memfd_create"):
         return os.memfd_create("ctxdoctor", 0)

@@ -10,6 +10,7 @@ import pytest
 import ctxdoctor.diagnose as diagnosis
 from ctxdoctor.diagnose import _split, diagnose
 from ctxdoctor.diagnose.orphans import plan_search
+from ctxdoctor.forked import memory_to_spare
 from ctxdoctor.readers import read_paths
 from tests.scenarios import SCENARIOS
 
@@ -63,3 +64,22 @@ def test_a_search_process_that_dies_is_searched_again_here(monkeypatch: pytest.M
     monkeypatch.setattr(diagnosis, "search", dies_in_the_child)
     spans = read_paths([SCENARIOS / "python-mixed-c32" / "dump.json"]).spans
     assert diagnose(spans, jobs=2) == diagnose(spans)
+
+
+def test_no_fork_without_memory_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search process may copy as much memory as the spans take: not when that is short."""
+    spans = read_paths([SCENARIOS / "python-mixed-c32" / "dump.json"]).spans
+    expected = diagnose(spans)
+
+    def no_fork() -> int:
+        raise AssertionError("forked without memory to spare")
+
+    monkeypatch.setattr(diagnosis, "memory_to_spare", lambda factor: False)
+    monkeypatch.setattr(os, "fork", no_fork)
+    assert diagnose(spans, jobs=2) == expected
+
+
+def test_memory_to_spare_reads_this_machine() -> None:
+    assert memory_to_spare(0.0)
+    if os.path.exists("/proc/meminfo"):
+        assert not memory_to_spare(1e9)  # a billion times this process is more than any machine

@@ -8,7 +8,7 @@ from ctxdoctor.diagnose.gaps import group_gaps
 from ctxdoctor.diagnose.missing import find_missing_parents
 from ctxdoctor.diagnose.orphans import find_orphans, plan_search, ranked, search
 from ctxdoctor.findings import Orphan, Report, Settings, Summary
-from ctxdoctor.forked import CAN_FORK, Call
+from ctxdoctor.forked import CAN_FORK, Call, memory_to_spare
 from ctxdoctor.model import Span
 
 #: Below this many spans the diagnosis takes well under a second: not worth a process.
@@ -31,12 +31,13 @@ def diagnose(
     are merely upstream callers exporting elsewhere are fragments, but not broken ones.
     """
     settings = settings or Settings()
-    if jobs <= 1 or not CAN_FORK or len(spans) < PARALLEL_MIN_SPANS:
+    if jobs <= 1 or not CAN_FORK or len(spans) < PARALLEL_MIN_SPANS or not memory_to_spare(2.0):
         return _diagnose(spans, settings, warnings, files, lambda: find_orphans(spans))
     # The context-loss search is most of the time and splits into independent partitions: a
     # forked process searches most of them while this one finds the missing parents and
     # searches the rest. The same functions on the same spans, merged in the same order, so the
-    # report is the same; the price is the memory of the pages the child touches (copy-on-write).
+    # report is the same. The price is memory: the child copies the pages of the spans it touches
+    # (copy-on-write), nearly as much again as the spans take, so only when that is to spare.
     plan = plan_search(spans)
     theirs, ours = _split(plan.weights(), _FORKED_SHARE)
     call = Call(search, plan, theirs)
