@@ -14,7 +14,7 @@ from ctxdoctor.errors import InputError
 from ctxdoctor.forked import CAN_FORK, usable_cpus
 from ctxdoctor.model import Span
 from ctxdoctor.readers import parallel
-from ctxdoctor.readers.interface import Reader, ReadWarning
+from ctxdoctor.readers.interface import PROGRESS_EVERY, Reader, ReadWarning, reporting
 from ctxdoctor.readers.otlp_json import OtlpJsonReader
 from ctxdoctor.readers.otlp_proto import OtlpProtoReader
 from ctxdoctor.units import UnitTable
@@ -40,10 +40,6 @@ def _open(path: Path) -> tuple[io.BufferedReader, io.BufferedReader]:
     if raw.peek(2)[:2] == _GZIP_MAGIC:
         return raw, io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
     return raw, raw
-
-
-#: Spans between two progress reports within a file.
-PROGRESS_EVERY = 1 << 16
 
 
 def read_paths(
@@ -140,14 +136,7 @@ def read_file(
     except OSError as exc:
         raise InputError(path, f"cannot open: {exc.strerror or exc}") from None
     if position is not None:
-        inner, count = emit, 0
-
-        def emit(span: Span) -> None:
-            nonlocal count
-            inner(span)
-            count += 1
-            if count % PROGRESS_EVERY == 0:
-                position(raw.tell())
+        emit = reporting(emit, PROGRESS_EVERY, lambda: position(raw.tell()))
 
     with raw, stream:
         try:

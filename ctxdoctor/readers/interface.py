@@ -30,6 +30,24 @@ class ReadWarning(msgspec.Struct, frozen=True):
 
 SpanSink = Callable[[Span], None]
 
+#: Spans between two progress reports within a file.
+PROGRESS_EVERY = 1 << 16
+
+
+def reporting(emit: SpanSink, every: int, report: Callable[[], None]) -> SpanSink:
+    """``emit`` that also calls ``report()`` after every ``every`` spans: progress for a bar,
+    without the readers knowing about it."""
+    count = 0
+
+    def counted(span: Span) -> None:
+        nonlocal count
+        emit(span)
+        count += 1
+        if count % every == 0:
+            report()
+
+    return counted
+
 
 class Reader(Protocol):
     """Reads one dump stream, handing each span to ``emit`` as soon as it is decoded."""

@@ -31,7 +31,7 @@ import msgspec
 from ctxdoctor.errors import InputError
 from ctxdoctor.forked import Forked
 from ctxdoctor.model import Span, Unit
-from ctxdoctor.readers.interface import Reader, ReadWarning
+from ctxdoctor.readers.interface import PROGRESS_EVERY, Reader, ReadWarning, reporting
 from ctxdoctor.units import UnitTable
 
 #: Below this many bytes in all, one process reads everything: forking and merging cost more.
@@ -157,14 +157,7 @@ def read_piece(
         raise InputError(piece.path, f"cannot open: {exc.strerror or exc}") from None
     with raw, io.BufferedReader(_Window(raw, piece.start, piece.end), buffer_size=1 << 20) as stream:
         if position is not None:
-            inner, count = emit, 0
-
-            def emit(span: Span) -> None:
-                nonlocal count
-                inner(span)
-                count += 1
-                if count % (1 << 16) == 0:
-                    position(raw.tell() - piece.start)
+            emit = reporting(emit, PROGRESS_EVERY, lambda: position(raw.tell() - piece.start))
 
         try:
             readers[piece.reader].read(
