@@ -23,6 +23,12 @@ on two inputs, each a list of serialised 512-span ``ExportTraceServiceRequest``s
   spans, services and attribute values, as a receiver sees them.
 
 It checks first that the old walker and the transcoder write the same bytes for every request.
+
+Then the **converter** as the receiver runs it at shutdown (``ctxdoctor.receiver.convert.Converter``,
+live figures on): a journal of ``--converter-batches`` listen batches drained into a dump, by this
+process alone and with worker processes (``default_workers()``, one per core), alternately
+``--repeat`` times. That adds reading the journal, writing the dump and counting traces to the
+transcoding. Needs ~2.4 GB of disk in ``bench/.cache`` per 1,000 batches, briefly.
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ from __future__ import annotations
 import argparse
 import base64
 import gc
+import hashlib
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -49,7 +58,11 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from bench import dumpgen
 from bench.listen_load import batch, build_template
+from ctxdoctor.receiver.convert import Converter, default_workers
 from ctxdoctor.receiver.encode import Transcoder, screen_request
+from ctxdoctor.receiver.sink import journal_record
+
+CACHE = Path(__file__).resolve().parent / ".cache"
 
 # ---------------------------------------------------------------------------------------------
 # The baseline: the upb walker the converter used before the transcoder (ctxdoctor at c5d9ee1)
@@ -298,11 +311,51 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def converter(batches: int, repeat: int, seed: int) -> bool:
+    """Drain a journal as the receiver's converter does at shutdown; True if every dump is the same."""
+    CACHE.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="encode-", dir=CACHE))
+    try:
+        journal = work / "journal.binpb"
+        template = build_template(seed)
+        with journal.open("wb") as f:
+            for n in range(1, batches + 1):
+                f.write(journal_record(batch(template, n)))
+        size = journal.stat().st_size
+        print(f"\nconverter: a journal of {batches} listen batches ({size / 1e6:.0f} MB), drained as at shutdown")
+        print(f"  {'mode':<36} {'µs/span':>8} {'spans/s':>10} {'wall s':>7}  load")
+        first: hashlib.blake2b | None = None
+        same = True
+        for _ in range(repeat):
+            for workers in (0, default_workers()):
+                dump = work / "dump.json"
+                conv = Converter(journal, dump, live=True, workers=workers)
+                t0 = time.perf_counter()
+                while conv.step(limit=size):
+                    pass
+                took = time.perf_counter() - t0
+                conv.close()
+                spans = conv.progress.spans
+                label = "this process" if not workers else f"{workers} worker processes"
+                print(f"  {label:<36} {took / spans * 1e6:8.2f} {spans / took:10,.0f} {took:7.2f}  {load()}")
+                digest = hashlib.blake2b()
+                with dump.open("rb") as f:
+                    while block := f.read(1 << 24):
+                        digest.update(block)
+                first = first or digest
+                same = same and digest.digest() == first.digest()
+                dump.unlink()
+        return same
+    finally:
+        shutil.rmtree(work)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lines", type=int, default=40, help="512-span requests per input")
     ap.add_argument("--repeat", type=int, default=5, help="runs per measurement; the best is kept")
     ap.add_argument("--seed", type=int, default=dumpgen.DEFAULT_SEED)
+    ap.add_argument("--converter-batches", type=int, default=1000, help="journal size for the converter (0: skip)")
     args = ap.parse_args(argv)
 
     print(f"load average at start: {load()}  (2 cores shared; the figures are one core's)")
@@ -338,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:<36} {us:8.2f} {spans / took:10,.0f} {base / us:6.2f}x  {load()}")
         if not same:
             return 1
+    if args.converter_batches and not converter(args.converter_batches, args.repeat, args.seed):
+        print("  the dumps differ between runs")
+        return 1
     return 0
 
 

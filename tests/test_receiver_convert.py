@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import msgspec
@@ -75,6 +77,91 @@ def test_converter_counts_the_traces_it_converts(tmp_path: Path) -> None:
     assert conv.progress.spans == len(ids)
 
 
+def _convert_all(journal: Path, dump: Path, **kw: int) -> Converter:
+    conv = Converter(journal, dump, live=False, **kw)
+    size = journal.stat().st_size
+    while conv.step(limit=size):
+        pass
+    conv.close()
+    return conv
+
+
+def test_worker_processes_write_the_same_dump_in_the_same_order(tmp_path: Path) -> None:
+    """A backlog converted by worker processes, chunk by chunk, as this process would convert it."""
+    journal = tmp_path / "j"
+    data, ids = _records(range(1, 40))
+    req, _ = make_request(40, n=2)
+    req.resource_spans[0].scope_spans[0].spans[0].name = "NAME"
+    bad_at = len(data)
+    data += journal_record(req.SerializeToString().replace(b"NAME", b"N\xffME"))
+    more, more_ids = _records(range(41, 80))
+    journal.write_bytes(data + more)
+    one = _convert_all(journal, tmp_path / "one.json")
+    # A record per chunk, so that several are in flight at once.
+    parallel = _convert_all(journal, tmp_path / "par.json", workers=2, parallel_backlog=1, chunk_bytes=1)
+    assert (tmp_path / "par.json").read_bytes() == (tmp_path / "one.json").read_bytes()
+    assert parallel.progress == one.progress
+    assert one.progress.error == f"journal record at offset {bad_at} is unreadable; skipped"
+    assert one.progress.spans == len(ids | more_ids) == 78 * 5
+    assert [(s.trace_id, s.span_id) for s in read_paths([tmp_path / "par.json"]).spans] == sorted(ids | more_ids)
+
+
+def test_a_worker_that_dies_costs_time_not_spans(tmp_path: Path) -> None:
+    journal, dump = tmp_path / "j", tmp_path / "dump.json"
+    data, ids = _records(range(1, 60))
+    journal.write_bytes(data)
+    conv = Converter(journal, dump, live=False, workers=2, parallel_backlog=1, chunk_bytes=1)
+    assert conv.step(limit=len(data), budget=0)  # the first record is written, others are in flight
+    assert conv._pool is not None and conv.progress.requests == 1
+    for proc in list(conv._pool._processes.values()):  # type: ignore[attr-defined]
+        proc.kill()
+    while conv.step(limit=len(data)):
+        pass
+    conv.close()
+    assert conv._workers == 0  # it went on without them
+    assert conv.progress.offset == len(data) and conv.progress.spans == len(ids)
+    assert [(s.trace_id, s.span_id) for s in read_paths([dump]).spans] == sorted(ids)
+
+
+_KILLED_CONVERTER = """
+import sys, time
+from pathlib import Path
+from ctxdoctor.receiver.convert import Converter
+
+if __name__ == "__main__":
+    journal = Path(sys.argv[1])
+    conv = Converter(journal, Path(sys.argv[2]), live=False, workers=2, parallel_backlog=1, chunk_bytes=1)
+    conv.step(limit=journal.stat().st_size, budget=0)
+    print(*(p.pid for p in conv._pool._processes.values()), flush=True)
+    time.sleep(60)
+"""
+
+
+def test_worker_processes_do_not_outlive_a_killed_converter(tmp_path: Path) -> None:
+    """The receiver kills a converter that is stuck; its workers must go with it."""
+    journal = tmp_path / "j"
+    journal.write_bytes(_records(range(1, 40))[0])
+    script = tmp_path / "killed_converter.py"
+    script.write_text(_KILLED_CONVERTER)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(journal), str(tmp_path / "dump.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.stdout is not None
+    workers = [int(pid) for pid in proc.stdout.readline().split()]
+    assert len(workers) == 2
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
 def test_converter_process_finishes_the_journal_when_its_parent_is_gone(tmp_path: Path) -> None:
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
     data, ids = _records(range(1, 30))
@@ -120,19 +207,18 @@ def test_converter_process_exits_once_it_reached_the_end_it_is_given(tmp_path: P
 def test_trace_counter_is_exact_then_close() -> None:
     tc = TraceCounter()
     for i in range(1000):
-        tc.add(i)
-        tc.add(i)
+        tc.add([i.to_bytes(16, "big")] * 2)
     assert (tc.count(), tc.estimated) == (1000, False)
     rng = random.Random(1)
     big = TraceCounter()
     n = 300_000
-    for _ in range(n):
-        big.add(rng.getrandbits(128))
+    for _ in range(n // 300):
+        big.add([rng.randbytes(16) for _ in range(300)])
     assert big.estimated
     assert abs(big.count() - n) / n < 0.03
     seq = TraceCounter()  # sequential ids (some generators) must not fool the estimate
     for i in range(n):
-        seq.add(i + 1)
+        seq.add([(i + 1).to_bytes(16, "big")])
     assert abs(seq.count() - n) / n < 0.03
 
 

@@ -3,13 +3,17 @@
 Why a journal and a second process: encoding OTLP/JSON in Python costs several µs per span even
 straight from the wire bytes (``encode.Transcoder``), several times what it costs to parse and
 check a request. Doing it before the acknowledgement would cap the receiver at a fraction of what
-it can accept. So a request is acknowledged once
-its (checked) protobuf bytes are appended to the journal, which is the Collector file exporter's
-``proto`` format (4-byte big-endian length + ``ExportTraceServiceRequest``), readable by
-``ctxdoctor analyze`` as it is, and this process turns the journal into the JSON dump behind it,
-in order, on another core and at a lower priority than the receiver. At shutdown the receiver
-waits for it to finish and then deletes the journal; if anything goes wrong the journal is kept,
-since it holds every acknowledged request.
+it can accept. So a request is acknowledged once its (checked) protobuf bytes are appended to the
+journal, which is the Collector file exporter's ``proto`` format (4-byte big-endian length +
+``ExportTraceServiceRequest``), readable by ``ctxdoctor analyze`` as it is, and this process turns
+the journal into the JSON dump behind it, in order, on another core and at a lower priority than
+the receiver. At shutdown the receiver waits for it to finish and then deletes the journal; if
+anything goes wrong the journal is kept, since it holds every acknowledged request.
+
+A large backlog left when the receiver stops (or pauses) is converted by worker processes, a
+chunk of records each, written to the dump in journal order. Not while requests keep coming: then
+the cores are busy receiving, and the copying between processes would cost more of what little
+is left than a second process gains (``bench/encode.py`` measures both).
 
 The converter also computes the figures of the live view that need the spans themselves: the
 number of traces, and the suspected orphans (the real diagnosis, over the most recent spans, at
@@ -17,21 +21,26 @@ most once a second).
 
 Protocol with the parent: it reads commands on stdin (``end <offset>``: convert up to there,
 then exit; end of input: the parent is gone, so convert what the journal holds and exit) and
-writes one JSON ``Progress`` per line on stdout.
+writes one JSON ``Progress`` per line on stdout. Arguments: journal, dump, then ``--append``,
+``--no-live``, ``--workers=N`` (default: one per core, at most 4; 0: none).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
+import multiprocessing
 import os
 import signal
 import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
@@ -43,6 +52,15 @@ LIVE_WINDOW_SPANS = 50_000
 #: Distinct trace ids are counted exactly up to this many, then estimated (HyperLogLog).
 EXACT_TRACES = 200_000
 _HEADER = struct.Struct(">I")
+#: Journal bytes per chunk handed to a worker process: ~6k spans, tens of ms of work.
+CHUNK_BYTES = 2 << 20
+#: The backlog from which worker processes pay for their start (~0.3 s each) and the copying.
+PARALLEL_BACKLOG = 16 << 20
+#: The journal has not grown for this long: the receiver is idle, its cores are free.
+IDLE_SECONDS = 1.0
+#: Seconds one ``step`` may take before it returns, so that progress is reported while a long
+#: backlog drains.
+STEP_BUDGET = 0.2
 
 
 class Progress(msgspec.Struct, omit_defaults=True):
@@ -60,29 +78,32 @@ class Progress(msgspec.Struct, omit_defaults=True):
 
 class TraceCounter:
     """Distinct trace ids: exact while small, then a HyperLogLog estimate (error ~1%) so that
-    memory stays flat however long the receiver runs."""
+    memory stays flat however long the receiver runs. Ids are added a request at a time, as
+    bytes: a few hundred per request, so the per-id cost is what counts."""
 
     _P = 14
     _M = 1 << _P
 
     def __init__(self) -> None:
-        self._exact: set[int] | None = set()
+        self._exact: set[bytes] | None = set()
         self._regs = bytearray(self._M)
 
-    def add(self, trace_id: int) -> None:
+    def add(self, trace_ids: Iterable[bytes]) -> None:
         if self._exact is not None:
-            self._exact.add(trace_id)
+            self._exact.update(trace_ids)
             if len(self._exact) > EXACT_TRACES:
                 for t in self._exact:
                     self._hll(t)
                 self._exact = None
             return
-        self._hll(trace_id)
+        for t in trace_ids:
+            self._hll(t)
 
-    def _hll(self, trace_id: int) -> None:
+    def _hll(self, trace_id: bytes) -> None:
         # Trace ids are meant to be random, but mix anyway: some generators are sequential.
         mask = 0xFFFFFFFFFFFFFFFF
-        h = (trace_id ^ (trace_id >> 64)) & mask
+        t = int.from_bytes(trace_id, "big")
+        h = (t ^ (t >> 64)) & mask
         h = ((h ^ (h >> 33)) * 0xFF51AFD7ED558CCD) & mask  # murmur3's 64-bit finaliser
         h = ((h ^ (h >> 33)) * 0xC4CEB9FE1A85EC53) & mask
         h ^= h >> 33
@@ -105,10 +126,74 @@ class TraceCounter:
         return round(est)
 
 
+def _unreadable(offset: int) -> str:
+    return f"journal record at offset {offset} is unreadable; skipped"
+
+
+#: One record's result in a worker: (dump line, spans, trace ids), or why it is unreadable.
+RecordResult = tuple[bytes, int, list[bytes]] | str
+_worker_transcoder: Transcoder | None = None
+
+
+def convert_chunk(journal: str, start: int, offsets: list[int], end: int) -> list[RecordResult]:
+    """Transcode the records at ``offsets`` (from ``start`` to ``end``), in a worker process."""
+    global _worker_transcoder
+    tc = _worker_transcoder = _worker_transcoder or Transcoder()  # its caches outlive the chunk
+    fd = os.open(journal, os.O_RDONLY)
+    try:
+        data = os.pread(fd, end - start, start)
+    finally:
+        os.close(fd)
+    out: list[RecordResult] = []
+    for offset in offsets:
+        p = offset - start
+        (length,) = _HEADER.unpack_from(data, p)
+        try:
+            enc = tc.transcode(data[p + 4 : p + 4 + length])
+        except TranscodeError:
+            out.append(_unreadable(offset))
+            continue
+        out.append((enc.line, enc.spans, enc.trace_ids))
+    return out
+
+
+def _worker_start(parent: int) -> None:
+    """A worker must not outlive the converter. If the receiver kills it (stuck on a full disk),
+    a worker would wait forever to send its result: the other workers hold the pipe open."""
+    with contextlib.suppress(Exception):  # Linux: SIGKILL this process when its parent dies
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before that
+        os._exit(0)
+
+
+class _Chunk(NamedTuple):
+    start: int
+    offsets: list[int]  # of its records
+    end: int
+    future: Future[list[RecordResult]]
+
+
+def default_workers() -> int:
+    """One worker per core: they run at idle priority, so they take only what is free."""
+    return min(os.cpu_count() or 1, 4)
+
+
 class Converter:
     """Converts complete journal records to dump lines, in order, never skipping one."""
 
-    def __init__(self, journal: Path, dump: Path, *, append: bool = False, live: bool = True) -> None:
+    def __init__(
+        self,
+        journal: Path,
+        dump: Path,
+        *,
+        append: bool = False,
+        live: bool = True,
+        workers: int = 0,
+        parallel_backlog: int = PARALLEL_BACKLOG,
+        chunk_bytes: int = CHUNK_BYTES,
+    ) -> None:
+        """``workers``: processes that convert a backlog of ``parallel_backlog`` bytes or more
+        once the receiver stops or pauses (0: this process does it all)."""
         self.journal_path = journal
         self._journal = journal.open("rb")
         self.dump = AppendFile(dump, append=append, exclusive=True)
@@ -120,43 +205,132 @@ class Converter:
         self._next_diagnosis = time.monotonic() + 0.5
         self._lock = threading.Lock()
         self._transcoder = Transcoder()
+        self._workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+        self._inflight: collections.deque[_Chunk] = collections.deque()
+        self._scheduled = 0  # journal offset up to which chunks are in flight
+        self._parallel_backlog = parallel_backlog
+        self._chunk_bytes = chunk_bytes
+        self._size = -1
+        self._grew_at = time.monotonic()
 
-    def step(self, limit: int | None = None) -> bool:
-        """Convert the complete records available (up to ``limit``); True if any was converted."""
-        did = False
-        f = self._journal
+    def step(self, limit: int | None = None, budget: float = STEP_BUDGET) -> bool:
+        """Convert the complete records available (up to ``limit``), for about ``budget``
+        seconds at most; True if any was converted."""
         # Only what the file holds now: a record past its end is still being written (or is
         # about to be rolled back), and a device (a test's /dev/full) has no records at all.
-        size = os.fstat(f.fileno()).st_size
-        while (limit is None or self.progress.offset < limit) and self.progress.offset + 4 <= size:
-            f.seek(self.progress.offset)
-            (length,) = _HEADER.unpack(f.read(4))
-            if self.progress.offset + 4 + length > size:
-                break
-            body = f.read(length)
-            if len(body) < length:
-                break
-            try:
-                enc = self._transcoder.transcode(body)
-            except TranscodeError:
-                # Cannot happen for records the receiver wrote; do not stop converting over it.
-                self.progress.error = f"journal record at offset {self.progress.offset} is unreadable; skipped"
-                self.progress.offset += 4 + length
-                continue
-            if enc.line:
-                self.dump.append(enc.line)  # raises DumpWriteError: the caller retries
-            self._observe(enc.trace_ids, body, enc.spans)
-            self.progress.offset += 4 + length
-            self.progress.requests += 1
-            self.progress.spans += enc.spans
+        size = os.fstat(self._journal.fileno()).st_size
+        end = size if limit is None else min(size, limit)
+        now = time.monotonic()
+        if size != self._size:
+            self._size, self._grew_at = size, now
+        # ``limit`` is set once the receiver has stopped accepting.
+        quiet = limit is not None or now - self._grew_at >= IDLE_SECONDS
+        parallel = self._workers and quiet and end - self.progress.offset >= self._parallel_backlog
+        deadline = now + budget
+        did = False
+        while True:
+            progressed = self._step_parallel(end) if self._inflight or parallel else self._step_one(end)
+            if not progressed:
+                return did
             did = True
-        return did
+            if time.monotonic() >= deadline:
+                return did
+
+    def _record_at(self, offset: int, end: int) -> int | None:
+        """The length of the complete record at ``offset``, if it ends by ``end``."""
+        if offset + 4 > end:
+            return None
+        header = os.pread(self._journal.fileno(), 4, offset)
+        if len(header) < 4:
+            return None
+        (length,) = _HEADER.unpack(header)
+        return length if offset + 4 + length <= end else None
+
+    def _step_one(self, end: int) -> bool:
+        offset = self.progress.offset
+        length = self._record_at(offset, end)
+        if length is None:
+            return False
+        body = os.pread(self._journal.fileno(), length, offset + 4)
+        if len(body) < length:
+            return False
+        try:
+            enc = self._transcoder.transcode(body)
+        except TranscodeError:
+            # Cannot happen for records the receiver wrote; do not stop converting over it.
+            self.progress.error = _unreadable(offset)
+            self.progress.offset += 4 + length
+            return True
+        if enc.line:
+            self.dump.append(enc.line)  # raises DumpWriteError: the caller retries
+        self._observe(enc.trace_ids, body, enc.spans)
+        self.progress.offset += 4 + length
+        self.progress.requests += 1
+        self.progress.spans += enc.spans
+        return True
+
+    def _step_parallel(self, end: int) -> bool:
+        """Write the oldest chunk in flight once its worker is done, keeping the workers busy."""
+        try:
+            self._schedule(end)
+            if not self._inflight:
+                return False
+            chunk = self._inflight[0]
+            results = chunk.future.result()
+        except Exception:
+            # A worker died (killed, out of memory) or failed: convert here, from where the dump is.
+            self._stop_pool()
+            self._workers = 0
+            return True
+        lines = b"".join(r[0] for r in results if not isinstance(r, str))
+        if lines:
+            self.dump.append(lines)  # raises DumpWriteError: the caller retries this chunk
+        self._inflight.popleft()
+        data = os.pread(self._journal.fileno(), chunk.end - chunk.start, chunk.start) if self._live else b""
+        for offset, r in zip(chunk.offsets, results, strict=True):
+            if isinstance(r, str):
+                self.progress.error = r
+                continue
+            _, spans, trace_ids = r
+            p = offset - chunk.start
+            body = data[p + 4 : p + 4 + _HEADER.unpack_from(data, p)[0]] if data else b""
+            self._observe(trace_ids, body, spans)
+            self.progress.requests += 1
+            self.progress.spans += spans
+        self.progress.offset = chunk.end
+        return True
+
+    def _schedule(self, end: int) -> None:
+        if not self._inflight:
+            self._scheduled = self.progress.offset
+        pos = self._scheduled
+        while len(self._inflight) < 2 * self._workers:
+            start = pos
+            offsets = []
+            while pos - start < self._chunk_bytes and (length := self._record_at(pos, end)) is not None:
+                offsets.append(pos)
+                pos += 4 + length
+            if not offsets:
+                break
+            if self._pool is None:
+                # Spawned, not forked: this process has threads. They inherit its idle priority.
+                ctx = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(
+                    self._workers, mp_context=ctx, initializer=_worker_start, initargs=(os.getpid(),)
+                )
+            future = self._pool.submit(convert_chunk, str(self.journal_path), start, offsets, pos)
+            self._inflight.append(_Chunk(start, offsets, pos, future))
+        self._scheduled = pos
+
+    def _stop_pool(self) -> None:
+        self._inflight.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def _observe(self, trace_ids: list[bytes], body: bytes, spans: int) -> None:
-        add = self._traces.add
-        from_bytes = int.from_bytes
-        for t in trace_ids:
-            add(from_bytes(t, "big"))
+        self._traces.add(trace_ids)
         self.progress.traces = self._traces.count()
         self.progress.traces_estimated = self._traces.estimated
         if self._live and spans:
@@ -194,6 +368,7 @@ class Converter:
         self._next_diagnosis = time.monotonic() + max(1.0, 5 * took)
 
     def close(self) -> None:
+        self._stop_pool()
         self._journal.close()
         self.dump.close()
 
@@ -203,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     journal, dump = Path(args[0]), Path(args[1])
     append = "--append" in args
     live = "--no-live" not in args
+    workers = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--workers=")), default_workers())
     # Ctrl-C reaches the whole process group; the parent decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Receiving comes first: the backlog is converted when a core is idle (Linux SCHED_IDLE),
@@ -225,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
 
     try:
-        conv = Converter(journal, dump, append=append, live=live)
+        conv = Converter(journal, dump, append=append, live=live, workers=workers)
     except (OSError, DumpWriteError) as exc:
         report(Progress(error=f"cannot start converting: {exc}", done=True))
         return 1
