@@ -149,6 +149,11 @@ _M32 = 0xFFFFFFFF
 _M64 = 0xFFFFFFFFFFFFFFFF
 #: Span.kind as the old walker wrote it, for the six kinds the specification defines.
 _KINDS = [b""] + [b',"kind":%d' % k for k in range(1, 6)]
+#: A span with a parent, both times and attributes, and no trace state.
+_SPAN = (
+    b'{"traceId":"%b","spanId":"%b","parentSpanId":"%b"%b%b%b'
+    b',"startTimeUnixNano":"%d","endTimeUnixNano":"%d","attributes":[%b]%b}'
+)
 
 
 class TranscodeError(ValueError):
@@ -456,8 +461,6 @@ class Transcoder:
             if t == 0x22:
                 s, q = _len(buf, q + 1)
                 parent = buf[s:q]
-                if parent:
-                    head += b',"parentSpanId":"' + hexlify(parent) + b'"'
                 t = buf[q] if q < e else 0
             name = b""
             if t == 0x2A:
@@ -485,13 +488,12 @@ class Transcoder:
                         kind = b',"kind":%d' % k
                 t = buf[q] if q < e else 0
             times = b""
+            start = stop = 0
             if t == 0x39:
                 if q + 18 <= e and buf[q + 9] == 0x41:
                     start, stop = _u64x2(buf, q + 1)
                     q += 18
-                    if start and stop:
-                        times = b',"startTimeUnixNano":"%d","endTimeUnixNano":"%d"' % (start, stop)
-                    elif start or stop:
+                    if not (start and stop):
                         times = _times(start, stop)
                 else:
                     times = _times(u64(buf, q + 1)[0], 0)
@@ -501,7 +503,7 @@ class Transcoder:
                 times += _times(0, u64(buf, q + 1)[0])
                 q += 9
                 t = buf[q] if q < e else 0
-            attrs = b""
+            attrs = None
             if t == 0x4A:
                 frags = []
                 while t == 0x4A:
@@ -515,13 +517,18 @@ class Transcoder:
                     frag = kv_cache.get(raw)
                     frags.append(frag if frag is not None else kv_json(raw))
                     t = buf[q] if q < e else 0
-                attrs = b',"attributes":[' + b",".join(frags) + b"]"
+                attrs = b",".join(frags)
             tail = b""
             if 0x50 <= t <= 0x70:
                 tail, q = self._span_rare(buf, q, e)
                 t = buf[q] if q < e else 0
             if t == 0x7A:
-                s, q = _len(buf, q + 1)
+                n = buf[q + 1]
+                if n < 0x80:
+                    s = q + 2
+                    q = s + n
+                else:
+                    s, q = _len(buf, q + 1)
                 raw = buf[s:q]
                 frag = statuses.get(raw)
                 tail += frag if frag is not None else self._cache(statuses, raw, self._status_json(buf, s, q))
@@ -548,9 +555,28 @@ class Transcoder:
             if trace_id != last_trace:
                 trace_ids.append(trace_id)
                 last_trace = trace_id
+            if parent and start and stop and attrs is not None and not head:
+                # What nearly every span has, in one formatting step.
+                ids = hexlify(trace_id), hexlify(span_id), hexlify(parent)
+                add(_SPAN % (*ids, flags, name, kind, start, stop, attrs, tail))
+                continue
+            if parent:
+                head += b',"parentSpanId":"' + hexlify(parent) + b'"'
+            if start and stop:
+                times = b',"startTimeUnixNano":"%d","endTimeUnixNano":"%d"' % (start, stop)
             add(
                 b'{"traceId":"%b","spanId":"%b"%b%b%b%b%b%b%b}'
-                % (hexlify(trace_id), hexlify(span_id), head, flags, name, kind, times, attrs, tail)
+                % (
+                    hexlify(trace_id),
+                    hexlify(span_id),
+                    head,
+                    flags,
+                    name,
+                    kind,
+                    times,
+                    b"" if attrs is None else b',"attributes":[' + attrs + b"]",
+                    tail,
+                )
             )
         if spans:
             out.append(sep + b'"spans":[' + b",".join(spans) + b"]")
@@ -607,7 +633,23 @@ class Transcoder:
 
     def _kv_json(self, raw: bytes) -> bytes:
         """An attribute's JSON object, cached by its bytes."""
-        frag = self._kv_object(raw, 0, len(raw), 0)
+        # Most attributes are a key and a string or an integer: read those in one go.
+        n = len(raw)
+        if n > 4 and raw[0] == 0x0A and raw[1] < 0x80:
+            v = 2 + raw[1]  # the value field
+            if v + 4 <= n and raw[v] == 0x12 and raw[v + 1] == n - v - 2 and raw[v + 1] > 1:
+                key = raw[2:v]
+                tag = raw[v + 2]
+                if tag == 0x0A and raw[v + 3] == n - v - 4 and key:
+                    frag = b'{"key":%b,"value":{"stringValue":%b}}' % (_str(key), _str(raw[v + 4 :]))
+                    return self._cache(self._kv, raw, frag)
+                if tag == 0x18 and raw[-1] < 0x80 and key:
+                    i, end = _varint(raw, v + 3)
+                    if end == n:
+                        i = i - (1 << 64) if i >= 1 << 63 else i
+                        frag = b'{"key":%b,"value":{"intValue":"%d"}}' % (_str(key), i)
+                        return self._cache(self._kv, raw, frag)
+        frag = self._kv_object(raw, 0, n, 0)
         if self._max_depth != _MAX_VALUE_DEPTH:  # see transcode()
             return frag
         return self._cache(self._kv, raw, frag)
