@@ -336,7 +336,12 @@ def converter(batches: int, repeat: int, seed: int) -> bool:
                 took = time.perf_counter() - t0
                 conv.close()
                 spans = conv.progress.spans
-                label = "this process" if not workers else f"{workers} worker processes"
+                if not workers:
+                    label = "this process"
+                elif conv.used_workers:
+                    label = f"{workers} worker processes"
+                else:
+                    label = f"{workers} workers asked; cores busy: alone"
                 print(f"  {label:<36} {took / spans * 1e6:8.2f} {spans / took:10,.0f} {took:7.2f}  {load()}")
                 digest = hashlib.blake2b()
                 with dump.open("rb") as f:

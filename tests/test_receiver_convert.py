@@ -13,7 +13,7 @@ import msgspec
 from rich.console import Console
 
 from ctxdoctor.readers import read_paths
-from ctxdoctor.receiver.convert import Converter, Progress, TraceCounter
+from ctxdoctor.receiver.convert import Converter, Progress, TraceCounter, idle_cores
 from ctxdoctor.receiver.live import Snapshot, panel, plain_line
 from ctxdoctor.receiver.sink import journal_record
 from tests.test_receiver_errors import make_request
@@ -98,7 +98,9 @@ def test_worker_processes_write_the_same_dump_in_the_same_order(tmp_path: Path) 
     journal.write_bytes(data + more)
     one = _convert_all(journal, tmp_path / "one.json")
     # A record per chunk, so that several are in flight at once.
-    parallel = _convert_all(journal, tmp_path / "par.json", workers=2, parallel_backlog=1, chunk_bytes=1)
+    parallel = _convert_all(
+        journal, tmp_path / "par.json", workers=2, parallel_backlog=1, chunk_bytes=1, min_idle_cores=0
+    )
     assert (tmp_path / "par.json").read_bytes() == (tmp_path / "one.json").read_bytes()
     assert parallel.progress == one.progress
     assert one.progress.error == f"journal record at offset {bad_at} is unreadable; skipped"
@@ -110,7 +112,7 @@ def test_a_worker_that_dies_costs_time_not_spans(tmp_path: Path) -> None:
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
     data, ids = _records(range(1, 60))
     journal.write_bytes(data)
-    conv = Converter(journal, dump, live=False, workers=2, parallel_backlog=1, chunk_bytes=1)
+    conv = Converter(journal, dump, live=False, workers=2, parallel_backlog=1, chunk_bytes=1, min_idle_cores=0)
     assert conv.step(limit=len(data), budget=0)  # the first record is written, others are in flight
     assert conv._pool is not None and conv.progress.requests == 1
     for proc in list(conv._pool._processes.values()):  # type: ignore[attr-defined]
@@ -130,7 +132,8 @@ from ctxdoctor.receiver.convert import Converter
 
 if __name__ == "__main__":
     journal = Path(sys.argv[1])
-    conv = Converter(journal, Path(sys.argv[2]), live=False, workers=2, parallel_backlog=1, chunk_bytes=1)
+    parallel = dict(workers=2, parallel_backlog=1, chunk_bytes=1, min_idle_cores=0)
+    conv = Converter(journal, Path(sys.argv[2]), live=False, **parallel)
     conv.step(limit=journal.stat().st_size, budget=0)
     print(*(p.pid for p in conv._pool._processes.values()), flush=True)
     time.sleep(60)
@@ -160,6 +163,20 @@ def test_worker_processes_do_not_outlive_a_killed_converter(tmp_path: Path) -> N
     while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+
+
+def test_no_workers_when_the_cores_are_busy(tmp_path: Path) -> None:
+    """Workers on cores that others keep busy only add copying: this process converts alone."""
+    journal = tmp_path / "j"
+    data, ids = _records(range(1, 20))
+    journal.write_bytes(data)
+    conv = _convert_all(journal, tmp_path / "dump.json", workers=2, parallel_backlog=1, min_idle_cores=1000)
+    assert not conv.used_workers and conv.progress.spans == len(ids)
+
+
+def test_idle_cores_are_measured() -> None:
+    idle = idle_cores(0.05)
+    assert idle is not None and 0 <= idle <= (os.cpu_count() or 1) + 0.5
 
 
 def test_converter_process_finishes_the_journal_when_its_parent_is_gone(tmp_path: Path) -> None:
