@@ -123,9 +123,7 @@ def listen(
             highlight=False,
             soft_wrap=True,
         )
-        console.print(
-            "Point your apps here (exporters default to localhost:4317/4318 already):", highlight=False
-        )
+        console.print("Point your apps here (exporters default to localhost:4317/4318 already):", highlight=False)
         for who, line in env_hints(host, receiver.grpc_port, receiver.http_port):
             console.print(f"  {who}:", highlight=False, markup=False)
             console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)

@@ -90,9 +90,7 @@ def decompress(data: bytes, limit: int) -> tuple[str | None, bytes, tuple[grpc.S
 
 
 class GrpcServer:
-    def __init__(
-        self, ingest: Ingest, host: str, port: int, *, max_message_bytes: int, workers: int = 16
-    ) -> None:
+    def __init__(self, ingest: Ingest, host: str, port: int, *, max_message_bytes: int, workers: int = 16) -> None:
         self.ingest = ingest
         self.max_message_bytes = max_message_bytes
         self._server = grpc.server(
@@ -123,9 +121,7 @@ class GrpcServer:
                 f"cannot listen for OTLP/gRPC on {host}:{port}: {bind_reason(host, port, '--port')}"
             ) from exc
         if self.port == 0:  # older grpcio reports a failed bind this way
-            raise PortInUse(
-                f"cannot listen for OTLP/gRPC on {host}:{port}: {bind_reason(host, port, '--port')}"
-            )
+            raise PortInUse(f"cannot listen for OTLP/gRPC on {host}:{port}: {bind_reason(host, port, '--port')}")
 
     def start(self) -> None:
         self._server.start()
@@ -210,9 +206,7 @@ def bind_reason(host: str, port: int, flag: str) -> str:
         except OSError as exc:
             err = exc.errno
     if err == errno.EADDRINUSE or err is None:
-        return (
-            f"the port is already in use (another collector or ctxdoctor listen?); pick another with {flag}"
-        )
+        return f"the port is already in use (another collector or ctxdoctor listen?); pick another with {flag}"
     if err in (errno.EACCES, errno.EPERM):
         return f"binding port {port} needs privileges; pick a port above 1023 with {flag}"
     if err == errno.EADDRNOTAVAIL:

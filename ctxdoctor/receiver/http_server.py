@@ -60,9 +60,7 @@ class _Server(ThreadingHTTPServer):
     block_on_close = True
     allow_reuse_address = True
 
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: HttpServer
-    ) -> None:
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: HttpServer) -> None:
         self.owner = owner
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -297,9 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path != PATH:
             self._drain_quietly()
-            self._status(
-                404, _NOT_FOUND, f"no such path {path!r}: OTLP/HTTP traces go to POST {PATH}", "json"
-            )
+            self._status(404, _NOT_FOUND, f"no such path {path!r}: OTLP/HTTP traces go to POST {PATH}", "json")
             return
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         encoding = "protobuf" if ctype in _PROTOBUF_TYPES else "json" if ctype in _JSON_TYPES else None
@@ -323,8 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._status(
                     415,
                     _INVALID_ARGUMENT,
-                    f"unsupported Content-Type {ctype or '(none)'!r}: "
-                    "send application/x-protobuf or application/json",
+                    f"unsupported Content-Type {ctype or '(none)'!r}: send application/x-protobuf or application/json",
                     "json",
                 )
                 return
@@ -377,9 +372,7 @@ class _Handler(BaseHTTPRequestHandler):
                     pre_problem=pre_problem,
                 )
             except SinkClosed:
-                self._status(
-                    503, _UNAVAILABLE, "ctxdoctor is shutting down; retry later", encoding, retry_after=True
-                )
+                self._status(503, _UNAVAILABLE, "ctxdoctor is shutting down; retry later", encoding, retry_after=True)
                 return
             except OSError as exc:
                 self._status(503, _UNAVAILABLE, f"ctxdoctor {exc}; retry later", encoding, retry_after=True)
@@ -406,13 +399,9 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         self._drain_quietly()
         if path != PATH:
-            self._status(
-                404, _NOT_FOUND, f"no such path {path!r}: OTLP/HTTP traces go to POST {PATH}", "json"
-            )
+            self._status(404, _NOT_FOUND, f"no such path {path!r}: OTLP/HTTP traces go to POST {PATH}", "json")
         else:
-            self._status(
-                405, _UNIMPLEMENTED, f"method {self.command} not allowed: use POST", "json", allow=True
-            )
+            self._status(405, _UNIMPLEMENTED, f"method {self.command} not allowed: use POST", "json", allow=True)
 
     do_GET = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _method_not_allowed
 
@@ -438,9 +427,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise _BodyError(f"bad Content-Length {length_text[:40]!r}") from None
         if length > limit:
             self._body = length
-            raise TooLarge(
-                f"request body of {length} bytes is over the limit of {limit} bytes (--max-message-mib)"
-            )
+            raise TooLarge(f"request body of {length} bytes is over the limit of {limit} bytes (--max-message-mib)")
         data = self.rfile.read(length)
         self._body = "read"
         if len(data) < length:
@@ -597,9 +584,7 @@ def _decompress(wire: bytes, encoding: str, limit: int) -> bytes:
     except zlib.error as exc:
         raise _BodyError(f"body is not valid {encoding}: {exc}") from None
     if len(out) > limit:
-        raise TooLarge(
-            f"request body decompresses to more than the limit of {limit} bytes (--max-message-mib)"
-        )
+        raise TooLarge(f"request body decompresses to more than the limit of {limit} bytes (--max-message-mib)")
     if not d.eof:
         raise _BodyError(f"{encoding} body is truncated")
     return out

@@ -62,9 +62,7 @@ class Accepted:
 class Ingest:
     """Shared by the transports; thread-safe."""
 
-    def __init__(
-        self, journal: AppendFile, receipts: ReceiptLog | None, max_spans: int | None = None
-    ) -> None:
+    def __init__(self, journal: AppendFile, receipts: ReceiptLog | None, max_spans: int | None = None) -> None:
         self.journal = journal
         self.receipts = receipts
         self.stats = ReceiverStats()
@@ -130,9 +128,7 @@ class Ingest:
             try:
                 self.journal.append(journal_record(data))
             except OSError as exc:
-                self._failed(
-                    protocol, peer, compression, nbytes, arrived, f"unavailable: {exc}", write=str(exc)
-                )
+                self._failed(protocol, peer, compression, nbytes, arrived, f"unavailable: {exc}", write=str(exc))
                 raise
         rejected = screened.rejected + pre_rejected
         message = screened.error_message

@@ -143,9 +143,7 @@ def panel(snap: Snapshot, title: str) -> Any:
     if snap.rejected or snap.failed:
         parts.append(Text(f"rejected spans {snap.rejected}, failed requests {snap.failed}", style="yellow"))
     if snap.write_error:
-        parts.append(
-            Text(f"DUMP NOT WRITABLE: {snap.write_error} (exporters are told to retry)", style="bold red")
-        )
+        parts.append(Text(f"DUMP NOT WRITABLE: {snap.write_error} (exporters are told to retry)", style="bold red"))
     return Group(*parts)
 
 

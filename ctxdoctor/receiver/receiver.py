@@ -110,9 +110,7 @@ class Receiver:
         grpc_port, http_port = self._requested
         try:
             if grpc_port is not None:
-                self._grpc = GrpcServer(
-                    ingest, self.host, grpc_port, max_message_bytes=self.max_message_bytes
-                )
+                self._grpc = GrpcServer(ingest, self.host, grpc_port, max_message_bytes=self.max_message_bytes)
                 self.grpc_port = self._grpc.port
             if http_port is not None:
                 self._http = HttpServer(
@@ -258,9 +256,7 @@ class Receiver:
     def __enter__(self) -> Receiver:
         return self.start()
 
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
 
     # -- observing -----------------------------------------------------------------------------
