@@ -57,11 +57,16 @@ def _scratch() -> int:
 
 
 class Forked:
-    """A forked process that writes its result with ``write(out)``."""
+    """A forked process that writes its result with ``write(out)``. Raises ``OSError`` when no
+    process can be made (out of processes or memory); callers then do the work themselves."""
 
     def __init__(self, write: Callable[[BinaryIO], None]):
         self.fd = _scratch()
-        self.pid = os.fork()
+        try:
+            self.pid = os.fork()
+        except OSError:
+            os.close(self.fd)
+            raise
         if self.pid == 0:  # pragma: no cover - the child (seen through its result)
             code = 1
             try:

@@ -83,3 +83,14 @@ def test_memory_to_spare_reads_this_machine() -> None:
     assert memory_to_spare(0.0)
     if os.path.exists("/proc/meminfo"):
         assert not memory_to_spare(1e9)  # a billion times this process is more than any machine
+
+
+def test_no_process_to_be_had_means_searching_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    spans = read_paths([SCENARIOS / "python-mixed-c32" / "dump.json"]).spans
+    expected = diagnose(spans)
+
+    def fork_fails() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", fork_fails)
+    assert diagnose(spans, jobs=2) == expected

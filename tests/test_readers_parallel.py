@@ -179,3 +179,19 @@ def test_small_inputs_and_one_cpu_stay_in_one_process(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(os, "fork", no_fork)
     assert len(read_paths([REAL], jobs=4).spans) > 100
+
+
+def test_no_process_to_be_had_means_reading_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fork() failing (EAGAIN: out of processes, ENOMEM) is no input error: the rest is read here."""
+    forks = []
+
+    def fork_fails_after_one() -> int:
+        forks.append(1)
+        if len(forks) > 1:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_fork()
+
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", fork_fails_after_one)
+    assert_same([REAL], 4)
+    assert len(forks) == 2  # one reader started, the second fork failed, no third was tried

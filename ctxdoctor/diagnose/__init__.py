@@ -40,7 +40,10 @@ def diagnose(
     # (copy-on-write), nearly as much again as the spans take, so only when that is to spare.
     plan = plan_search(spans)
     theirs, ours = _split(plan.weights(), _FORKED_SHARE)
-    call = Call(search, plan, theirs)
+    try:
+        call = Call(search, plan, theirs)
+    except OSError:  # no process to be had: search here
+        return _diagnose(spans, settings, warnings, files, lambda: find_orphans(spans))
     try:
 
         def both() -> tuple[list[Orphan], dict[tuple[str, str], int]]:

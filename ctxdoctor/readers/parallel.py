@@ -341,10 +341,14 @@ def read_runs(
     input error: its pieces are read again here.
     """
     shared = mmap.mmap(-1, 8 * len(runs))
-    children: list[Forked] = []
+    children: list[Forked | None] = []
     try:
         for slot, run in enumerate(runs[1:], start=1):
-            children.append(Forked(functools.partial(_read_share, run=run, read=read, progress=shared, slot=slot)))
+            try:
+                children.append(Forked(functools.partial(_read_share, run=run, read=read, progress=shared, slot=slot)))
+            except OSError:  # no more processes or memory for one: this process reads the rest
+                children += [None] * (len(runs) - slot)
+                break
         spans: list[Span] = []
         warnings: list[ReadWarning] = []
         done = 0
@@ -359,13 +363,14 @@ def read_runs(
             done += piece_size(piece)
             report(0)
         for child, run in zip(children, runs[1:], strict=True):
-            data = child.result()
-            if data is None:  # the process died: read its share here
+            data = child.result() if child is not None else None
+            if data is None:  # the process died, or never started: read its share here
                 for piece in run:
                     read(piece, units, spans.append, warnings.append, report)
                 continue
             with data:
                 theirs, outcome = _unpack(data, units)
+            assert child is not None
             child.close()
             spans += theirs
             del theirs
@@ -378,5 +383,6 @@ def read_runs(
         return spans, warnings
     finally:
         for child in children:
-            child.close()
+            if child is not None:
+                child.close()
         shared.close()
