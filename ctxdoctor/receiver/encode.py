@@ -44,6 +44,7 @@ from typing import NamedTuple
 import msgspec
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 
 # ---------------------------------------------------------------------------------------------
 # Screening, on the request path
@@ -78,27 +79,97 @@ class Screened(msgspec.Struct, frozen=True):
         return tuple(dict.fromkeys(svc for svc, _ in self.resources))
 
 
-def screen_request(req: ExportTraceServiceRequest) -> Screened:
+#: Raw bytes of a ``resource`` field -> (service.name, canonical serialisation): an exporter sends
+#: the same resource with every request, so it is looked at once. Cleared when full.
+_RESOURCE_IDENTS: dict[bytes, tuple[str, bytes]] = {}
+_RESOURCE_IDENTS_MAX = 4096
+
+
+def _resource_fields(raw: bytes) -> list[bytes | None] | None:
+    """Each ResourceSpans' ``resource`` field as its raw bytes (None: absent), in order, read from
+    the request's wire bytes; None when the request is not laid out simply enough to be sure
+    (a field other than ``resource_spans`` at the top, a ``resource`` field given twice, a field
+    number ResourceSpans does not have, a wire type that is not length-delimited)."""
+    out: list[bytes | None] = []
+    p = 0
+    end = len(raw)
+    try:
+        while p < end:
+            if raw[p] != 0x0A:
+                return None
+            n = raw[p + 1]
+            p += 2
+            if n >= 0x80:
+                n, p = _varint(raw, p - 1)
+            stop = p + n
+            if stop > end:
+                return None
+            res: bytes | None = None
+            while p < stop:
+                tag = raw[p]
+                if tag not in (0x0A, 0x12, 0x1A):
+                    return None
+                n = raw[p + 1]
+                p += 2
+                if n >= 0x80:
+                    n, p = _varint(raw, p - 1)
+                if tag == 0x0A:
+                    if res is not None:
+                        return None
+                    res = raw[p : p + n]
+                p += n
+            if p != stop:
+                return None
+            out.append(res)
+    except (IndexError, ValueError):
+        return None
+    return out
+
+
+def _resource_ident(rs: ResourceSpans) -> tuple[str, bytes]:
+    service = "unknown_service"
+    if not rs.HasField("resource"):
+        return (service, b"")
+    res = rs.resource
+    for kv in res.attributes:
+        if kv.key == "service.name":
+            service = kv.value.string_value or service
+            break
+    return (service, res.SerializeToString(deterministic=True))
+
+
+def screen_request(req: ExportTraceServiceRequest, raw: bytes | None = None) -> Screened:
     """Check every span's ids and remove (in place) the spans a dump could not identify.
 
     This is all the receiver does per span before acknowledging a request: the JSON encoding
-    happens later, off the request path, from the journal.
+    happens later, off the request path, from the journal. ``raw``, the request's protobuf
+    encoding if it came as protobuf, lets resources seen before be recognised by their bytes
+    instead of being walked and re-serialised again.
     """
     kept = 0
     rejected = 0
     first_problem = ""
     resources: list[tuple[str, bytes]] = []
-    for rs in req.resource_spans:
-        service = "unknown_service"
-        if rs.HasField("resource"):
-            res = rs.resource
-            for kv in res.attributes:
-                if kv.key == "service.name":
-                    service = kv.value.string_value or service
-                    break
-            ident = (service, res.SerializeToString(deterministic=True))
+    all_rs = req.resource_spans
+    fields = _resource_fields(raw) if raw is not None else None
+    if fields is not None and len(fields) != len(all_rs):
+        fields = None  # cannot happen for bytes upb parsed; never trust a walk that disagrees
+    cache = _RESOURCE_IDENTS
+    for k, rs in enumerate(all_rs):
+        if fields is None:
+            ident = _resource_ident(rs)
         else:
-            ident = (service, b"")
+            key = fields[k]
+            if key is None:
+                ident = ("unknown_service", b"")
+            else:
+                got = cache.get(key)
+                if got is None:
+                    got = _resource_ident(rs)
+                    if len(cache) >= _RESOURCE_IDENTS_MAX:
+                        cache.clear()
+                    cache[key] = got
+                ident = got
         if ident not in resources:
             resources.append(ident)
         for ss in rs.scope_spans:

@@ -122,7 +122,7 @@ class Ingest:
         came as protobuf (written as is unless spans had to be removed). Raises
         ``DumpWriteError``/``SinkClosed`` when it cannot; the caller then answers UNAVAILABLE
         and the exporter retries."""
-        screened = screen_request(req)
+        screened = screen_request(req, raw)
         if screened.spans:
             data = raw if raw is not None and not screened.rejected else req.SerializeToString()
             try:
