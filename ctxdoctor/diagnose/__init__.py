@@ -42,8 +42,9 @@ def diagnose(
     theirs, ours = _split(plan.weights(), _FORKED_SHARE)
     try:
         call = Call(search, plan, theirs)
-    except OSError:  # no process to be had: search here
-        return _diagnose(spans, settings, warnings, files, lambda: find_orphans(spans))
+    except OSError:  # no process to be had: search here, with the plan already made
+        everything = range(len(plan.parts))
+        return _diagnose(spans, settings, warnings, files, lambda: (ranked(search(plan, everything)), plan.group_sizes))
     try:
 
         def both() -> tuple[list[Orphan], dict[tuple[str, str], int]]:
