@@ -10,7 +10,9 @@ never shares a GIL with the server): pre-serialized 512-span batches for a fixed
 Reports accepted spans/s, the ratio to the ceiling, the server's CPU seconds and peak RSS (of
 its whole process tree, helper processes included), and checks that every acknowledged span is
 in ctxdoctor's dump exactly once. ``ctxdoctor listen`` runs with its stdout on a
-pseudo-terminal, as in a user's terminal, so its live view renders.
+pseudo-terminal, as in a user's terminal, so its live view renders. Server ``ctxdoctor`` writes
+the default OTLP/JSON dump (converted behind the receiver), ``ctxdoctor-pb`` a proto dump
+(``-o dump.pb``: the journal is the dump).
 Writes the figures to ``bench/out/listen-<date>.json``.
 """
 
@@ -30,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,25 +242,46 @@ class _Req(msgspec.Struct):
     resourceSpans: list[_RS] = []
 
 
-def verify(dump: Path, load: dict[str, Any]) -> dict[str, Any]:
-    """Every acknowledged span in the dump exactly once? Span ids name their batch and index."""
-    sent = load["sent"]
-    counts = bytearray((sent + 1) * SPANS_PER_BATCH)
-    total = foreign = 0
+def _span_ids(dump: Path) -> Iterator[int]:
+    """Every span id in the dump, in either format (read with msgspec or the reference classes,
+    not with ctxdoctor's readers: this checks ctxdoctor)."""
+    if dump.suffix == ".pb":
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+        data = dump.read_bytes()
+        p = 0
+        while p < len(data):
+            n = int.from_bytes(data[p : p + 4], "big")
+            req = ExportTraceServiceRequest.FromString(data[p + 4 : p + 4 + n])
+            p += 4 + n
+            for prs in req.resource_spans:
+                for pss in prs.scope_spans:
+                    for ps in pss.spans:
+                        yield int.from_bytes(ps.span_id, "big")
+        return
     decoder = msgspec.json.Decoder(_Req)
     with dump.open("rb") as fh:
         for line in fh:
             for rs in decoder.decode(line).resourceSpans:
                 for ss in rs.scopeSpans:
                     for s in ss.spans:
-                        total += 1
-                        n, i = batch_of(int(s.spanId, 16))
-                        if 1 <= n <= sent and i < SPANS_PER_BATCH:
-                            k = n * SPANS_PER_BATCH + i
-                            if counts[k] < 255:
-                                counts[k] += 1
-                        else:
-                            foreign += 1
+                        yield int(s.spanId, 16)
+
+
+def verify(dump: Path, load: dict[str, Any]) -> dict[str, Any]:
+    """Every acknowledged span in the dump exactly once? Span ids name their batch and index."""
+    sent = load["sent"]
+    counts = bytearray((sent + 1) * SPANS_PER_BATCH)
+    total = foreign = 0
+    for span_id in _span_ids(dump):
+        total += 1
+        n, i = batch_of(span_id)
+        if 1 <= n <= sent and i < SPANS_PER_BATCH:
+            k = n * SPANS_PER_BATCH + i
+            if counts[k] < 255:
+                counts[k] += 1
+        else:
+            foreign += 1
     missing = duplicated = 0
     for n in load["acked"]:
         seg = counts[n * SPANS_PER_BATCH:(n + 1) * SPANS_PER_BATCH]
@@ -303,7 +327,7 @@ def live_frame(text: str) -> dict[str, int] | None:
 def run_one(kind: str, transport: str, connections: int, duration: float, seed: int, work: Path,
             tty: bool, keep_dumps: bool, traces_per_batch: int) -> dict[str, Any]:
     tag = f"{kind}-{transport}-{connections}"
-    dump = work / f"{tag}.json"
+    dump = work / f"{tag}.{'pb' if kind == 'ctxdoctor-pb' else 'json'}"
     if kind == "ceiling":
         flag = "--grpc-port" if transport == "grpc" else "--http-port"
         cmd = [sys.executable, "-m", "bench.listen_sink", flag, "0"]
@@ -330,7 +354,7 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         t_end = time.monotonic()
         window = t_end - t0
         cpu1 = server.cpu()
-        frame = live_frame(server.text()) if kind == "ctxdoctor" and tty else None
+        frame = live_frame(server.text()) if kind != "ceiling" and tty else None
         dump_at_end = dump.stat().st_size if dump.exists() else 0
         res["rss_start_bytes"] = rss_start
         res["rss_end_bytes"] = server.rss_now()
@@ -381,7 +405,7 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         if server.proc.poll() is None:
             server.kill()
         if not keep_dumps:
-            for p in work.glob(f"{tag}.json*"):
+            for p in work.glob(f"{tag}.*"):
                 p.unlink()
     return res
 
@@ -399,7 +423,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per measurement")
     ap.add_argument("--connections", default="1,4,16", help="comma-separated concurrent connections")
     ap.add_argument("--transports", default="grpc,http")
-    ap.add_argument("--servers", default="ceiling,ctxdoctor")
+    ap.add_argument("--servers", default="ceiling,ctxdoctor,ctxdoctor-pb",
+                    help="ceiling, ctxdoctor (JSON dump), ctxdoctor-pb (proto dump)")
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--no-tty", action="store_true", help="run ctxdoctor listen without a terminal (no live view)")
     ap.add_argument("--keep-dumps", action="store_true")
@@ -410,12 +435,12 @@ def main(argv: list[str] | None = None) -> int:
     conns = [int(c) for c in args.connections.split(",")]
     transports = [t.strip() for t in args.transports.split(",")]
     servers = [s.strip() for s in args.servers.split(",")]
-    if "ctxdoctor" in servers:
+    if any(s.startswith("ctxdoctor") for s in servers):
         helped = subprocess.run([sys.executable, "-m", "ctxdoctor", "listen", "--help"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=60)
         if helped.returncode != 0:
             log(f"NOTE: skipping ctxdoctor listen: `ctxdoctor listen --help` failed: {helped.stderr.strip()[-300:]}")
-            servers.remove("ctxdoctor")
+            servers = [s for s in servers if not s.startswith("ctxdoctor")]
     args.work_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="run-", dir=args.work_dir))
     template = batch(build_template(args.seed), 1)
@@ -469,13 +494,13 @@ def report(doc: dict[str, Any]) -> None:
     runs = doc["runs"]
     ceilings = {(r["transport"], r["connections"]): r for r in runs if r["server"] == "ceiling" and "spans_per_s" in r}
     print(f"\nbatches of {doc['batch']['spans']} spans ({doc['batch']['bytes']:,} bytes of protobuf)")
-    hdr = (f"{'transport':<9} {'conns':>5} {'server':<10} {'spans/s':>9} {'ratio':>6} {'cpu s':>6} {'cpu %':>6} "
+    hdr = (f"{'transport':<9} {'conns':>5} {'server':<12} {'spans/s':>9} {'ratio':>6} {'cpu s':>6} {'cpu %':>6} "
            f"{'RSS MB':>7} {'(1/4':>6} {'end)':>5} {'MB/Mspan':>8} {'load':>5}  exactly-once / notes")
     print(hdr)
     print("-" * len(hdr))
     for r in runs:
         if "spans_per_s" not in r:
-            print(f"{r['transport']:<9} {r['connections']:>5} {r['server']:<10} FAILED: {r.get('error', '')[:200]}")
+            print(f"{r['transport']:<9} {r['connections']:>5} {r['server']:<12} FAILED: {r.get('error', '')[:200]}")
             continue
         ceil = ceilings.get((r["transport"], r["connections"]))
         ratio = r["spans_per_s"] / ceil["spans_per_s"] if ceil and r["server"] != "ceiling" else None
@@ -495,21 +520,21 @@ def report(doc: dict[str, Any]) -> None:
             lv = r["live_view_at_end"]
             notes.append(f"live view: {lv['spans']:,} spans, {lv['traces']:,}/{r['live_view_traces_expected']:,} "
                          "traces")
-        if r["server"] == "ctxdoctor":
+        if r["server"] != "ceiling":
             frac = r.get("dump_fraction_at_end_of_load")
             if frac is not None:
                 notes.append(f"dump {100 * frac:.0f}% written when the load stopped")
             notes.append(f"shutdown {r['shutdown_s']:.0f} s (peak {_mb(r['peak_rss_incl_shutdown_bytes'])} MB: main "
                          f"{_mb(r['peak_rss_main_bytes'])}, helpers {_mb(r['peak_rss_helpers_bytes'])})")
         print(
-            f"{r['transport']:<9} {r['connections']:>5} {r['server']:<10} {r['spans_per_s']:>9,.0f} "
+            f"{r['transport']:<9} {r['connections']:>5} {r['server']:<12} {r['spans_per_s']:>9,.0f} "
             f"{'-' if ratio is None else f'{ratio:.2f}':>6} {r['cpu_s']:>6.1f} {100 * r['cpu_util']:>5.0f}% "
             f"{_mb(r['peak_rss_bytes']):>7} {_mb(r.get('rss_quarter_bytes')):>6} {_mb(r['rss_end_bytes']):>5} "
             f"{_num(r.get('rss_growth_mb_per_million_spans'), '.0f'):>8} {r['load_before']:>5.2f}  {'; '.join(notes)}"
         )
     print("\ntargets (ctxdoctor listen):")
     for r in runs:
-        if r["server"] != "ctxdoctor" or "spans_per_s" not in r:
+        if r["server"] == "ceiling" or "spans_per_s" not in r:
             continue
         ratio = r.get("ratio_to_ceiling")
         ok_ratio = ratio is not None and ratio >= TARGET_RATIO
@@ -521,7 +546,7 @@ def report(doc: dict[str, Any]) -> None:
         ok_dump = frac is not None and frac >= TARGET_DUMP_FRACTION
         r["targets"] = {"ratio": ok_ratio, "zero_loss": ok_loss, "rss": ok_rss, "dump_keeps_up": ok_dump}
         errors = r["failed_batches"] + r["partial_batches"]
-        print(f"  {r['transport']:<5} x{r['connections']:<3} >= 50% of ceiling: "
+        print(f"  {r['server']:<12} {r['transport']:<5} x{r['connections']:<3} >= 50% of ceiling: "
               f"{'PASS' if ok_ratio else 'FAIL'} ({'-' if ratio is None else f'{100 * ratio:.0f}%'}); "
               f"zero loss: {'PASS' if ok_loss else 'FAIL'}"
               + (f" ({errors} requests not acknowledged)" if errors else "")

@@ -40,6 +40,11 @@ class Format(str, Enum):
     github = "github"
 
 
+class DumpFormatChoice(str, Enum):
+    json = "json"
+    proto = "proto"
+
+
 def _stdout() -> Console:
     return Console(highlight=False)
 
@@ -243,7 +248,19 @@ def listen(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 for containers)."),
     port: int = typer.Option(4317, "--port", help="OTLP/gRPC port (Python exporters' default)."),
     http_port: int = typer.Option(4318, "--http-port", help="OTLP/HTTP port (Node.js exporters' default)."),
-    output: Path = typer.Option(Path("dump.json"), "--output", "-o", help="The dump to write (OTLP/JSON lines)."),
+    output: Path = typer.Option(
+        Path("dump.json"),
+        "--output",
+        "-o",
+        help="The dump to write: OTLP/JSON lines, or the Collector's proto format if it ends in .pb or .binpb.",
+    ),
+    dump_format: DumpFormatChoice | None = typer.Option(
+        None,
+        "--dump-format",
+        help="json: OTLP/JSON lines, written behind the receiver (it can fall behind under heavy load). "
+        "proto: length-prefixed protobuf, complete as soon as a request is acknowledged, at any rate. "
+        "Default: from the --output suffix.",
+    ),
     duration: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
     max_spans: int | None = typer.Option(None, "--max-spans", min=1, help="Stop after this many spans."),
     max_message_mib: float = typer.Option(
@@ -266,6 +283,7 @@ def listen(
         duration=duration,
         max_spans=max_spans,
         max_message_mib=max_message_mib,
+        dump_format=dump_format.value if dump_format is not None else None,
         console=_stdout(),
         err=_stderr(),
     )

@@ -18,7 +18,7 @@ from rich.console import Console
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.receiver.grpc_server import PortInUse
 from ctxdoctor.receiver.live import LiveState, LiveView
-from ctxdoctor.receiver.receiver import Receiver
+from ctxdoctor.receiver.receiver import Receiver, dump_format_for
 from ctxdoctor.receiver.sink import DumpWriteError
 
 
@@ -55,6 +55,7 @@ def listen(
     duration: float | None = None,
     max_spans: int | None = None,
     max_message_mib: float = 64.0,
+    dump_format: str | None = None,
     console: Console,
     err: Console,
 ) -> ExitCode:
@@ -79,6 +80,7 @@ def listen(
 
     receiver = Receiver(
         output=output,
+        dump_format=dump_format_for(output, dump_format),
         host=host,
         grpc_port=port,
         http_port=http_port,

@@ -23,6 +23,11 @@ Protocol with the parent: it reads commands on stdin (``end <offset>``: convert 
 then exit; end of input: the parent is gone, so convert what the journal holds and exit) and
 writes one JSON ``Progress`` per line on stdout. Arguments: journal, dump, then ``--append``,
 ``--no-live``, ``--workers=N`` (default: one per core, at most 4; 0: none).
+
+When the dump is the journal itself (``listen -o dump.pb``, the Collector's ``proto`` format) there
+is nothing to convert: the dump argument is ``-`` and this process only observes, counting the
+traces and running the live diagnosis. It still parses each record in full (~0.8 µs a span
+against ~5 to convert it), so that it judges a record as the converter would.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ctxdoctor.receiver.encode import TranscodeError, Transcoder
 from ctxdoctor.receiver.sink import AppendFile, DumpWriteError
@@ -206,7 +213,7 @@ class Converter:
     def __init__(
         self,
         journal: Path,
-        dump: Path,
+        dump: Path | None,
         *,
         append: bool = False,
         live: bool = True,
@@ -217,10 +224,12 @@ class Converter:
     ) -> None:
         """``workers``: processes that convert a backlog of ``parallel_backlog`` bytes or more
         once the receiver stops or pauses, if ``min_idle_cores`` are idle (0: this process does
-        it all)."""
+        it all). ``dump`` None: observe only (the journal is the dump)."""
         self.journal_path = journal
         self._journal = journal.open("rb")
-        self.dump = AppendFile(dump, append=append, exclusive=True)
+        self.dump = AppendFile(dump, append=append, exclusive=True) if dump is not None else None
+        if self.dump is None:
+            workers = 0  # nothing to convert
         self.progress = Progress()
         self._traces = TraceCounter()
         self._live = live
@@ -299,6 +308,8 @@ class Converter:
         body = os.pread(self._journal.fileno(), length, offset + 4)
         if len(body) < length:
             return False
+        if self.dump is None:
+            return self._observe_one(offset, length, body)
         try:
             enc = self._transcoder.transcode(body)
         except TranscodeError:
@@ -312,6 +323,20 @@ class Converter:
         self.progress.offset += 4 + length
         self.progress.requests += 1
         self.progress.spans += enc.spans
+        return True
+
+    def _observe_one(self, offset: int, length: int, body: bytes) -> bool:
+        try:
+            req = ExportTraceServiceRequest.FromString(body)
+        except DecodeError:
+            self.progress.error = _unreadable(offset)
+            self.progress.offset += 4 + length
+            return True
+        ids = [s.trace_id for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        self._observe(ids, body, len(ids))
+        self.progress.offset += 4 + length
+        self.progress.requests += 1
+        self.progress.spans += len(ids)
         return True
 
     def _step_parallel(self, end: int) -> bool:
@@ -328,6 +353,7 @@ class Converter:
             self._workers = 0
             return True
         lines = b"".join(r[0] for r in results if not isinstance(r, str))
+        assert self.dump is not None  # no workers without a dump
         if lines:
             self.dump.append(lines)  # raises DumpWriteError: the caller retries this chunk
         self._inflight.popleft()
@@ -415,12 +441,13 @@ class Converter:
     def close(self) -> None:
         self._stop_pool()
         self._journal.close()
-        self.dump.close()
+        if self.dump is not None:
+            self.dump.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    journal, dump = Path(args[0]), Path(args[1])
+    journal, dump = Path(args[0]), (None if args[1] == "-" else Path(args[1]))
     append = "--append" in args
     live = "--no-live" not in args
     workers = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--workers=")), default_workers())

@@ -35,7 +35,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     orphans_spans: int  # the (most recent) spans the orphan figure covers
     orphans_age: float | None
     converted_spans: int
-    backlog_bytes: int  # journal not yet in the JSON dump
+    backlog_bytes: int  # journal not yet in the JSON dump (0 for a proto dump: it is the journal)
     rejected: int
     failed: int
     write_error: str | None
@@ -58,7 +58,7 @@ class LiveState:
         conv = self.receiver.conversion
         conns = st.connections_per_service()
         sdks = st.resources_per_service()
-        backlog = max(0, self.receiver.journal_size - conv.offset)
+        backlog = self.receiver.dump_behind
         error = st.last_write_error or (conv.error if conv.error and "cannot write" in conv.error else None)
         return Snapshot(
             spans=st.spans,
@@ -94,10 +94,17 @@ def _traces_text(snap: Snapshot) -> str:
     return f"~{snap.traces}" if snap.traces_estimated else str(snap.traces)
 
 
+#: From this far behind, the view says how to have a dump that keeps up.
+HINT_BACKLOG_BYTES = 64 << 20
+
+
 def _backlog_text(snap: Snapshot) -> str | None:
     if snap.backlog_bytes < 1 << 20:
         return None
-    return f"JSON dump {snap.backlog_bytes / (1 << 20):.0f} MiB behind (all of it safe in the journal)"
+    text = f"JSON dump {snap.backlog_bytes / (1 << 20):.0f} MiB behind (all of it safe in the journal)"
+    if snap.backlog_bytes >= HINT_BACKLOG_BYTES:
+        text += "; a proto dump (-o dump.pb) keeps up at any rate"
+    return text
 
 
 def plain_line(snap: Snapshot) -> str:
@@ -142,6 +149,9 @@ def panel(snap: Snapshot, title: str) -> Any:
         parts.append(svc)
     if snap.rejected or snap.failed:
         parts.append(Text(f"rejected spans {snap.rejected}, failed requests {snap.failed}", style="yellow"))
+    backlog = _backlog_text(snap)
+    if backlog:
+        parts.append(Text(backlog, style="dim"))
     if snap.write_error:
         parts.append(Text(f"DUMP NOT WRITABLE: {snap.write_error} (exporters are told to retry)", style="bold red"))
     return Group(*parts)
@@ -160,6 +170,7 @@ class LiveView:
         self._last_plain = 0.0
         self._last_line_key: tuple[Any, ...] | None = None
         self._last_drain = 0.0
+        self._hinted = False
 
     def __enter__(self) -> LiveView:
         if self.tty:
@@ -192,8 +203,12 @@ class LiveView:
             return
         left = total - done
         if left >= 1 << 20 and now - self._last_drain >= 2.0:
+            hint = ""
+            if not self._hinted and left >= HINT_BACKLOG_BYTES:
+                hint = " (a proto dump, -o dump.pb, is complete the moment the load stops)"
+                self._hinted = True
             self.console.print(
-                f"finishing the JSON dump: {left / (1 << 20):.0f} MiB of the journal left",
+                f"finishing the JSON dump: {left / (1 << 20):.0f} MiB of the journal left{hint}",
                 highlight=False,
                 markup=False,
             )

@@ -4,6 +4,10 @@ Used by ``ctxdoctor listen`` and by the fixture recorders, which run real apps a
 A request is acknowledged once it is in the journal; a child process (``convert.py``) turns the
 journal into the OTLP/JSON dump behind it, and ``stop()`` waits for it to finish, so after the
 ``with`` block the dump holds every acknowledged span.
+
+The journal is already a dump in the Collector file exporter's ``proto`` format. With
+``dump_format="proto"`` it is written as the dump itself: nothing to convert, so the dump is
+complete the moment a request is acknowledged, at any rate of spans, and ``stop()`` does not wait.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import msgspec
 
@@ -28,6 +33,17 @@ from ctxdoctor.receiver.ingest import Ingest, ReceiverStats
 from ctxdoctor.receiver.sink import AppendFile, ReceiptLog
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+
+DumpFormat = Literal["json", "proto"]
+#: Output names that ask for the proto format when none is given (``listen -o dump.pb``).
+PROTO_SUFFIXES = (".pb", ".binpb")
+
+
+def dump_format_for(output: Path, requested: str | None = None) -> DumpFormat:
+    """The format to write ``output`` in: as requested, else by its suffix (JSON by default)."""
+    if requested in ("json", "proto"):
+        return requested  # type: ignore[return-value]
+    return "proto" if output.suffix.lower() in PROTO_SUFFIXES else "json"
 
 
 def receipts_path(output: Path) -> Path:
@@ -67,15 +83,24 @@ class Receiver:
         journal: Path | str | None = None,
         live: bool = False,
         stall_timeout: float = 5.0,
+        dump_format: DumpFormat = "json",
     ) -> None:
+        if dump_format not in ("json", "proto"):
+            raise ValueError(f"dump_format must be 'json' or 'proto', not {dump_format!r}")
         self.output = Path(output)
+        self.dump_format: DumpFormat = dump_format
         self.host = host
         self._requested = (grpc_port, http_port)
         self.max_message_bytes = max_message_bytes
         self.grace = grace
         self._log = log
         self.receipts_path: Path | None = receipts_path(self.output) if receipts else None
-        self.journal_path = Path(journal) if journal is not None else journal_path(self.output)
+        if dump_format == "proto":
+            if journal is not None:
+                raise ValueError("a proto dump is its own journal: do not name another")
+            self.journal_path = self.output
+        else:
+            self.journal_path = Path(journal) if journal is not None else journal_path(self.output)
         self._append = append
         self._max_spans = max_spans
         self._live = live
@@ -99,10 +124,13 @@ class Receiver:
     def start(self) -> Receiver:
         """Open the files, bind both ports, start converting. Raises ``PortInUse`` or
         ``DumpWriteError``."""
-        # Writable, and nobody else's? Then truncated. The converter locks it for the run.
+        # Writable, and nobody else's? Then truncated. The converter locks it for the run (the
+        # receiver itself, when the dump is the journal).
         AppendFile(self.output, append=self._append, exclusive=True).close()
-        self._set_aside_stale_journal()
-        journal = AppendFile(self.journal_path, exclusive=True)
+        proto = self.dump_format == "proto"
+        if not proto:
+            self._set_aside_stale_journal()
+        journal = AppendFile(self.journal_path, append=proto, exclusive=True)
         receipts = ReceiptLog(self.receipts_path) if self.receipts_path is not None else None
         ingest = Ingest(journal, receipts, max_spans=self._max_spans)
         ingest.on_internal_error = self.log
@@ -160,7 +188,7 @@ class Receiver:
             "-m",
             "ctxdoctor.receiver.convert_main",
             str(self.journal_path),
-            str(self.output),
+            "-" if self.dump_format == "proto" else str(self.output),  # "-": observe only
             "--append",
         ]
         if not self._live:
@@ -216,6 +244,17 @@ class Receiver:
     def _finish_conversion(self, size: int, progress: Callable[[Progress, int], None] | None) -> None:
         conv = self._converter
         assert conv is not None and conv.stdin is not None
+        if self.dump_format == "proto":
+            # The journal is the dump and it is closed: complete. The observer's figures are
+            # only for the live view, so it is not waited for.
+            with contextlib.suppress(OSError):
+                conv.stdin.close()
+            conv.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                conv.wait(10)
+            self.dump_complete = True
+            self.result_path = self.output
+            return
         with contextlib.suppress(OSError):
             conv.stdin.write(f"end {size}\n".encode())
             conv.stdin.close()
@@ -276,6 +315,13 @@ class Receiver:
         return self._progress
 
     @property
+    def dump_behind(self) -> int:
+        """Bytes of the journal not yet in the dump (never any when the journal is the dump)."""
+        if self.dump_format == "proto":
+            return 0
+        return max(0, self.journal_size - self._progress.offset)
+
+    @property
     def journal_size(self) -> int:
         return self._core.journal.size
 
@@ -295,6 +341,8 @@ class Receiver:
     def flush(self, timeout: float | None = 30.0) -> bool:
         """Wait until the dump holds every request acknowledged so far. False on timeout."""
         target = self._core.journal.size
+        if self.dump_format == "proto":
+            return True  # acknowledged means written to the journal, which is the dump
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._progress_cond:
             while self._progress.offset < target:
