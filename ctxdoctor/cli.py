@@ -206,7 +206,12 @@ def run_command(
         None, "--max-orphan-ratio", callback=_check_ratio, help="Exit 1 when the orphan ratio is over this."
     ),
     min_confidence: float | None = MinConf,
-    output: Path = typer.Option(Path("dump.json"), "--output", "-o", help="The dump to write (OTLP/JSON lines)."),
+    output: Path = typer.Option(
+        Path("dump.json"),
+        "--output",
+        "-o",
+        help="The dump to write: OTLP/JSON lines, or the Collector's proto format if it ends in .pb or .binpb.",
+    ),
     config: Path | None = ConfigOpt,
     report_junit: Path | None = JunitOpt,
     report_json: Path | None = JsonOpt,

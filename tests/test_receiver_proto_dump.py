@@ -9,8 +9,10 @@ converter's own figures on the same journal.
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -217,3 +219,33 @@ def test_a_proto_dump_is_never_behind_in_the_live_view(tmp_path: Path) -> None:
         with LiveView(LiveState(rcv), console, title="t", plain_every=0) as view:
             view.tick()
         assert "behind" not in console.export_text()
+
+
+def test_run_writes_a_proto_dump_when_asked_by_the_name(tmp_path: Path) -> None:
+    """``ctxdoctor run -o dump.pb`` around a real Python SDK app: the proto dump holds every span."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GITHUB_", "CTX_", "CTXDOCTOR_"))}
+    env.update(CTXDOCTOR_IDS=str(tmp_path / "ids.txt"), CTXDOCTOR_ROUNDS="2", CTXDOCTOR_TASKS="2")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctxdoctor",
+            "run",
+            "-o",
+            "dump.pb",
+            "--",
+            sys.executable,
+            str(APPS / "python_exporter.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    created = created_ids(tmp_path / "ids.txt")
+    check_dump(tmp_path / "dump.pb", created)
+    assert _records_of(tmp_path / "dump.pb")  # the Collector's proto format, not JSON in a .pb file
+    assert not (tmp_path / "dump.pb.journal").exists()

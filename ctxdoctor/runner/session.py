@@ -83,6 +83,7 @@ def run(
 ) -> int:
     """Run the command against a fresh receiver and diagnose what it exported."""
     from ctxdoctor.receiver import DumpWriteError, PortInUse, Receiver
+    from ctxdoctor.receiver.receiver import dump_format_for
 
     if not opts.command:
         raise UsageError("nothing to run: put the command after --, e.g. ctxdoctor run -- npm test")
@@ -93,7 +94,15 @@ def run(
     def log(message: str) -> None:
         err.print(f"ctxdoctor run: {message}", markup=False, highlight=False, soft_wrap=True)
 
-    receiver = Receiver(output=opts.output, host=HOST, grpc_port=0, http_port=0, receipts=False, log=log)
+    receiver = Receiver(
+        output=opts.output,
+        host=HOST,
+        grpc_port=0,
+        http_port=0,
+        receipts=False,
+        log=log,
+        dump_format=dump_format_for(opts.output),
+    )
     try:
         receiver.start()
     except (PortInUse, DumpWriteError) as exc:
