@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
 from rich.console import Console
 
 from ctxdoctor.readers import read_paths
-from ctxdoctor.receiver.convert import Converter, Progress, TraceCounter, idle_cores
+from ctxdoctor.receiver import convert
+from ctxdoctor.receiver.convert import OBSERVE_AHEAD_BYTES, Converter, Progress, TraceCounter, idle_cores
 from ctxdoctor.receiver.live import Snapshot, panel, plain_line
-from ctxdoctor.receiver.sink import journal_record
+from ctxdoctor.receiver.sink import DumpWriteError, journal_record
 from tests.test_receiver_errors import make_request
 
 
@@ -249,7 +251,7 @@ def _snap(**kw: object) -> Snapshot:
         orphans=7,
         orphans_spans=1200,
         orphans_age=0.5,
-        converted_spans=1200,
+        observed_spans=1200,
         backlog_bytes=0,
         rejected=0,
         failed=0,
@@ -275,7 +277,7 @@ def test_live_panel_and_plain_line_show_the_figures() -> None:
 def test_live_figures_say_what_they_cover() -> None:
     snap = _snap(
         orphans_spans=50_000,
-        converted_spans=90_000,
+        observed_spans=90_000,
         orphans_age=4.0,
         traces=250_000,
         traces_estimated=True,
@@ -292,3 +294,52 @@ def test_live_figures_say_what_they_cover() -> None:
     assert "NOT WRITABLE" in console.export_text()
     assert plain_line(_snap(orphans=None, spans=0)).count("suspected orphans -") == 1
     assert "computing" in plain_line(_snap(orphans=None))
+
+
+def test_live_figures_run_ahead_of_a_dump_that_is_behind(tmp_path: Path) -> None:
+    """The dump cannot be written (a full disk): nothing is converted, yet the live view counts
+    every span and trace that arrived, because records are read ahead of the conversion."""
+    journal = tmp_path / "j"
+    data = b""
+    for seed in range(1, 41):
+        data += journal_record(make_request(seed, n=5, pad=21_000)[0].SerializeToString())
+    assert len(data) >= OBSERVE_AHEAD_BYTES
+    journal.write_bytes(data)
+    conv = Converter(journal, Path("/dev/full"), append=True, live=True)
+    with pytest.raises(DumpWriteError):
+        conv.step(budget=10)
+    assert (conv.progress.offset, conv.progress.spans) == (0, 0)  # nothing converted
+    assert (conv.progress.observed_spans, conv.progress.traces) == (200, 40)
+    assert conv.observed == len(data)
+    conv.maybe_diagnose(force=True)
+    assert conv.progress.orphans_spans == 200  # the live diagnosis covers them too
+    conv.close()
+
+
+def test_records_read_ahead_are_not_counted_again_when_converted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = tmp_path / "j"
+    data = b""
+    for seed in range(1, 41):
+        data += journal_record(make_request(seed, n=5, pad=21_000)[0].SerializeToString())
+    journal.write_bytes(data)
+    read_ahead: list[int] = []
+    real = convert._trace_ids
+
+    def spy(body: bytes) -> list[bytes] | None:
+        read_ahead.append(len(body))
+        return real(body)
+
+    monkeypatch.setattr(convert, "_trace_ids", spy)
+    ahead = Converter(journal, tmp_path / "a.json", live=True)
+    while ahead.step():
+        pass
+    ahead.close()
+    assert len(read_ahead) == 40  # every record was read ahead of its conversion
+    plain = _convert_all(journal, tmp_path / "b.json")  # live=False: never reads ahead
+    p, q = ahead.progress, plain.progress
+    assert (p.offset, p.requests, p.spans, p.traces) == (q.offset, q.requests, q.spans, q.traces)
+    assert (p.offset, p.requests, p.spans, p.traces) == (len(data), 40, 200, 40)
+    assert p.observed_spans == 200  # once each
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()

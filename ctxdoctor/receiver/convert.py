@@ -17,7 +17,9 @@ is left than a second process gains (``bench/encode.py`` measures both).
 
 The converter also computes the figures of the live view that need the spans themselves: the
 number of traces, and the suspected orphans (the real diagnosis, over the most recent spans, at
-most once a second).
+most once a second). They come from the trace ids the transcoder finds, as records are converted;
+when the dump falls behind, records are read ahead of it for these figures (parsed once more, ~0.8
+µs a span against ~5 to convert), so the view shows what arrived rather than what was converted.
 
 Protocol with the parent: it reads commands on stdin (``end <offset>``: convert up to there,
 then exit; end of input: the parent is gone, so convert what the journal holds and exit) and
@@ -71,12 +73,16 @@ MIN_IDLE_CORES = 1.5
 #: Seconds one ``step`` may take before it returns, so that progress is reported while a long
 #: backlog drains.
 STEP_BUDGET = 0.2
+#: From this many journal bytes not yet in the live figures (~10k spans), they are read ahead of
+#: the conversion. Below it the conversion keeps up, and the figures come at no extra cost.
+OBSERVE_AHEAD_BYTES = 4 << 20
 
 
 class Progress(msgspec.Struct, omit_defaults=True):
     offset: int = 0  # journal bytes converted
     requests: int = 0
-    spans: int = 0
+    spans: int = 0  # converted
+    observed_spans: int = 0  # in the live figures (traces, orphans): converted or read ahead
     traces: int = 0
     traces_estimated: bool = False
     orphans: int | None = None  # suspected orphans in the diagnosed spans
@@ -143,6 +149,15 @@ def _unreadable(offset: int) -> str:
 #: One record's result in a worker: (dump line, spans, trace ids), or why it is unreadable.
 RecordResult = tuple[bytes, int, list[bytes]] | str
 _worker_transcoder: Transcoder | None = None
+
+
+def _trace_ids(body: bytes) -> list[bytes] | None:
+    """Every span's trace id, or None if upb refuses the record (as the transcoder would)."""
+    try:
+        req = ExportTraceServiceRequest.FromString(body)
+    except DecodeError:
+        return None
+    return [s.trace_id for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
 
 
 def convert_chunk(journal: str, start: int, offsets: list[int], end: int) -> list[RecordResult]:
@@ -248,6 +263,8 @@ class Converter:
         self._next_idle_check = 0.0
         #: Whether worker processes converted part of the journal.
         self.used_workers = False
+        #: Journal offset up to which records are in the live figures (at or past ``progress.offset``).
+        self.observed = 0
         self._size = -1
         self._grew_at = time.monotonic()
 
@@ -270,6 +287,9 @@ class Converter:
             and (self._inflight or self._cores_free(now))
         )
         deadline = now + budget
+        unobserved = end - max(self.observed, self.progress.offset)
+        if self.dump is not None and self._live and unobserved >= OBSERVE_AHEAD_BYTES:
+            self._observe_ahead(end, now + budget / 2)
         did = False
         while True:
             progressed = self._step_parallel(end) if self._inflight or parallel else self._step_one(end)
@@ -300,44 +320,59 @@ class Converter:
         (length,) = _HEADER.unpack(header)
         return length if offset + 4 + length <= end else None
 
-    def _step_one(self, end: int) -> bool:
-        offset = self.progress.offset
+    def _body_at(self, offset: int, end: int) -> bytes | None:
+        """The body of the complete record at ``offset``, if it ends by ``end``."""
         length = self._record_at(offset, end)
         if length is None:
-            return False
+            return None
         body = os.pread(self._journal.fileno(), length, offset + 4)
-        if len(body) < length:
+        return body if len(body) == length else None
+
+    def _step_one(self, end: int) -> bool:
+        offset = self.progress.offset
+        body = self._body_at(offset, end)
+        if body is None:
             return False
-        if self.dump is None:
-            return self._observe_one(offset, length, body)
-        try:
-            enc = self._transcoder.transcode(body)
-        except TranscodeError:
-            # Cannot happen for records the receiver wrote; do not stop converting over it.
-            self.progress.error = _unreadable(offset)
-            self.progress.offset += 4 + length
-            return True
-        if enc.line:
-            self.dump.append(enc.line)  # raises DumpWriteError: the caller retries
-        self._observe(enc.trace_ids, body, enc.spans)
-        self.progress.offset += 4 + length
+        after = offset + 4 + len(body)
+        if self.dump is None:  # the journal is the dump: only observe
+            ids = _trace_ids(body)
+            if ids is None:
+                self.progress.error = _unreadable(offset)
+                self.progress.offset = self.observed = after
+                return True
+            spans = len(ids)
+        else:
+            try:
+                enc = self._transcoder.transcode(body)
+            except TranscodeError:
+                # Cannot happen for records the receiver wrote; do not stop converting over it.
+                self.progress.error = _unreadable(offset)
+                self.progress.offset = after
+                self.observed = max(self.observed, after)
+                return True
+            if enc.line:
+                self.dump.append(enc.line)  # raises DumpWriteError: the caller retries
+            ids, spans = enc.trace_ids, enc.spans
+        if offset >= self.observed:  # not read ahead already
+            self._observe(ids, body, spans)
+            self.observed = after
+        self.progress.offset = after
         self.progress.requests += 1
-        self.progress.spans += enc.spans
+        self.progress.spans += spans
         return True
 
-    def _observe_one(self, offset: int, length: int, body: bytes) -> bool:
-        try:
-            req = ExportTraceServiceRequest.FromString(body)
-        except DecodeError:
-            self.progress.error = _unreadable(offset)
-            self.progress.offset += 4 + length
-            return True
-        ids = [s.trace_id for rs in req.resource_spans for ss in rs.scope_spans for s in ss.spans]
-        self._observe(ids, body, len(ids))
-        self.progress.offset += 4 + length
-        self.progress.requests += 1
-        self.progress.spans += len(ids)
-        return True
+    def _observe_ahead(self, end: int, deadline: float) -> None:
+        """Put records the conversion has not reached into the live figures (see the module)."""
+        pos = max(self.observed, self.progress.offset)
+        while pos < end and time.monotonic() < deadline:
+            body = self._body_at(pos, end)
+            if body is None:
+                break
+            ids = _trace_ids(body)
+            if ids is not None:  # else the conversion reports it when it gets there
+                self._observe(ids, body, len(ids))
+            pos += 4 + len(body)
+        self.observed = pos
 
     def _step_parallel(self, end: int) -> bool:
         """Write the oldest chunk in flight once its worker is done, keeping the workers busy."""
@@ -357,18 +392,21 @@ class Converter:
         if lines:
             self.dump.append(lines)  # raises DumpWriteError: the caller retries this chunk
         self._inflight.popleft()
-        data = os.pread(self._journal.fileno(), chunk.end - chunk.start, chunk.start) if self._live else b""
+        fresh = chunk.end > self.observed  # any record not read ahead already
+        data = os.pread(self._journal.fileno(), chunk.end - chunk.start, chunk.start) if self._live and fresh else b""
         for offset, r in zip(chunk.offsets, results, strict=True):
             if isinstance(r, str):
                 self.progress.error = r
                 continue
             _, spans, trace_ids = r
-            p = offset - chunk.start
-            body = data[p + 4 : p + 4 + _HEADER.unpack_from(data, p)[0]] if data else b""
-            self._observe(trace_ids, body, spans)
+            if offset >= self.observed:
+                p = offset - chunk.start
+                body = data[p + 4 : p + 4 + _HEADER.unpack_from(data, p)[0]] if data else b""
+                self._observe(trace_ids, body, spans)
             self.progress.requests += 1
             self.progress.spans += spans
         self.progress.offset = chunk.end
+        self.observed = max(self.observed, chunk.end)
         return True
 
     def _schedule(self, end: int) -> None:
@@ -401,6 +439,7 @@ class Converter:
             self._pool = None
 
     def _observe(self, trace_ids: list[bytes], body: bytes, spans: int) -> None:
+        self.progress.observed_spans += spans
         self._traces.add(trace_ids)
         self.progress.traces = self._traces.count()
         self.progress.traces_estimated = self._traces.estimated

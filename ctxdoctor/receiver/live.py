@@ -34,7 +34,7 @@ class Snapshot(msgspec.Struct, frozen=True):
     orphans: int | None
     orphans_spans: int  # the (most recent) spans the orphan figure covers
     orphans_age: float | None
-    converted_spans: int
+    observed_spans: int  # the spans the traces and orphans figures have seen
     backlog_bytes: int  # journal not yet in the JSON dump (0 for a proto dump: it is the journal)
     rejected: int
     failed: int
@@ -69,7 +69,7 @@ class LiveState:
             orphans=conv.orphans,
             orphans_spans=conv.orphans_spans,
             orphans_age=None if not conv.orphans_time else max(0.0, time.time() - conv.orphans_time),
-            converted_spans=conv.spans,
+            observed_spans=conv.observed_spans,
             backlog_bytes=backlog,
             rejected=st.rejected_spans,
             failed=st.failed_requests,
@@ -82,7 +82,7 @@ def _orphans_text(snap: Snapshot) -> str:
     if snap.orphans is None:
         return "-" if snap.spans == 0 else "computing…"
     text = str(snap.orphans)
-    if snap.orphans_spans < snap.converted_spans:
+    if snap.orphans_spans < snap.observed_spans:
         text += f" in the last {snap.orphans_spans} spans"
     age = snap.orphans_age or 0.0
     if age >= 2:
