@@ -199,17 +199,23 @@ def _finish(receiver: Receiver, output: Path, reason: str, console: Console, err
             soft_wrap=True,
         )
         return ExitCode.OK
+    from ctxdoctor import fresh
     from ctxdoctor.diagnose import diagnose
     from ctxdoctor.errors import InputError
+    from ctxdoctor.findings import Settings
     from ctxdoctor.readers import read_paths
     from ctxdoctor.render import get_renderer
 
+    path = receiver.result_path
     try:
-        dump = read_paths([receiver.result_path])
+        # A big dump is read and diagnosed in parallel, which takes a fresh process (see fresh.py).
+        report = fresh.analyse(path, Settings()) if fresh.worth_it(path) else None
+        if report is None:
+            dump = read_paths([path])
+            report = diagnose(dump.spans, warnings=[str(w) for w in dump.warnings], files=dump.files)
     except InputError as exc:
         err.print(f"error: cannot read back the dump: {exc}", markup=False, highlight=False)
         return ExitCode.BAD_INPUT
-    report = diagnose(dump.spans, warnings=[str(w) for w in dump.warnings], files=dump.files)
     console.print()
     get_renderer("terminal").render(report, console)
     return ExitCode.OK

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from rich.console import Console
 
 from ctxdoctor.errors import InputError, UsageError
@@ -235,16 +236,21 @@ def _drain(cmd: Command, receiver: Any, bound: float, log: Any) -> None:
 
 
 def _analyse(path: Path, opts: RunOptions, console: Console) -> Report:
+    from ctxdoctor import fresh
     from ctxdoctor.diagnose import diagnose
     from ctxdoctor.readers import read_paths
     from ctxdoctor.render import get_renderer
 
     try:
-        dump = read_paths([path])
+        # A big dump is read and diagnosed in parallel, which takes a fresh process (see fresh.py).
+        report = fresh.analyse(path, opts.settings) if fresh.worth_it(path) else None
+        if report is None:
+            dump = read_paths([path])
+            report = diagnose(dump.spans, opts.settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
     except InputError as exc:  # the receiver wrote it: this would be a bug, but say what broke
         raise InputError(path, f"cannot read back the run's dump: {exc.message}") from None
-    warnings = [str(w) for w in dump.warnings if "file is empty" not in w.message]
-    report = diagnose(dump.spans, opts.settings, warnings=warnings, files=dump.files)
+    # An empty dump is the run's own finding (no spans arrived), said elsewhere in plainer words.
+    report = msgspec.structs.replace(report, warnings=tuple(w for w in report.warnings if "file is empty" not in w))
     console.print()
     get_renderer("terminal").render(report, console)
     return report

@@ -1,0 +1,97 @@
+"""The final analysis of ``listen``/``run`` in a fresh process: the same report as in-process,
+the same input errors, and the in-process analysis whenever the fresh process gives no answer."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from ctxdoctor import fresh
+from ctxdoctor.diagnose import diagnose
+from ctxdoctor.errors import InputError
+from ctxdoctor.findings import Allow, Settings
+from ctxdoctor.readers import read_paths
+from ctxdoctor.receiver import command
+from ctxdoctor.receiver.receiver import Receiver
+from tests.test_receiver_errors import grpc_call, make_request
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios"
+
+
+def _in_process(path: Path, settings: Settings) -> object:
+    dump = read_paths([path])
+    return diagnose(dump.spans, settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
+
+
+@pytest.mark.parametrize("scenario", ["python-threadpool-naive-c32", "node-worker-threads-naive", "healthy-server"])
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_the_same_report_as_in_process(scenario: str, jobs: int) -> None:
+    path = SCENARIOS / scenario / "dump.json"
+    settings = Settings(min_confidence=0.3, max_orphan_ratio=0.1, allow=(Allow(name="nightly*"),))
+    report = fresh.analyse(path, settings, jobs=jobs)
+    assert report is not None
+    assert report == _in_process(path, settings)
+    assert report.settings == settings  # the settings went over as given
+
+
+def test_an_unreadable_dump_is_the_same_input_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    lines = (SCENARIOS / "python-thread-naive" / "dump.json").read_bytes().splitlines(keepends=True)
+    bad.write_bytes(b"".join(lines[:2]) + b'{"resourceSpans": [{"scopeSpans": 7}]}\n' + b"".join(lines[2:]))
+    with pytest.raises(InputError) as here:
+        read_paths([bad])
+    with pytest.raises(InputError) as there:
+        fresh.analyse(bad, Settings())
+    assert (there.value.path, there.value.line, there.value.message) == (
+        here.value.path,
+        here.value.line,
+        here.value.message,
+    )
+    assert there.value.line == len(lines[:2]) + 1
+
+
+def test_no_answer_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = SCENARIOS / "python-thread-naive" / "dump.json"
+    monkeypatch.setattr(fresh.sys, "executable", "/bin/false")  # a process that dies at once
+    assert fresh.analyse(path, Settings()) is None
+    monkeypatch.setattr(fresh.sys, "executable", str(tmp_path / "no-such-python"))
+    assert fresh.analyse(path, Settings()) is None
+
+
+def test_only_dumps_worth_a_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    small = tmp_path / "small.json"
+    small.write_bytes(b"{}\n")
+    assert not fresh.worth_it(small)
+    assert not fresh.worth_it(tmp_path / "missing.json")
+    monkeypatch.setattr(fresh, "PARALLEL_MIN_BYTES", 2)
+    assert fresh.worth_it(small) == (fresh.usable_cpus() > 1)
+    big = tmp_path / "big.json.gz"
+    big.write_bytes(gzip.compress(b"{}\n"))
+    assert fresh.worth_it(big) == (fresh.usable_cpus() > 1)
+
+
+@pytest.mark.parametrize("answers", [True, False])
+def test_listen_reports_from_the_fresh_process_or_else_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, answers: bool
+) -> None:
+    out = tmp_path / "dump.pb"
+    with Receiver(out, grpc_port=0, http_port=0, dump_format="proto") as rcv:
+        for seed in range(1, 4):
+            grpc_call(rcv, make_request(seed, n=4)[0].SerializeToString())
+    used: list[Path] = []
+    real = fresh.analyse
+
+    def spy(path: Path, settings: Settings, jobs: int = 0) -> object:
+        used.append(path)
+        return real(path, settings, jobs) if answers else None
+
+    monkeypatch.setattr(fresh, "worth_it", lambda path: True)
+    monkeypatch.setattr(fresh, "analyse", spy)
+    console, err = Console(record=True, width=200), Console(record=True, width=200)
+    assert command._finish(rcv, out, "test", console, err) == 0
+    assert used == [out]
+    text = console.export_text()
+    assert "12 spans in 3 traces" in text  # the report, whichever process made it
