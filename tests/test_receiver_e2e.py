@@ -79,12 +79,10 @@ def _gap_counts(spans: list[Span]) -> dict[tuple[str, str], int]:
     return {(g.parent_name, g.orphan_name): g.occurrences for g in report.gaps}
 
 
-@pytest.mark.parametrize(
-    ("protocol", "compression"),
-    [("grpc", "gzip"), ("grpc", None), ("http/protobuf", "gzip"), ("http/protobuf", None)],
-)
-def test_python_exporters(tmp_path: Path, listen: Listen, protocol: str, compression: str | None) -> None:
-    rounds, tasks, per_task = 8, 4, 10
+def run_python_app(
+    tmp_path: Path, listen: Listen, protocol: str, rounds: int, tasks: int, per_task: int, **extra: str
+) -> None:
+    """The Python SDK app (a dispatcher handing tasks to a pool) exporting to ``listen``."""
     endpoint = listen.grpc_endpoint if protocol == "grpc" else listen.http_endpoint
     env = app_env(
         tmp_path / "ids.txt",
@@ -93,10 +91,19 @@ def test_python_exporters(tmp_path: Path, listen: Listen, protocol: str, compres
         CTXDOCTOR_ROUNDS=str(rounds),
         CTXDOCTOR_TASKS=str(tasks),
         CTXDOCTOR_SPANS_PER_TASK=str(per_task),
+        **extra,
     )
-    if compression:
-        env["OTEL_EXPORTER_OTLP_COMPRESSION"] = compression
     run_app([sys.executable, str(APPS / "python_exporter.py")], env)
+
+
+@pytest.mark.parametrize(
+    ("protocol", "compression"),
+    [("grpc", "gzip"), ("grpc", None), ("http/protobuf", "gzip"), ("http/protobuf", None)],
+)
+def test_python_exporters(tmp_path: Path, listen: Listen, protocol: str, compression: str | None) -> None:
+    rounds, tasks, per_task = 8, 4, 10
+    extra = {"OTEL_EXPORTER_OTLP_COMPRESSION": compression} if compression else {}
+    run_python_app(tmp_path, listen, protocol, rounds, tasks, per_task, **extra)
     rc, out, err = listen.stop()
     assert rc == 0, err
     created = created_ids(tmp_path / "ids.txt")

@@ -90,9 +90,7 @@ class Stream:
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", self.listen.http_port, timeout=5)
-                conn.request(
-                    "POST", "/v1/traces", body=data, headers={"Content-Type": "application/x-protobuf"}
-                )
+                conn.request("POST", "/v1/traces", body=data, headers={"Content-Type": "application/x-protobuf"})
                 resp = conn.getresponse()
                 resp.read()
                 if resp.status != 200:
@@ -115,9 +113,10 @@ class Stream:
             time.sleep(0.02)
 
 
+@pytest.mark.parametrize("name", ["dump.json", "dump.pb"])  # converted behind, or the journal itself
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_stream_loses_no_acknowledged_span(tmp_path: Path, sig: int) -> None:
-    listen = Listen(tmp_path / "dump.json")
+def test_signal_mid_stream_loses_no_acknowledged_span(tmp_path: Path, sig: int, name: str) -> None:
+    listen = Listen(tmp_path / name)
     try:
         stream = Stream(listen).start()
         stream.wait_for(60)
@@ -170,9 +169,7 @@ def test_many_exporters_at_once(tmp_path: Path) -> None:
             )
             if name.startswith("py-http"):
                 env["OTEL_EXPORTER_OTLP_COMPRESSION"] = "gzip"
-            apps.append(
-                (name, ids, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-            )
+            apps.append((name, ids, subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)))
         assert len(apps) >= 8
         for name, _, proc in apps:
             _, stderr = proc.communicate(timeout=120)
