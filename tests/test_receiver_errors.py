@@ -22,6 +22,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import PortInUse, Receiver, read_receipts
+from ctxdoctor.receiver.sink import drop_partial_line
 
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 LIMIT = 1 << 20
@@ -60,9 +61,7 @@ def make_request(
 @pytest.fixture
 def rcv(tmp_path: Path) -> Iterator[Receiver]:
     logs: list[str] = []
-    with Receiver(
-        tmp_path / "dump.json", grpc_port=0, http_port=0, max_message_bytes=LIMIT, log=logs.append
-    ) as r:
+    with Receiver(tmp_path / "dump.json", grpc_port=0, http_port=0, max_message_bytes=LIMIT, log=logs.append) as r:
         r.logs = logs  # type: ignore[attr-defined]
         yield r
 
@@ -157,9 +156,7 @@ def test_grpc_malformed_protobuf_is_invalid_argument(rcv: Receiver) -> None:
         ("application/json", b"[1, 2]"),
     ],
 )
-def test_http_malformed_is_400_with_status_in_the_request_encoding(
-    rcv: Receiver, ctype: str, body: bytes
-) -> None:
+def test_http_malformed_is_400_with_status_in_the_request_encoding(rcv: Receiver, ctype: str, body: bytes) -> None:
     assert_alive(rcv)
     status, headers, data = http_call(rcv, body, ctype)
     assert status == 400
@@ -488,3 +485,42 @@ def test_a_second_receiver_on_the_same_output_is_refused(rcv: Receiver) -> None:
         Receiver(rcv.output, grpc_port=0, http_port=0).start()
     assert_alive(rcv)  # and the first one's dump was not truncated under it
     assert len(dump_ids(rcv)) == 6
+
+
+@pytest.mark.parametrize(
+    ("content", "kept"),
+    [
+        (b"", b""),
+        (b'{"a":1}\n{"b":2}\n', b'{"a":1}\n{"b":2}\n'),
+        (b'{"a":1}\n{"b":', b'{"a":1}\n'),
+        (b'{"a":', b""),
+        (b'{"a":1}\n' + b"x" * (3 << 20), b'{"a":1}\n'),  # the partial line spans several blocks
+    ],
+)
+def test_drop_partial_line(tmp_path: Path, content: bytes, kept: bytes) -> None:
+    path = tmp_path / "dump.json"
+    path.write_bytes(content)
+    assert drop_partial_line(path) == len(content) - len(kept)
+    assert path.read_bytes() == kept
+    assert drop_partial_line(tmp_path / "missing.json") == 0
+
+
+def test_a_converter_killed_mid_line_leaves_whole_lines(tmp_path: Path) -> None:
+    """The receiver kills a converter that cannot write; killed between a short write and its
+    rollback, it would leave a torn last line. The receiver cuts it, and reports from the journal."""
+    with Receiver(tmp_path / "dump.json", grpc_port=0, http_port=0) as rcv:
+        req, first = make_request(1, n=5)
+        grpc_call(rcv, req.SerializeToString())
+        assert rcv.flush()
+        whole = rcv.output.read_bytes()
+        assert whole.endswith(b"\n")
+        with rcv.output.open("ab") as f:
+            f.write(b'{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"00')  # as a short write leaves it
+        assert rcv._converter is not None
+        rcv._converter.kill()
+        rcv._converter.wait()
+        req, second = make_request(2, n=5)
+        grpc_call(rcv, req.SerializeToString())  # acknowledged: in the journal
+    assert not rcv.dump_complete and rcv.result_path == rcv.journal_path
+    assert rcv.output.read_bytes() == whole
+    assert {(s.trace_id, s.span_id) for s in read_paths([rcv.journal_path]).spans} == first | second

@@ -236,6 +236,42 @@ def _limit_file_size(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
+def send_until_full(listen: Listen) -> set[tuple[int, int]]:
+    """Requests over both protocols until well past a full disk; the span ids acknowledged.
+    Checks that the refused ones were answered UNAVAILABLE / 503."""
+    accepted: set[tuple[int, int]] = set()
+    grpc_refused = http_refused = 0
+    with grpc.insecure_channel(f"127.0.0.1:{listen.grpc_port}") as ch:
+        call = ch.unary_unary(EXPORT)
+        for seed in range(1, 90):
+            req, ids = make_request(seed, n=20)
+            if seed % 2:
+                conn = http.client.HTTPConnection("127.0.0.1", listen.http_port, timeout=10)
+                conn.request(
+                    "POST",
+                    "/v1/traces",
+                    body=req.SerializeToString(),
+                    headers={"Content-Type": "application/x-protobuf"},
+                )
+                status = conn.getresponse().status
+                conn.close()
+                assert status in (200, 503)
+                if status == 200:
+                    accepted |= ids
+                else:
+                    http_refused += 1
+            else:
+                try:
+                    call(req.SerializeToString(), timeout=10)
+                    accepted |= ids
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+                    assert "file size limit" in exc.details()
+                    grpc_refused += 1
+    assert accepted and grpc_refused and http_refused, (len(accepted), grpc_refused, http_refused)
+    return accepted
+
+
 def test_disk_full_answers_unavailable_and_keeps_what_was_written(tmp_path: Path) -> None:
     """The file size limit stands in for a full disk: writes past it fail with EFBIG. The JSON
     dump (the bigger file) fills first, then the journal: from then on exporters are answered
@@ -244,36 +280,7 @@ def test_disk_full_answers_unavailable_and_keeps_what_was_written(tmp_path: Path
     limit = 64 * 1024
     listen = Listen(tmp_path / "dump.json", preexec_fn=lambda: _limit_file_size(limit))
     try:
-        accepted: set[tuple[int, int]] = set()
-        grpc_refused = http_refused = 0
-        with grpc.insecure_channel(f"127.0.0.1:{listen.grpc_port}") as ch:
-            call = ch.unary_unary(EXPORT)
-            for seed in range(1, 90):
-                req, ids = make_request(seed, n=20)
-                if seed % 2:
-                    conn = http.client.HTTPConnection("127.0.0.1", listen.http_port, timeout=10)
-                    conn.request(
-                        "POST",
-                        "/v1/traces",
-                        body=req.SerializeToString(),
-                        headers={"Content-Type": "application/x-protobuf"},
-                    )
-                    status = conn.getresponse().status
-                    conn.close()
-                    assert status in (200, 503)
-                    if status == 200:
-                        accepted |= ids
-                    else:
-                        http_refused += 1
-                else:
-                    try:
-                        call(req.SerializeToString(), timeout=10)
-                        accepted |= ids
-                    except grpc.RpcError as exc:
-                        assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                        assert "file size limit" in exc.details()
-                        grpc_refused += 1
-        assert accepted and grpc_refused and http_refused, (len(accepted), grpc_refused, http_refused)
+        accepted = send_until_full(listen)
         rc, out, err = listen.stop()
     finally:
         listen.kill()

@@ -30,6 +30,7 @@ from tests.apps.listen import Listen
 from tests.test_receiver_convert import _records, _snap
 from tests.test_receiver_e2e import APPS, check_dump, created_ids, run_python_app
 from tests.test_receiver_errors import EXPORT, grpc_call, http_call, make_request
+from tests.test_receiver_listen import _limit_file_size, send_until_full
 
 
 def _records_of(path: Path) -> list[ExportTraceServiceRequest]:
@@ -216,3 +217,24 @@ def test_run_writes_a_proto_dump_when_asked_by_the_name(tmp_path: Path) -> None:
     check_dump(tmp_path / "dump.pb", created)
     assert _records_of(tmp_path / "dump.pb")  # the Collector's proto format, not JSON in a .pb file
     assert not (tmp_path / "dump.pb.journal").exists()
+
+
+def test_a_full_disk_leaves_a_proto_dump_of_whole_records(tmp_path: Path) -> None:
+    """The file size limit stands in for a full disk. The proto dump is the journal: once full,
+    exporters are answered UNAVAILABLE / 503, and the dump holds exactly what was acknowledged,
+    in whole records."""
+    limit = 64 * 1024
+    listen = Listen(tmp_path / "dump.pb", preexec_fn=lambda: _limit_file_size(limit))
+    try:
+        accepted = send_until_full(listen)
+        rc, out, err = listen.stop()
+    finally:
+        listen.kill()
+    assert rc == 0, err
+    assert "Traceback" not in err, err
+    assert "file size limit reached" in err and "is incomplete" not in err, err
+    assert listen.dump.stat().st_size <= limit
+    dump = read_paths([listen.dump])
+    assert not dump.warnings  # the failed appends were rolled back
+    assert {(s.trace_id, s.span_id) for s in dump.spans} == accepted
+    assert f"wrote {listen.dump}" in out and f"Received {len(accepted)} spans in" in out, out

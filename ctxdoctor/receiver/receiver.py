@@ -30,7 +30,7 @@ from ctxdoctor.receiver.convert import Progress
 from ctxdoctor.receiver.grpc_server import GrpcServer
 from ctxdoctor.receiver.http_server import HttpServer
 from ctxdoctor.receiver.ingest import Ingest, ReceiverStats
-from ctxdoctor.receiver.sink import AppendFile, ReceiptLog
+from ctxdoctor.receiver.sink import AppendFile, ReceiptLog, drop_partial_line
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 
@@ -286,6 +286,7 @@ class Receiver:
             self.result_path = self.output
         else:
             self.result_path = self.journal_path
+            drop_partial_line(self.output)  # the converter may have been killed mid-append
             why = p.error or f"the converter stopped ({conv.returncode})"
             self.log(
                 f"ERROR the dump {self.output} is incomplete ({why}); every acknowledged request is in "

@@ -121,6 +121,34 @@ class AppendFile:
 DumpSink = AppendFile
 
 
+def drop_partial_line(path: Path) -> int:
+    """Cut a last line that has no newline; returns the bytes cut.
+
+    ``AppendFile`` rolls back a failed append itself, but not when its process is killed between
+    a short write (a disk filling up) and the rollback: the receiver kills a converter that cannot
+    write for a while. Lines are tens of kB, so the search for the last newline reads little.
+    """
+    try:
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            pos = size
+            while pos > 0:
+                start = max(0, pos - (1 << 20))
+                f.seek(start)
+                newline = f.read(pos - start).rfind(b"\n")
+                if newline >= 0:
+                    keep = start + newline + 1
+                    break
+                pos = start
+            else:
+                keep = 0
+            if keep < size:
+                f.truncate(keep)
+            return size - keep
+    except OSError:
+        return 0
+
+
 def journal_record(data: bytes) -> bytes:
     """A record of the Collector file exporter's proto format: 4-byte big-endian length, body."""
     return len(data).to_bytes(4, "big") + data
