@@ -78,6 +78,9 @@ def _split(weights: list[int], share: float) -> tuple[list[int], list[int]]:
     return sorted(theirs), sorted(ours)
 
 
+_SLICE = 1 << 16
+
+
 def _diagnose(
     spans: Sequence[Span],
     settings: Settings,
@@ -88,9 +91,10 @@ def _diagnose(
     # The parent ids that never arrived: every referenced parent, less every span present.
     # (Cheaper than a set of all span ids: only parents are kept, and the set only shrinks.)
     absent = {s.parent_span_id for s in spans if s.parent_span_id}
-    discard = absent.discard
-    for s in spans:
-        discard(s.span_id)
+    # In slices: the set's own loop in C is faster than a call per span, and a slice's list of
+    # ids stays small.
+    for i in range(0, len(spans), _SLICE):
+        absent.difference_update([s.span_id for s in spans[i : i + _SLICE]])
     # A set keeps its table when it shrinks: copy the few that are left, so the search below does
     # not run beside a table sized for every parent (tens of MB at a million spans).
     absent = set(absent)

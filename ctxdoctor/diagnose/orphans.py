@@ -520,10 +520,16 @@ def plan_search(spans: Sequence[Span]) -> SearchPlan:
     part_of = {id(u): key for u, key in _partitions(units_by_id.values()).items()}
     wanted = {part_of[id(r.unit)] for r in suspect_spans}
     parts: dict[Hashable, list[Span]] = defaultdict(list)
+    # Spans come in runs of one unit (a batch of one thread): look the partition up once a run.
+    unit: Unit | None = None
+    add = None
     for s in spans:
-        key = part_of[id(s.unit)]
-        if key in wanted:
-            parts[key].append(s)
+        if s.unit is not unit:
+            unit = s.unit
+            key = part_of[id(unit)]
+            add = parts[key].append if key in wanted else None
+        if add is not None:
+            add(s)
     part_suspects: dict[Hashable, list[Span]] = defaultdict(list)
     for r in suspect_spans:
         part_suspects[part_of[id(r.unit)]].append(r)
