@@ -94,7 +94,7 @@ def test_dump_format_flag_overrides_the_suffix(tmp_path: Path) -> None:
     finally:
         listen.kill()
     assert rc == 0, err
-    assert f"writing {listen.dump}" in out and "Received 4 spans" in out
+    assert f"writing {listen.dump} (Collector proto format)" in out and "Received 4 spans" in out
     assert [len(ss.spans) for r in _records_of(listen.dump) for rs in r.resource_spans for ss in rs.scope_spans] == [4]
     assert {(s.trace_id, s.span_id) for s in read_paths([listen.dump]).spans} == ids
     assert not (tmp_path / "spans.bin.journal").exists()

@@ -120,7 +120,8 @@ def listen(
         assert receiver.grpc_port is not None and receiver.http_port is not None
         console.print(
             f"ctxdoctor listen: OTLP/gRPC on {host}:{receiver.grpc_port}, OTLP/HTTP on "
-            f"{host}:{receiver.http_port} (POST /v1/traces), writing {output}",
+            f"{host}:{receiver.http_port} (POST /v1/traces), writing {output}"
+            + (" (Collector proto format)" if receiver.dump_format == "proto" else ""),
             markup=False,
             highlight=False,
             soft_wrap=True,
