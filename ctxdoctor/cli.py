@@ -294,6 +294,42 @@ def listen(
     )
 
 
+@app.command()
+def convert(
+    source: Path = typer.Argument(..., help="A dump in the Collector's proto format (listen -o dump.pb) or a journal."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="The OTLP/JSON lines to write [default: the source with .json for .pb/.binpb]."
+    ),
+) -> ExitCode:
+    """Turn a proto dump into OTLP/JSON lines, exactly as listen writes them (for jq, or the Collector)."""
+    from ctxdoctor.receiver.convert import convert_file
+    from ctxdoctor.receiver.receiver import PROTO_SUFFIXES
+
+    if output is None:
+        if source.suffix.lower() not in PROTO_SUFFIXES:
+            raise UsageError(f"name the JSON file to write with --output (the source {source} does not end in .pb)")
+        output = source.with_suffix(".json")
+    if output.resolve() == source.resolve():
+        raise UsageError(f"--output {output} is the source itself")
+    done = convert_file(source, output)
+    err = _stderr()
+    if done.truncated is not None:
+        err.print(
+            f"warning: {source} (byte offset {done.truncated}): last record is truncated (the writer was probably "
+            "stopped mid-write); everything before it was converted",
+            style="yellow",
+            highlight=False,
+            markup=False,
+        )
+    err.print(
+        f"converted {done.requests} requests ({done.spans} spans) from {source} to {output}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    return ExitCode.OK
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"ctxdoctor {__version__}")

@@ -83,6 +83,12 @@ def test_python_exporters_into_a_proto_dump(tmp_path: Path, protocol: str) -> No
     assert roots == {"dispatch": rounds, "task": rounds * tasks}
     assert "dispatch" in out and "task" in out  # the final report names the gap
     assert sum(r.spans for r in read_receipts(tmp_path / "dump.pb.receipts.jsonl")) == len(created)
+    # ... and `ctxdoctor convert` turns it into the JSON dump listen would have written.
+    converted = subprocess.run(
+        [sys.executable, "-m", "ctxdoctor", "convert", "dump.pb"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert converted.returncode == 0, converted.stderr
+    assert read_paths([tmp_path / "dump.json"]).spans == spans
 
 
 def test_dump_format_flag_overrides_the_suffix(tmp_path: Path) -> None:

@@ -265,6 +265,9 @@ class Converter:
         self.used_workers = False
         #: Journal offset up to which records are in the live figures (at or past ``progress.offset``).
         self.observed = 0
+        #: Offsets of the records skipped as unreadable, the first few (and how many in all).
+        self.unreadable: list[int] = []
+        self.unreadable_count = 0
         self._size = -1
         self._grew_at = time.monotonic()
 
@@ -320,6 +323,12 @@ class Converter:
         (length,) = _HEADER.unpack(header)
         return length if offset + 4 + length <= end else None
 
+    def _skipped(self, offset: int) -> None:
+        self.progress.error = _unreadable(offset)
+        self.unreadable_count += 1
+        if len(self.unreadable) < 10:
+            self.unreadable.append(offset)
+
     def _body_at(self, offset: int, end: int) -> bytes | None:
         """The body of the complete record at ``offset``, if it ends by ``end``."""
         length = self._record_at(offset, end)
@@ -337,7 +346,7 @@ class Converter:
         if self.dump is None:  # the journal is the dump: only observe
             ids = _trace_ids(body)
             if ids is None:
-                self.progress.error = _unreadable(offset)
+                self._skipped(offset)
                 self.progress.offset = self.observed = after
                 return True
             spans = len(ids)
@@ -346,7 +355,7 @@ class Converter:
                 enc = self._transcoder.transcode(body)
             except TranscodeError:
                 # Cannot happen for records the receiver wrote; do not stop converting over it.
-                self.progress.error = _unreadable(offset)
+                self._skipped(offset)
                 self.progress.offset = after
                 self.observed = max(self.observed, after)
                 return True
@@ -396,7 +405,7 @@ class Converter:
         data = os.pread(self._journal.fileno(), chunk.end - chunk.start, chunk.start) if self._live and fresh else b""
         for offset, r in zip(chunk.offsets, results, strict=True):
             if isinstance(r, str):
-                self.progress.error = r
+                self._skipped(offset)
                 continue
             _, spans, trace_ids = r
             if offset >= self.observed:
@@ -482,6 +491,66 @@ class Converter:
         self._journal.close()
         if self.dump is not None:
             self.dump.close()
+
+
+class FileConverted(msgspec.Struct, frozen=True):
+    requests: int
+    spans: int
+    truncated: int | None = None  # offset of a last record cut short (the writer was stopped)
+
+
+def convert_file(source: Path, target: Path, workers: int | None = None) -> FileConverted:
+    """A dump in the Collector's proto format (or a receiver journal) to OTLP/JSON lines, exactly
+    as the receiver writes them. Raises ``InputError`` (naming the offset) for a file that is not
+    in that format or has unreadable records; the lines of every readable record are written
+    first, so nothing readable is lost."""
+    from ctxdoctor.errors import InputError
+    from ctxdoctor.readers.otlp_proto import MAX_RECORD, OtlpProtoReader
+
+    if not source.is_file():
+        raise InputError(source, "no such file" if not source.exists() else "not a regular file")
+    with source.open("rb") as f:
+        head = f.read(64)
+    if head[:2] == b"\x1f\x8b":
+        raise InputError(source, "is gzip-compressed; decompress it first (gunzip -k)")
+    if head and not OtlpProtoReader().sniff(head):
+        what = "it is already OTLP/JSON" if head.lstrip()[:1] == b"{" else "the first length prefix is not plausible"
+        raise InputError(
+            source,
+            f"not the Collector file exporter's proto format (4-byte big-endian length + request): {what}",
+            offset=0,
+        )
+    size = source.stat().st_size
+    conv = Converter(source, target, live=False, workers=default_workers() if workers is None else workers)
+    try:
+        while conv.step(limit=size, budget=1.0):
+            pass
+    finally:
+        conv.close()
+    p = conv.progress
+    if conv.unreadable:
+        more = f" (and {conv.unreadable_count - 1} more)" if conv.unreadable_count > 1 else ""
+        raise InputError(
+            source,
+            f"record is not a valid ExportTraceServiceRequest{more}; skipped, and the {p.requests} "
+            f"readable requests written to {target}",
+            offset=conv.unreadable[0],
+        )
+    truncated = None
+    if p.offset < size:
+        with source.open("rb") as f:
+            f.seek(p.offset)
+            header = f.read(4)
+        length = _HEADER.unpack(header)[0] if len(header) == 4 else 0
+        if length > MAX_RECORD:
+            raise InputError(
+                source,
+                f"record length {length} is not plausible; the {p.requests} requests before it were written "
+                f"to {target}",
+                offset=p.offset,
+            )
+        truncated = p.offset
+    return FileConverted(requests=p.requests, spans=p.spans, truncated=truncated)
 
 
 def main(argv: list[str] | None = None) -> int:
