@@ -108,26 +108,25 @@ class TraceCounter:
         if self._exact is not None:
             self._exact.update(trace_ids)
             if len(self._exact) > EXACT_TRACES:
-                for t in self._exact:
-                    self._hll(t)
+                self._hll_all(self._exact)
                 self._exact = None
             return
-        for t in trace_ids:
-            self._hll(t)
+        # A request repeats each trace id for each of its spans (~6 to 1 in a 512-span batch):
+        # the set drops the repeats in C before the per-id Python below.
+        self._hll_all(set(trace_ids))
 
-    def _hll(self, trace_id: bytes) -> None:
-        # Trace ids are meant to be random, but mix anyway: some generators are sequential.
-        mask = 0xFFFFFFFFFFFFFFFF
-        t = int.from_bytes(trace_id, "big")
-        h = (t ^ (t >> 64)) & mask
-        h = ((h ^ (h >> 33)) * 0xFF51AFD7ED558CCD) & mask  # murmur3's 64-bit finaliser
-        h = ((h ^ (h >> 33)) * 0xC4CEB9FE1A85EC53) & mask
-        h ^= h >> 33
-        idx = h & (self._M - 1)
-        rest = h >> self._P
-        rank = 51 - rest.bit_length() if rest else 51  # leading zeros in 50 bits, plus one
-        if rank > self._regs[idx]:
-            self._regs[idx] = rank
+    def _hll_all(self, trace_ids: Iterable[bytes]) -> None:
+        # hash() of bytes is SipHash, keyed per process: well mixed even for sequential ids, and
+        # the counter never leaves this process. ~4x faster than mixing the int in Python.
+        regs = self._regs
+        mask, p, m1 = 0xFFFFFFFFFFFFFFFF, self._P, self._M - 1
+        for t in trace_ids:
+            h = hash(t) & mask
+            rest = h >> p
+            rank = 51 - rest.bit_length() if rest else 51  # leading zeros in 50 bits, plus one
+            idx = h & m1
+            if rank > regs[idx]:
+                regs[idx] = rank
 
     @property
     def estimated(self) -> bool:
