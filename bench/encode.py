@@ -58,7 +58,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from bench import dumpgen
 from bench.listen_load import batch, build_template
-from ctxdoctor.receiver.convert import Converter, default_workers
+from ctxdoctor.receiver.convert import EXACT_TRACES, Converter, TraceCounter, _trace_ids, default_workers
 from ctxdoctor.receiver.encode import Transcoder, screen_request
 from ctxdoctor.receiver.sink import journal_record
 
@@ -355,6 +355,59 @@ def converter(batches: int, repeat: int, seed: int) -> bool:
         shutil.rmtree(work)
 
 
+class OldTraceCounter(TraceCounter):
+    """The estimate as it was before faa290b, the baseline: every span's id mixed in Python."""
+
+    def add(self, trace_ids: Iterable[bytes]) -> None:
+        if self._exact is not None:
+            super().add(trace_ids)
+            return
+        for t in trace_ids:
+            self._old_hll(t)
+
+    def _old_hll(self, trace_id: bytes) -> None:
+        mask = 0xFFFFFFFFFFFFFFFF
+        t = int.from_bytes(trace_id, "big")
+        h = (t ^ (t >> 64)) & mask
+        h = ((h ^ (h >> 33)) * 0xFF51AFD7ED558CCD) & mask
+        h = ((h ^ (h >> 33)) * 0xC4CEB9FE1A85EC53) & mask
+        h ^= h >> 33
+        idx = h & (self._M - 1)
+        rest = h >> self._P
+        rank = 51 - rest.bit_length() if rest else 51
+        if rank > self._regs[idx]:
+            self._regs[idx] = rank
+
+
+def live_figures(bodies: list[bytes], repeat: int) -> None:
+    """What the live view costs per span: the observer's parse, and counting the traces."""
+    spans = spans_in(bodies)
+    ids = [_trace_ids(b) or [] for b in bodies]
+    print(f"\nlive figures: {len(bodies)} listen batches, {spans:,} spans")
+    print(f"  {'step':<44} {'µs/request':>10} {'ns/span':>8}  load")
+
+    def report(label: str, took: float) -> None:
+        print(f"  {label:<44} {took / len(bodies) * 1e6:10.1f} {took / spans * 1e9:8.0f}  {load()}")
+
+    report("read ahead: upb parse + trace ids", best_of(repeat, bodies, lambda: _trace_ids))
+    for label, cls, warm in (
+        ("count traces, exact (< 200k)", TraceCounter, 0),
+        ("count traces, estimate, per span (old)", OldTraceCounter, EXACT_TRACES + 1),
+        ("count traces, estimate, per distinct id", TraceCounter, EXACT_TRACES + 1),
+    ):
+        best = float("inf")
+        for _ in range(repeat):
+            tc = cls()
+            if warm:
+                tc.add([i.to_bytes(16, "big") for i in range(warm)])
+                assert tc.estimated
+            t0 = time.perf_counter()
+            for request_ids in ids:
+                tc.add(request_ids)
+            best = min(best, time.perf_counter() - t0)
+        report(label, best)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lines", type=int, default=40, help="512-span requests per input")
@@ -396,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:<36} {us:8.2f} {spans / took:10,.0f} {base / us:6.2f}x  {load()}")
         if not same:
             return 1
+    live_figures(inputs["listen batches"], args.repeat)
     if args.converter_batches and not converter(args.converter_batches, args.repeat, args.seed):
         print("  the dumps differ between runs")
         return 1
