@@ -272,13 +272,10 @@ def send_until_full(listen: Listen) -> set[tuple[int, int]]:
     return accepted
 
 
-def test_disk_full_answers_unavailable_and_keeps_what_was_written(tmp_path: Path) -> None:
-    """The file size limit stands in for a full disk: writes past it fail with EFBIG. The JSON
-    dump (the bigger file) fills first, then the journal: from then on exporters are answered
-    UNAVAILABLE / 503. Nothing acknowledged is lost: the journal keeps it, complete, and the
-    dump keeps complete lines only."""
-    limit = 64 * 1024
-    listen = Listen(tmp_path / "dump.json", preexec_fn=lambda: _limit_file_size(limit))
+def fill_the_disk(dump: Path, limit: int) -> tuple[Listen, set[tuple[int, int]], str, str]:
+    """``listen`` under a file size limit of ``limit`` bytes, sent requests until well past it;
+    it must stop cleanly. Returns it, the span ids acknowledged, and its output."""
+    listen = Listen(dump, preexec_fn=lambda: _limit_file_size(limit))
     try:
         accepted = send_until_full(listen)
         rc, out, err = listen.stop()
@@ -286,6 +283,16 @@ def test_disk_full_answers_unavailable_and_keeps_what_was_written(tmp_path: Path
         listen.kill()
     assert rc == 0, err
     assert "Traceback" not in err, err
+    return listen, accepted, out, err
+
+
+def test_disk_full_answers_unavailable_and_keeps_what_was_written(tmp_path: Path) -> None:
+    """The file size limit stands in for a full disk: writes past it fail with EFBIG. The JSON
+    dump (the bigger file) fills first, then the journal: from then on exporters are answered
+    UNAVAILABLE / 503. Nothing acknowledged is lost: the journal keeps it, complete, and the
+    dump keeps complete lines only."""
+    limit = 64 * 1024
+    listen, accepted, out, err = fill_the_disk(tmp_path / "dump.json", limit)
     assert "ERROR cannot write" in err and "file size limit reached" in err, err
     journal = tmp_path / "dump.json.journal"
     assert "is incomplete" in err and str(journal) in err, err

@@ -30,7 +30,7 @@ from tests.apps.listen import Listen
 from tests.test_receiver_convert import _records, _snap
 from tests.test_receiver_e2e import APPS, check_dump, created_ids, run_python_app
 from tests.test_receiver_errors import EXPORT, grpc_call, http_call, make_request
-from tests.test_receiver_listen import _limit_file_size, send_until_full
+from tests.test_receiver_listen import fill_the_disk
 
 
 def _records_of(path: Path) -> list[ExportTraceServiceRequest]:
@@ -230,14 +230,7 @@ def test_a_full_disk_leaves_a_proto_dump_of_whole_records(tmp_path: Path) -> Non
     exporters are answered UNAVAILABLE / 503, and the dump holds exactly what was acknowledged,
     in whole records."""
     limit = 64 * 1024
-    listen = Listen(tmp_path / "dump.pb", preexec_fn=lambda: _limit_file_size(limit))
-    try:
-        accepted = send_until_full(listen)
-        rc, out, err = listen.stop()
-    finally:
-        listen.kill()
-    assert rc == 0, err
-    assert "Traceback" not in err, err
+    listen, accepted, out, err = fill_the_disk(tmp_path / "dump.pb", limit)
     assert "file size limit reached" in err and "is incomplete" not in err, err
     assert listen.dump.stat().st_size <= limit
     dump = read_paths([listen.dump])
