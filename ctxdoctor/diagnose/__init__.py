@@ -100,11 +100,8 @@ def _diagnose(
     absent = set(absent)
     traces = len({s.trace_id for s in spans})
     root_spans = [s for s in spans if s.parent_span_id == 0]
-    roots_by_trace: dict[int, Span] = {}
-    for s in root_spans:
-        roots_by_trace.setdefault(s.trace_id, s)
     roots = len(root_spans)
-    missing = find_missing_parents(spans, absent, roots_by_trace)
+    missing = find_missing_parents(spans, absent, root_spans)
     candidates, group_sizes = search_orphans()
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
     # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above

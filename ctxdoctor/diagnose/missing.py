@@ -10,9 +10,7 @@ from ctxdoctor.fixes import flush_fix
 from ctxdoctor.model import ENTRY_KINDS, Span, span_hex
 
 
-def find_missing_parents(
-    spans: Sequence[Span], absent: set[int], roots_by_trace: dict[int, Span]
-) -> list[MissingParent]:
+def find_missing_parents(spans: Sequence[Span], absent: set[int], root_spans: Sequence[Span]) -> list[MissingParent]:
     """Every span whose ``parent_span_id`` is in ``absent`` (named, but not in the dump).
 
     A missing *local* parent was in the same SDK as the child and never exported: the worker or
@@ -24,6 +22,12 @@ def find_missing_parents(
     if not heads:
         return []
     siblings = Counter((s.trace_id, s.parent_span_id) for s in heads)
+    # The first root of each trace with a missing parent: those few, not a map of every trace.
+    head_traces = {s.trace_id for s in heads}
+    roots_by_trace: dict[int, Span] = {}
+    for r in root_spans:
+        if r.trace_id in head_traces:
+            roots_by_trace.setdefault(r.trace_id, r)
     classified = []
     for s in heads:
         recorded = s.parent_remote

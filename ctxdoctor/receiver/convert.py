@@ -468,7 +468,7 @@ class Converter:
             return
         from ctxdoctor.diagnose import diagnose
         from ctxdoctor.model import Span
-        from ctxdoctor.readers.otlp_proto import request_spans
+        from ctxdoctor.readers.otlp_proto_spans import request_spans
         from ctxdoctor.units import UnitTable
 
         spans: list[Span] = []
