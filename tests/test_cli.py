@@ -165,3 +165,17 @@ def test_gate_fails_when_there_is_nothing_to_judge(tmp_path: Path, capsys: pytes
     assert code == ExitCode.GATE_FAILED and "no spans to judge" in out
     # Without a gate an empty dump is simply an empty report.
     assert cli(capsys, "analyze", str(empty))[0] == ExitCode.OK
+
+
+def test_a_json_dump_is_analysed_without_importing_protobuf(tmp_path: Path) -> None:
+    """protobuf costs start-up time and ~3 MB; only proto dumps and the receiver need it."""
+    dump = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios" / "python-thread-naive" / "dump.json"
+    code = (
+        "import sys\n"
+        "from ctxdoctor.cli import run\n"
+        f"code = run(['analyze', {str(dump)!r}, '--format', 'json', '-o', {str(tmp_path / 'r.json')!r}])\n"
+        "print(int(code), 'google.protobuf' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0", "False"]
