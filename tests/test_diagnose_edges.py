@@ -4,9 +4,14 @@ in test_diagnose_scenarios.py). Each pins one rule of evidence, stated in the te
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+import pytest
+
+import ctxdoctor.diagnose as diagnose_module
 from ctxdoctor.diagnose import diagnose
 from ctxdoctor.model import FLAG_IS_REMOTE_KNOWN, FLAG_PARENT_IS_REMOTE, Span, SpanKind, Unit
+from ctxdoctor.readers import read_paths
 from ctxdoctor.units import Boundary, Relation, boundary, relation
 
 MS = 1_000_000
@@ -132,3 +137,26 @@ def test_boundaries_from_units() -> None:
     assert boundary(node_same, node_same, Relation.SAME_PROCESS)[0] is Boundary.ASYNC
     assert boundary(py_same, py_same, Relation.SAME_PROCESS)[0] is Boundary.THREAD
     assert relation(Unit("other", 9, pid=3), a) is None
+
+
+_SCENARIOS = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios"
+
+
+@pytest.mark.parametrize("slice_size", [1, 2, 3, 7, 50, 1 << 16])
+@pytest.mark.parametrize("scenario", ["python-exit-unflushed", "node-worker-exit-unflushed", "python-mixed-c32"])
+def test_absent_parents_are_the_same_whatever_the_slices(
+    monkeypatch: pytest.MonkeyPatch, scenario: str, slice_size: int
+) -> None:
+    """Parents are first looked for in their own slice, then the few left in the whole dump: a
+    parent in another slice, before or after, must still count as present."""
+    spans = read_paths([_SCENARIOS / scenario / "dump.json"]).spans
+    monkeypatch.setattr(diagnose_module, "_SLICE", slice_size)
+    for seed in range(4):
+        order = list(spans)
+        if seed:
+            random.Random(seed).shuffle(order)  # parents far from their children
+        expected = {s.parent_span_id for s in order if s.parent_span_id} - {s.span_id for s in order}
+        assert diagnose_module._absent_parents(order) == expected
+    if "unflushed" in scenario:
+        assert expected  # these dumps do miss parents
+    assert diagnose_module._absent_parents([]) == set()

@@ -81,6 +81,28 @@ def _split(weights: list[int], share: float) -> tuple[list[int], list[int]]:
 _SLICE = 1 << 16
 
 
+def _absent_parents(spans: Sequence[Span]) -> set[int]:
+    """The parent ids that never arrived: every referenced parent, less every span present.
+
+    A parent is nearly always exported near its children (the same batch, or one soon after), so
+    each slice of spans first drops the parents present in the slice itself. Only the few left
+    are looked for in the whole dump. At a million spans that is ~250 candidates against ~560k
+    parents: no set of every parent (its growth was the diagnosis's peak memory, ~25 MB), and
+    small sets are faster too. The sets' own loops run in C over each slice's list of ids.
+    """
+    candidates: set[int] = set()
+    for i in range(0, len(spans), _SLICE):
+        part = spans[i : i + _SLICE]
+        local = {s.parent_span_id for s in part if s.parent_span_id}
+        local.difference_update([s.span_id for s in part])
+        candidates |= local
+    for i in range(0, len(spans), _SLICE):
+        if not candidates:
+            break
+        candidates.difference_update([s.span_id for s in spans[i : i + _SLICE]])
+    return set(candidates)  # a set keeps its table when it shrinks: copy the few left
+
+
 def _diagnose(
     spans: Sequence[Span],
     settings: Settings,
@@ -88,16 +110,7 @@ def _diagnose(
     files: Sequence[str],
     search_orphans: Callable[[], tuple[list[Orphan], dict[tuple[str, str], int]]],
 ) -> Report:
-    # The parent ids that never arrived: every referenced parent, less every span present.
-    # (Cheaper than a set of all span ids: only parents are kept, and the set only shrinks.)
-    absent = {s.parent_span_id for s in spans if s.parent_span_id}
-    # In slices: the set's own loop in C is faster than a call per span, and a slice's list of
-    # ids stays small.
-    for i in range(0, len(spans), _SLICE):
-        absent.difference_update([s.span_id for s in spans[i : i + _SLICE]])
-    # A set keeps its table when it shrinks: copy the few that are left, so the search below does
-    # not run beside a table sized for every parent (tens of MB at a million spans).
-    absent = set(absent)
+    absent = _absent_parents(spans)
     traces = len({s.trace_id for s in spans})
     root_spans = [s for s in spans if s.parent_span_id == 0]
     roots = len(root_spans)
