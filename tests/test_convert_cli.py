@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import re
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -120,3 +122,36 @@ def test_an_empty_dump_converts_to_an_empty_file(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "dump.json").read_bytes() == b""
     assert "converted 0 requests (0 spans)" in proc.stderr
+
+
+def _limit_file_size(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_an_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
+    _proto_dump(tmp_path / "dump.pb", range(1, 4))
+    proc = _convert(tmp_path, "dump.pb", "-o", str(tmp_path / "no-such-dir" / "out.json"))
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot open" in proc.stderr and "No such file or directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_full_disk_midway_keeps_whole_lines(tmp_path: Path) -> None:
+    """The file size limit stands in for a full disk: the lines before the one that did not fit
+    stay, whole, and the command says how many requests were written."""
+    _proto_dump(tmp_path / "dump.pb", range(1, 40), n=20)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ctxdoctor", "convert", "dump.pb"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=lambda: _limit_file_size(32 * 1024),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "file size limit reached" in proc.stderr and "Traceback" not in proc.stderr
+    m = re.search(r"the first (\d+) requests were written", proc.stderr)
+    assert m and 0 < int(m.group(1)) < 39, proc.stderr
+    dump = read_paths([tmp_path / "dump.json"])
+    assert not dump.warnings  # whole lines only
+    assert len(dump.spans) == int(m.group(1)) * 20

@@ -502,8 +502,8 @@ def convert_file(source: Path, target: Path, workers: int | None = None) -> File
     """A dump in the Collector's proto format (or a receiver journal) to OTLP/JSON lines, exactly
     as the receiver writes them. Raises ``InputError`` (naming the offset) for a file that is not
     in that format or has unreadable records; the lines of every readable record are written
-    first, so nothing readable is lost."""
-    from ctxdoctor.errors import InputError
+    first, so nothing readable is lost. ``UsageError`` when the output cannot be written."""
+    from ctxdoctor.errors import InputError, UsageError
     from ctxdoctor.readers.otlp_proto import MAX_RECORD, OtlpProtoReader
 
     if not source.is_file():
@@ -520,10 +520,15 @@ def convert_file(source: Path, target: Path, workers: int | None = None) -> File
             offset=0,
         )
     size = source.stat().st_size
-    conv = Converter(source, target, live=False, workers=default_workers() if workers is None else workers)
+    try:
+        conv = Converter(source, target, live=False, workers=default_workers() if workers is None else workers)
+    except DumpWriteError as exc:
+        raise UsageError(str(exc)) from None
     try:
         while conv.step(limit=size, budget=1.0):
             pass
+    except DumpWriteError as exc:  # the output holds whole lines: the failed one was rolled back
+        raise UsageError(f"{exc}; the first {conv.progress.requests} requests were written") from None
     finally:
         conv.close()
     p = conv.progress
