@@ -179,3 +179,25 @@ def test_a_json_dump_is_analysed_without_importing_protobuf(tmp_path: Path) -> N
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0", "False"]
+
+
+@pytest.mark.parametrize("scenario", ["python-threadpool-naive-c32", "healthy-server"])
+def test_the_json_report_is_written_as_json_dumps_would_write_it(scenario: str) -> None:
+    """Streamed in batches to keep memory flat, byte for byte the text of ``json.dumps``."""
+    import io
+
+    from rich.console import Console
+
+    from ctxdoctor.diagnose import diagnose
+    from ctxdoctor.readers import read_paths
+    from ctxdoctor.render.json_report import JsonRenderer, report_dict
+
+    dump = read_paths([SCENARIOS / scenario / "dump.json"])
+    report = diagnose(dump.spans)
+    out = io.StringIO()
+    JsonRenderer().render(report, Console(file=out))
+    expected = json.dumps(report_dict(report), indent=2) + "\n"
+    assert out.getvalue() == expected
+    if scenario != "healthy-server":
+        chunks = sum(1 for _ in json.JSONEncoder(indent=2).iterencode(report_dict(report)))
+        assert chunks > 8192  # more than one batch

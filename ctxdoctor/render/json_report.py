@@ -119,4 +119,14 @@ class JsonRenderer:
     name = "json"
 
     def render(self, report: Report, console: Console) -> None:
-        console.file.write(json.dumps(report_dict(report), indent=2) + "\n")
+        # Written as it is encoded, in batches: ``json.dumps`` would first hold every piece of the
+        # text in a list (~1M small strings for a report of 8,000 orphans) and then the whole text.
+        write = console.file.write
+        batch: list[str] = []
+        for chunk in json.JSONEncoder(indent=2).iterencode(report_dict(report)):
+            batch.append(chunk)
+            if len(batch) >= 8192:
+                write("".join(batch))
+                batch.clear()
+        batch.append("\n")
+        write("".join(batch))
