@@ -13,6 +13,7 @@ a failure shows where it can be read: in the parent.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import mmap
 import os
@@ -46,6 +47,22 @@ def memory_to_spare(resident_factor: float) -> bool:
     except (OSError, ValueError, IndexError, StopIteration):
         return True
     return available > resident_factor * resident
+
+
+_PUNCH_HOLE, _KEEP_SIZE = 0x02, 0x01  # fallocate(2) modes
+
+
+def _libc_fallocate() -> Callable[[int, int, int, int], int] | None:
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_fallocate = _libc_fallocate()
 
 
 def _scratch() -> int:
@@ -88,6 +105,15 @@ class Forked:
         if os.waitstatus_to_exitcode(status) != 0 or size == 0:
             return None
         return mmap.mmap(self.fd, size, access=mmap.ACCESS_READ)
+
+    def release(self, start: int, end: int) -> None:
+        """Free the memory of bytes ``[start, end)`` of the result, once read (whole pages;
+        Linux). The result is a memory file: what the child wrote takes memory until freed."""
+        page = mmap.PAGESIZE
+        lo = -(-start // page) * page
+        hi = end // page * page
+        if hi > lo and self.fd >= 0 and _fallocate is not None:
+            _fallocate(self.fd, _PUNCH_HOLE | _KEEP_SIZE, lo, hi - lo)  # best effort: a failure keeps them
 
     def close(self) -> None:
         """Stop the child if it still runs, and free its result."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import io
-import itertools
 import mmap
 import os
 import pickle
@@ -201,50 +200,73 @@ def _shift_warning(w: ReadWarning, piece: Piece) -> ReadWarning:
 
 
 class _Outcome(msgspec.Struct):
-    """What a reader process found, besides its spans."""
+    """What a reader process found, besides its spans: its payload's last frame."""
 
     warnings: list[ReadWarning]
     error: tuple[str, str, int | None, int | None] | None  # an InputError's path, message, line, offset
     resources: list[tuple[Hashable, Unit]]
     threads: list[tuple[tuple[int, int | None, str | None], Unit]]
+    #: For each unit in the order the frames first use it, its index in ``resources + threads``.
+    unit_order: list[int]
 
 
-#: Spans per frame of a payload: the parent's transient lists are a frame's, not a share's.
+#: Spans per frame of a payload: the reader keeps a frame's spans, the parent a frame's columns.
 _FRAME_SPANS = 1 << 16
 _FRAME = struct.Struct(">Q")
 
 
-def _write_payload(out: BinaryIO, spans: list[Span], outcome: _Outcome) -> None:
-    """Frames of pickles: the outcome, then the spans as columns in frames of ``_FRAME_SPANS``,
-    each unit as an index into the outcome's units.
+class _FrameWriter:
+    """A reader process's spans, written as frames of columns while it reads.
 
     Columns, not pickled ``Span`` objects: pickle shares no ints, so each span would come back
     with its own copy of its trace id, parent id and flags (over 100 bytes more per span); as
-    columns each id goes once, in the first frame that uses it, with an index per use, and the
-    parent rebuilds the records in C (``map(Span, ...)``).
+    columns each id goes once per frame, with an index per use, and the parent rebuilds the
+    records in C (``map(Span, ...)``). Frame by frame, so that the reader never holds its whole
+    share as objects: it would double the memory of the read while both processes are at work.
     """
 
-    def frame(obj: object) -> None:
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        out.write(_FRAME.pack(len(data)))
-        out.write(data)
+    def __init__(self, out: BinaryIO):
+        self.out = out
+        self.spans: list[Span] = []
+        self.unit_index: dict[int, int] = {}  # id(unit) -> its index in ``units``
+        self.units: list[Unit] = []  # in the order the frames first use them
 
-    frame(outcome)
-    everyone = [u for _, u in outcome.resources] + [u for _, u in outcome.threads]
-    index = {id(u): i for i, u in enumerate(everyone)}
-    traces: dict[int, int] = {}
-    ids: dict[int, int] = {}  # a parent id and the span it names share one object, as when read here
-    for lo in range(0, len(spans), _FRAME_SPANS):
-        part = spans[lo : lo + _FRAME_SPANS]
-        known_traces, known_ids = len(traces), len(ids)
+    def emit(self, span: Span) -> None:
+        self.spans.append(span)
+        if len(self.spans) >= _FRAME_SPANS:
+            self.flush()
+
+    def frame(self, obj: object) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.out.write(_FRAME.pack(len(data)))
+        self.out.write(data)
+
+    def flush(self) -> None:
+        part, self.spans = self.spans, []
+        if not part:
+            return
+        traces: dict[int, int] = {}
+        ids: dict[int, int] = {}  # a parent id and the span it names share one object, as when read here
         trace_index = [traces.setdefault(s.trace_id, len(traces)) for s in part]
         span_index = [ids.setdefault(s.span_id, len(ids)) for s in part]
         parent_index = [ids.setdefault(s.parent_span_id, len(ids)) for s in part]
-        frame(
+        unit_index = []
+        unit: Unit | None = None
+        at = 0
+        for s in part:  # spans come in runs of one unit: look it up once a run
+            if s.unit is not unit:
+                unit = s.unit
+                found = self.unit_index.get(id(unit))
+                if found is None:
+                    found = self.unit_index[id(unit)] = len(self.units)
+                    self.units.append(unit)
+                at = found
+            unit_index.append(at)
+        self.frame(
             (
-                list(itertools.islice(traces, known_traces, None)),  # the ids first used here
+                list(traces),
                 trace_index,
-                list(itertools.islice(ids, known_ids, None)),
+                list(ids),
                 span_index,
                 parent_index,
                 [s.name for s in part],
@@ -252,7 +274,7 @@ def _write_payload(out: BinaryIO, spans: list[Span], outcome: _Outcome) -> None:
                 [s.start for s in part],
                 [s.end for s in part],
                 [s.flags for s in part],
-                [index[id(s.unit)] for s in part],
+                unit_index,
                 [s.links for s in part],
                 [s.status for s in part],
             )
@@ -263,23 +285,33 @@ def _write_payload(out: BinaryIO, spans: list[Span], outcome: _Outcome) -> None:
 _FLAGS: dict[int, int] = {}
 
 
-def _unpack(data: mmap.mmap, units: UnitTable) -> tuple[list[Span], _Outcome]:
-    view = memoryview(data)
-    (n,) = _FRAME.unpack_from(view)
-    pos = _FRAME.size + n
-    outcome: _Outcome = pickle.loads(view[_FRAME.size : pos])
-    adopted = units.adopt(outcome.resources, outcome.threads)
-    traces: list[int] = []
-    ids: list[int] = []
-    spans: list[Span] = []
+def _frames(view: memoryview) -> list[tuple[int, int]]:
+    """(start, end) of each frame's pickle."""
+    out = []
+    pos = 0
     while pos < len(view):
         (n,) = _FRAME.unpack_from(view, pos)
-        columns = pickle.loads(view[pos + _FRAME.size : pos + _FRAME.size + n])
+        out.append((pos + _FRAME.size, pos + _FRAME.size + n))
         pos += _FRAME.size + n
-        new_traces, trace_index, new_ids, span_index, parent_index, *rest = columns
+    return out
+
+
+def _unpack(
+    data: mmap.mmap, units: UnitTable, release: Callable[[int, int], None] = lambda start, end: None
+) -> tuple[list[Span], _Outcome]:
+    """A reader's payload back into ``Span`` records. ``release(start, end)`` is told of each
+    frame done with, so that its memory can go as the records it became arrive."""
+    view = memoryview(data)
+    frames = _frames(view)
+    *span_frames, (lo, hi) = frames
+    outcome: _Outcome = pickle.loads(view[lo:hi])
+    adopted = units.adopt(outcome.resources, outcome.threads)
+    by_use = [adopted[i] for i in outcome.unit_order]
+    spans: list[Span] = []
+    for lo, hi in span_frames:
+        columns = pickle.loads(view[lo:hi])
+        traces, trace_index, ids, span_index, parent_index, *rest = columns
         names, kinds, starts, ends, flags, unit_index, links, status = rest
-        traces += new_traces
-        ids += new_ids
         spans += map(
             Span,
             map(traces.__getitem__, trace_index),
@@ -290,20 +322,22 @@ def _unpack(data: mmap.mmap, units: UnitTable) -> tuple[list[Span], _Outcome]:
             starts,
             ends,
             map(_FLAGS.setdefault, flags, flags),
-            map(adopted.__getitem__, unit_index),
+            map(by_use.__getitem__, unit_index),
             links,
             status,
         )
-        del columns, rest, trace_index, span_index, parent_index, unit_index
+        del columns, rest, traces, ids, trace_index, span_index, parent_index, unit_index
+        release(lo - _FRAME.size, hi)
     view.release()
     return spans, outcome
 
 
 def _read_share(out: BinaryIO, run: list[Piece], read: Callable[..., None], progress: mmap.mmap, slot: int) -> None:
-    """What a reader process does: read its pieces, then write the payload (``_write_payload``).
-    Its progress goes to its slot of the shared ``progress`` map, where the parent sums it."""
+    """What a reader process does: read its pieces, writing frames of spans as it goes, then the
+    outcome (``_FrameWriter``). Its progress goes to its slot of the shared ``progress`` map,
+    where the parent sums it."""
     units = UnitTable()
-    spans: list[Span] = []
+    writer = _FrameWriter(out)
     warnings: list[ReadWarning] = []
     error = None
     done = 0
@@ -314,13 +348,16 @@ def _read_share(out: BinaryIO, run: list[Piece], read: Callable[..., None], prog
             def position(pos: int, base: int = base) -> None:
                 struct.pack_into(">Q", progress, 8 * slot, base + pos)
 
-            read(piece, units, spans.append, warnings.append, position)
+            read(piece, units, writer.emit, warnings.append, position)
             done = base + piece_size(piece)
             struct.pack_into(">Q", progress, 8 * slot, done)
     except InputError as exc:
         error = (exc.path, exc.message, exc.line, exc.offset)
+    writer.flush()
     resources, threads = units.entries()
-    _write_payload(out, spans, _Outcome(warnings, error, resources, threads))
+    everyone = {id(u): i for i, u in enumerate([u for _, u in resources] + [u for _, u in threads])}
+    order = [everyone[id(u)] for u in writer.units]
+    writer.frame(_Outcome(warnings, error, resources, threads, order))
 
 
 def piece_size(piece: Piece) -> int:
@@ -368,9 +405,9 @@ def read_runs(
                 for piece in run:
                     read(piece, units, spans.append, warnings.append, report)
                 continue
-            with data:
-                theirs, outcome = _unpack(data, units)
             assert child is not None
+            with data:
+                theirs, outcome = _unpack(data, units, child.release)
             child.close()
             spans += theirs
             del theirs
