@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Spawns argv[1] (a JSON list), reaps it, and writes its wall time and rusage to fd argv[2].
 #: It also samples the memory of the command and the processes it forked (``ctxdoctor analyze
-#: --jobs`` forks readers and a search process; ``ru_maxrss`` is the largest single process, not
+#: --jobs`` forks readers; ``ru_maxrss`` is the largest single process, not
 #: their sum): every 20 ms the summed RSS (an upper bound: a page shared after fork counts once
 #: per process), and, while there is more than one process, every 100 ms the summed PSS from
 #: ``smaps_rollup`` (a shared page split between its sharers: the memory really in use; reading

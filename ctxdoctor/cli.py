@@ -74,8 +74,8 @@ def analyse(paths: list[Path], settings: Settings, console: Console, jobs: int =
     warnings = [str(w) for w in dump.warnings]
     if console.is_terminal and len(dump.spans) >= _STATUS_SPANS:
         with console.status(f"diagnosing {len(dump.spans):,} spans"):
-            return diagnose(dump.spans, settings, warnings=warnings, files=dump.files, jobs=jobs)
-    return diagnose(dump.spans, settings, warnings=warnings, files=dump.files, jobs=jobs)
+            return diagnose(dump.spans, settings, warnings=warnings, files=dump.files)
+    return diagnose(dump.spans, settings, warnings=warnings, files=dump.files)
 
 
 def emit(report: Report, fmt: Format, output: Path | None) -> None:
@@ -106,8 +106,8 @@ JobsOpt = typer.Option(
     "--jobs",
     "-j",
     min=0,
-    help="Processes that share the work on big dumps (reading over 32 MB, diagnosing over 200k spans); "
-    "0 = one per CPU (at most 8), 1 = one process (least memory).",
+    help="Processes that read big dumps (over 32 MB in all) side by side; "
+    "0 = one per CPU (at most 8), 1 = one process (a little less memory).",
 )
 
 

@@ -17,13 +17,10 @@ import ctypes
 import gc
 import mmap
 import os
-import pickle
 import signal
 import tempfile
 from collections.abc import Callable
-from typing import BinaryIO, Generic, TypeVar
-
-T = TypeVar("T")
+from typing import BinaryIO
 
 CAN_FORK = hasattr(os, "fork")
 
@@ -33,20 +30,6 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-
-
-def memory_to_spare(resident_factor: float) -> bool:
-    """Whether the system has ``resident_factor`` times this process's resident memory available
-    (``MemAvailable``): a forked child that touches the parent's objects copies their pages.
-    True where this cannot be read (not Linux)."""
-    try:
-        with open("/proc/self/statm") as f:
-            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        with open("/proc/meminfo") as f:
-            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, ValueError, IndexError, StopIteration):
-        return True
-    return available > resident_factor * resident
 
 
 _PUNCH_HOLE, _KEEP_SIZE = 0x02, 0x01  # fallocate(2) modes
@@ -125,26 +108,3 @@ class Forked:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-
-
-class Call(Generic[T]):
-    """``fn(*args)`` started in a forked process; ``join()`` returns its value (computed here
-    if the child failed). ``close()`` when the value is no longer wanted."""
-
-    def __init__(self, fn: Callable[..., T], *args: object):
-        self._fn, self._args = fn, args
-        self._proc = Forked(lambda out: pickle.dump(fn(*args), out, protocol=pickle.HIGHEST_PROTOCOL))
-
-    def join(self) -> T:
-        try:
-            data = self._proc.result()
-            if data is None:
-                return self._fn(*self._args)
-            with data:
-                value: T = pickle.loads(data)
-            return value
-        finally:
-            self._proc.close()
-
-    def close(self) -> None:
-        self._proc.close()

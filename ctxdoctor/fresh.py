@@ -1,6 +1,6 @@
 """The final analysis of ``listen`` and ``run``, done in a fresh Python process.
 
-Why: a big dump is read and diagnosed in several forked processes (``analyze --jobs``), but these
+Why: a big dump is read by several forked processes (``analyze --jobs``), but these
 commands have run a gRPC server by then, and forking a process that loaded grpcio depends on
 grpcio's fork support, whose defaults have changed between releases. A fresh interpreter has
 never loaded grpcio and forks freely. Its start-up (~0.3 s) is paid only for dumps big enough to be
@@ -35,8 +35,8 @@ def worth_it(path: Path) -> bool:
 
 
 def analyse(path: Path, settings: Settings, jobs: int = 0) -> Report | None:
-    """The report on ``path``, computed in a fresh process with ``jobs`` processes (0: one per
-    CPU, at most 8). Raises ``InputError`` for a dump that cannot be read; None if the process
+    """The report on ``path``, computed in a fresh process that reads with ``jobs`` processes
+    (0: one per CPU, at most 8). Raises ``InputError`` for a dump that cannot be read; None if the process
     gave no answer."""
     env = dict(os.environ)
     root = str(Path(ctxdoctor.__file__).resolve().parents[1])
@@ -78,7 +78,7 @@ def _main(argv: list[str]) -> int:
         answer: tuple[object, ...] = ("input", exc.message, exc.line, exc.offset)
     else:
         warnings = [str(w) for w in dump.warnings]
-        answer = ("report", diagnose(dump.spans, settings, warnings=warnings, files=dump.files, jobs=jobs))
+        answer = ("report", diagnose(dump.spans, settings, warnings=warnings, files=dump.files))
     sys.stdout.buffer.write(pickle.dumps(answer))
     sys.stdout.buffer.flush()
     return 0

@@ -502,10 +502,6 @@ class SearchPlan(msgspec.Struct):
     parts: list[tuple[list[Span], list[Span]]]  # (every span, the suspect roots) per partition
     group_sizes: dict[tuple[str, str], int]  # suspect roots per (service, name)
 
-    def weights(self) -> list[int]:
-        """The relative cost of searching each partition: a pass over its spans."""
-        return [len(members) for members, _ in self.parts]
-
 
 def plan_search(spans: Sequence[Span]) -> SearchPlan:
     """Which spans each partition with suspects holds, in the order the spans came."""
