@@ -532,11 +532,6 @@ def plan_search(spans: Sequence[Span]) -> SearchPlan:
     return SearchPlan([(members, part_suspects[key]) for key, members in parts.items()], dict(group_sizes))
 
 
-def search(plan: SearchPlan, which: Sequence[int]) -> list[list[Orphan]]:
-    """The suspects with at least one candidate parent in each partition named by ``which``."""
-    return [_search_part(*plan.parts[i]) for i in which]
-
-
 def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]:
     orphans: list[Orphan] = []
     sweep = _sweep(members, part_suspects)
@@ -569,13 +564,6 @@ def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]
     return orphans
 
 
-def ranked(found: Iterable[list[Orphan]]) -> list[Orphan]:
-    """Every partition's orphans (in partition order), most confident first."""
-    orphans = [o for part in found for o in part]
-    orphans.sort(key=lambda o: (-o.confidence, o.span.start))
-    return orphans
-
-
 def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
     """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
 
@@ -583,4 +571,7 @@ def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, s
     applies the reporting threshold.
     """
     plan = plan_search(spans)
-    return ranked(search(plan, range(len(plan.parts)))), plan.group_sizes
+    # The suspects with at least one candidate parent, partition by partition, most confident first.
+    orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects)]
+    orphans.sort(key=lambda o: (-o.confidence, o.span.start))
+    return orphans, plan.group_sizes
