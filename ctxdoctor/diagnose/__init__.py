@@ -10,29 +10,6 @@ from ctxdoctor.diagnose.orphans import find_orphans
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
-
-def diagnose(
-    spans: Sequence[Span],
-    settings: Settings | None = None,
-    *,
-    warnings: Sequence[str] = (),
-    files: Sequence[str] = (),
-) -> Report:
-    """Find context-loss roots, missing parents and the gaps they form.
-
-    The orphan ratio is ``broken fragments / fragments``: the traces fell into ``fragments``
-    pieces (every root, plus every distinct parent that is missing), of which the suspected
-    orphans and the lost parents are broken off from where they belong. Missing parents that
-    are merely upstream callers exporting elsewhere are fragments, but not broken ones.
-
-    One process: a forked search (session 2) saved ~0.2 s of ~1.3 at a million spans, and cost
-    ~270 bytes per span, because a child that reads the spans copies their pages (CPython writes
-    reference counts into the objects). bench/README.md has the figures.
-    """
-    settings = settings or Settings()
-    return _diagnose(spans, settings, warnings, files)
-
-
 _SLICE = 1 << 16
 
 
@@ -58,12 +35,25 @@ def _absent_parents(spans: Sequence[Span]) -> set[int]:
     return set(candidates)  # a set keeps its table when it shrinks: copy the few left
 
 
-def _diagnose(
+def diagnose(
     spans: Sequence[Span],
-    settings: Settings,
-    warnings: Sequence[str],
-    files: Sequence[str],
+    settings: Settings | None = None,
+    *,
+    warnings: Sequence[str] = (),
+    files: Sequence[str] = (),
 ) -> Report:
+    """Find context-loss roots, missing parents and the gaps they form.
+
+    The orphan ratio is ``broken fragments / fragments``: the traces fell into ``fragments``
+    pieces (every root, plus every distinct parent that is missing), of which the suspected
+    orphans and the lost parents are broken off from where they belong. Missing parents that
+    are merely upstream callers exporting elsewhere are fragments, but not broken ones.
+
+    One process: a forked search (session 2) saved ~0.2 s of ~1.3 at a million spans, and cost
+    ~270 bytes per span, because a child that reads the spans copies their pages (CPython writes
+    reference counts into the objects). bench/README.md has the figures.
+    """
+    settings = settings or Settings()
     absent = _absent_parents(spans)
     traces = len({s.trace_id for s in spans})
     root_spans = [s for s in spans if s.parent_span_id == 0]
