@@ -14,16 +14,12 @@ import pytest
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver.convert import Converter, convert_file
 from ctxdoctor.receiver.sink import journal_record
+from tests.test_receiver_convert import _records, unreadable_record
 from tests.test_receiver_errors import make_request
 
 
 def _proto_dump(path: Path, seeds: range, n: int = 5) -> set[tuple[int, int]]:
-    data = b""
-    ids: set[tuple[int, int]] = set()
-    for seed in seeds:
-        req, good = make_request(seed, n=n)
-        data += journal_record(req.SerializeToString())
-        ids |= good
+    data, ids = _records(seeds, n=n)
     path.write_bytes(data)
     return ids
 
@@ -80,9 +76,7 @@ def test_a_truncated_last_record_is_a_warning(tmp_path: Path) -> None:
 def test_an_unreadable_record_is_named_and_the_rest_written(tmp_path: Path) -> None:
     _proto_dump(tmp_path / "a.pb", range(1, 4))
     first = (tmp_path / "a.pb").read_bytes()
-    req, _ = make_request(4, n=2)
-    req.resource_spans[0].scope_spans[0].spans[0].name = "NAME"
-    bad = journal_record(req.SerializeToString().replace(b"NAME", b"N\xffME"))  # not UTF-8: upb refuses it
+    bad = unreadable_record(4)  # a span name that is not UTF-8: upb refuses it
     more = _proto_dump(tmp_path / "b.pb", range(5, 8))
     (tmp_path / "dump.pb").write_bytes(first + bad + (tmp_path / "b.pb").read_bytes())
     proc = _convert(tmp_path, "dump.pb")

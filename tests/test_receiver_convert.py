@@ -21,14 +21,21 @@ from ctxdoctor.receiver.sink import DumpWriteError, journal_record
 from tests.test_receiver_errors import make_request
 
 
-def _records(seeds: range) -> tuple[bytes, set[tuple[int, int]]]:
+def _records(seeds: range, n: int = 5, pad: int = 0) -> tuple[bytes, set[tuple[int, int]]]:
     data = b""
     ids: set[tuple[int, int]] = set()
     for seed in seeds:
-        req, good = make_request(seed, n=5)
+        req, good = make_request(seed, n=n, pad=pad)
         data += journal_record(req.SerializeToString())
         ids |= good
     return data, ids
+
+
+def unreadable_record(seed: int) -> bytes:
+    """A journal record upb refuses: a span name that is not UTF-8."""
+    req, _ = make_request(seed, n=2)
+    req.resource_spans[0].scope_spans[0].spans[0].name = "NAME"
+    return journal_record(req.SerializeToString().replace(b"NAME", b"N\xffME"))
 
 
 def test_converter_waits_for_a_record_still_being_written(tmp_path: Path) -> None:
@@ -54,9 +61,7 @@ def test_an_unreadable_record_is_skipped_with_an_error_and_the_rest_converted(tm
     (here: a span name that is not UTF-8, which upb refuses), the converter says so and goes on."""
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
     first, ids = _records(range(1, 3))
-    req, _ = make_request(3, n=2)
-    req.resource_spans[0].scope_spans[0].spans[0].name = "NAME"
-    bad = journal_record(req.SerializeToString().replace(b"NAME", b"N\xffME"))
+    bad = unreadable_record(3)
     last, more = _records(range(4, 6))
     journal.write_bytes(first + bad + last)
     conv = Converter(journal, dump, live=False)
@@ -92,10 +97,8 @@ def test_worker_processes_write_the_same_dump_in_the_same_order(tmp_path: Path) 
     """A backlog converted by worker processes, chunk by chunk, as this process would convert it."""
     journal = tmp_path / "j"
     data, ids = _records(range(1, 40))
-    req, _ = make_request(40, n=2)
-    req.resource_spans[0].scope_spans[0].spans[0].name = "NAME"
     bad_at = len(data)
-    data += journal_record(req.SerializeToString().replace(b"NAME", b"N\xffME"))
+    data += unreadable_record(40)
     more, more_ids = _records(range(41, 80))
     journal.write_bytes(data + more)
     one = _convert_all(journal, tmp_path / "one.json")
@@ -300,9 +303,7 @@ def test_live_figures_run_ahead_of_a_dump_that_is_behind(tmp_path: Path) -> None
     """The dump cannot be written (a full disk): nothing is converted, yet the live view counts
     every span and trace that arrived, because records are read ahead of the conversion."""
     journal = tmp_path / "j"
-    data = b""
-    for seed in range(1, 41):
-        data += journal_record(make_request(seed, n=5, pad=21_000)[0].SerializeToString())
+    data, _ = _records(range(1, 41), pad=21_000)
     assert len(data) >= OBSERVE_AHEAD_BYTES
     journal.write_bytes(data)
     conv = Converter(journal, Path("/dev/full"), append=True, live=True)
@@ -320,9 +321,7 @@ def test_records_read_ahead_are_not_counted_again_when_converted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = tmp_path / "j"
-    data = b""
-    for seed in range(1, 41):
-        data += journal_record(make_request(seed, n=5, pad=21_000)[0].SerializeToString())
+    data, _ = _records(range(1, 41), pad=21_000)
     journal.write_bytes(data)
     read_ahead: list[int] = []
     real = convert._trace_ids
