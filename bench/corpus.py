@@ -95,6 +95,8 @@ class Cell:
         return [f"{axis}={getattr(self, axis)}" for axis in AXES[self.runtime]] + [f"runtime={self.runtime}"]
 
     def items(self) -> int:
+        if self.handoff == "child":
+            return 12  # a process per task: each costs an interpreter start
         return max(24, 2 * int(self.inflight))
 
     def env(self) -> dict[str, str]:
@@ -171,7 +173,7 @@ def check_cell(cell: Cell, dump: Path, truth_path: Path) -> list[str]:
     return problems
 
 
-def record_cell(cell: Cell, out: Path = CACHE, timeout_s: float = 120) -> dict[str, object]:
+def record_cell(cell: Cell, out: Path = CACHE, timeout_s: float = 300) -> dict[str, object]:
     scen = _record.Scenario(
         name=cell.name, folder=out / cell.name, description=cell.name, runtime=cell.runtime,
         kind="naive" if cell.mode == "naive" else "fixed", boundary=None, command=tuple(cell.command()),
@@ -228,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             meta = record_cell(c, args.out)
-            print(f"[{i}/{len(cells)}] {c.name}: {meta['received_spans']} spans, {meta['record_seconds']} s", flush=True)
+            spans, secs = meta["received_spans"], meta["record_seconds"]
+            print(f"[{i}/{len(cells)}] {c.name}: {spans} spans, {secs} s", flush=True)
         except (_record.RecordError, OSError) as exc:
             failed += 1
             print(f"[{i}/{len(cells)}] {c.name}: FAILED {str(exc)[:400]}", flush=True)
