@@ -444,10 +444,8 @@ def _pair_lr(q: _Pair, prm: _Params) -> float:
     # A timer decides when a periodic root starts; that it starts right after some event of a
     # busy trace (a thread that just blocked, handing over the interpreter or the event loop)
     # is scheduling, not dispatch. Only where it ends can still be evidence.
-    if prm.timer_driven:
-        lr = 1.0
-    else:
-        lr = _QUEUED + (1 - _QUEUED) * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    lag_lr = _QUEUED + (1 - _QUEUED) * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    lr = 1.0 if prm.timer_driven else lag_lr
     if q.contained:
         # A dispatcher that waits for its work ends soon after it; by chance the root's end
         # lands anywhere in the room the candidate leaves after the root's own length.
