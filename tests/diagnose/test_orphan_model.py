@@ -173,7 +173,7 @@ def test_shifted_copies_keep_unit_name_and_length_inside_the_window() -> None:
     assert len(copies) == 10 * m._PLACEBO_SHIFTS
     for c in copies:
         assert c.name == "crunch" and c.unit == UNIT and c.end - c.start == 3 * MS
-        assert 100 * MS <= c.start and c.end <= 160 * MS
+        assert c.start >= 100 * MS and c.end <= 160 * MS
         assert c.trace_id >= m._PLACEBO_TRACE
     assert len({c.start for c in copies}) > len(copies) // 2
 
