@@ -7,12 +7,13 @@ nothing at all on the propagated and healthy apps.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from bench import accuracy
-from bench.accuracy import concurrency
 from ctxdoctor.model import span_hex
-from tests.scenarios import report, scenario_names, spec, truth
+from tests.helpers import ROOT, concurrency, report, scenario_names, spec, truth
 
 NAMES = scenario_names()
 NAIVE = [n for n in NAMES if spec(n)["kind"] == "naive"]
@@ -70,10 +71,11 @@ def test_flagged_roots_are_labelled_orphans(name: str) -> None:
 
 
 def test_accuracy_targets_over_the_corpus() -> None:
-    """The targets of issue 4, pooled by concurrency exactly as ``bench/accuracy.py`` prints them."""
-    rows = [accuracy.evaluate(n) for n in accuracy.recorded()]
-    failed = [label for label, ok in accuracy.targets(rows) if not ok]
-    assert not failed, failed
+    """The accuracy targets, pooled by concurrency: ``bench/accuracy.py`` itself, run as the
+    benchmark runs (its exit code says whether every target holds)."""
+    run = subprocess.run([sys.executable, "bench/accuracy.py"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    failed = [x for x in run.stdout.splitlines() if x.startswith("FAIL")]
+    assert run.returncode == 0 and "PASS" in run.stdout, failed or run.stderr[-3000:]
 
 
 @pytest.mark.parametrize("name", QUIET)

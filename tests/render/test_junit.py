@@ -17,10 +17,9 @@ from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Report, Settings
 from ctxdoctor.readers import read_paths
 from ctxdoctor.render.junit import junit_xml
+from tests.helpers import SCENARIOS, SCHEMAS
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "fixtures" / "scenarios"
-SCHEMA = xmlschema.XMLSchema(Path(__file__).parent / "schemas" / "junit-10.xsd")
+SCHEMA = xmlschema.XMLSchema(SCHEMAS / "junit-10.xsd")
 
 
 def _junit(tmp_path: Path, scenario: str, *args: str) -> tuple[int, ET.Element]:

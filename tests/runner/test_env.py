@@ -1,7 +1,7 @@
 """The environment policy of ``ctxdoctor run`` (ctxdoctor/runner/env.py), variable by variable.
 
 What each SDK then does with these values is checked with the real exporters in
-tests/test_run_e2e.py; here the policy itself is pinned so a change to it is deliberate.
+tests/runner/test_run_e2e.py; here the policy itself is pinned so a change to it is deliberate.
 """
 
 from __future__ import annotations

@@ -26,11 +26,21 @@ from ctxdoctor.receiver.convert import Converter
 from ctxdoctor.receiver.live import LiveState, LiveView, plain_line
 from ctxdoctor.receiver.receiver import Receiver, dump_format_for
 from ctxdoctor.receiver.sink import DumpWriteError, journal_record
-from tests.apps.listen import Listen
-from tests.test_receiver_convert import _records, _snap, unreadable_record
-from tests.test_receiver_e2e import APPS, check_dump, created_ids, run_python_app
-from tests.test_receiver_errors import EXPORT, grpc_call, http_call, make_request
-from tests.test_receiver_listen import fill_the_disk
+from tests.helpers import (
+    APPS,
+    EXPORT,
+    Listen,
+    check_dump,
+    created_ids,
+    fill_the_disk,
+    grpc_call,
+    http_call,
+    journal_records,
+    make_request,
+    run_python_app,
+    snapshot,
+    unreadable_record,
+)
 
 
 def _records_of(path: Path) -> list[ExportTraceServiceRequest]:
@@ -140,10 +150,10 @@ def test_a_proto_dump_cannot_have_a_separate_journal(tmp_path: Path) -> None:
 def test_observer_counts_what_the_converter_counts(tmp_path: Path) -> None:
     """Observing a journal (trace ids only) gives the live view the same figures as converting it."""
     journal = tmp_path / "j"
-    data, ids = _records(range(1, 30))
+    data, ids = journal_records(range(1, 30))
     bad_at = len(data)
     data += unreadable_record(30)  # upb refuses it
-    more, more_ids = _records(range(31, 40))
+    more, more_ids = journal_records(range(31, 40))
     journal.write_bytes(data + more)
     figures = []
     for dump in (tmp_path / "dump.json", None):
@@ -162,7 +172,7 @@ def test_observer_counts_what_the_converter_counts(tmp_path: Path) -> None:
 
 def test_observer_waits_for_a_record_still_being_written(tmp_path: Path) -> None:
     journal = tmp_path / "j"
-    whole, _ = _records(range(1, 4))
+    whole, _ = journal_records(range(1, 4))
     last = journal_record(make_request(4, n=5)[0].SerializeToString())
     journal.write_bytes(whole + last[:-3])
     conv = Converter(journal, None, live=False)
@@ -175,10 +185,10 @@ def test_observer_waits_for_a_record_still_being_written(tmp_path: Path) -> None
 
 
 def test_the_live_view_says_how_to_keep_up() -> None:
-    behind = plain_line(_snap(backlog_bytes=300 << 20))
+    behind = plain_line(snapshot(backlog_bytes=300 << 20))
     assert "JSON dump 300 MiB behind" in behind and "-o dump.pb" in behind
-    assert "-o dump.pb" not in plain_line(_snap(backlog_bytes=8 << 20))  # a short lag is no news
-    assert "behind" not in plain_line(_snap(backlog_bytes=0))
+    assert "-o dump.pb" not in plain_line(snapshot(backlog_bytes=8 << 20))  # a short lag is no news
+    assert "behind" not in plain_line(snapshot(backlog_bytes=0))
 
 
 def test_a_proto_dump_is_never_behind_in_the_live_view(tmp_path: Path) -> None:

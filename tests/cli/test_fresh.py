@@ -16,9 +16,7 @@ from ctxdoctor.findings import Allow, Settings
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import command
 from ctxdoctor.receiver.receiver import Receiver
-from tests.test_receiver_errors import grpc_call, make_request
-
-SCENARIOS = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios"
+from tests.helpers import SCENARIOS, grpc_call, make_request
 
 
 def _in_process(path: Path, settings: Settings) -> object:

@@ -13,40 +13,9 @@ from ctxdoctor.diagnose import diagnose
 from ctxdoctor.errors import InputError
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver.decode import parse_json
-from tests.scenarios import SCENARIOS
+from tests.helpers import SCENARIOS, mutate
 
 REAL = (SCENARIOS / "node-worker-threads-naive" / "dump.json").read_bytes().splitlines()[0]
-SWAPS = [
-    (b'"traceId":"', b'"traceId":1'),
-    (b'"spanId":"', b'"spanId":["'),
-    (b'"kind":', b'"kind":"SPAN_KIND_NOPE",'),
-    (b'"startTimeUnixNano":"', b'"startTimeUnixNano":"x'),
-    (b'"attributes":[', b'"attributes":{'),
-    (b'"resourceSpans":[', b'"resourceSpans":[null,'),
-    (b'"spans":[', b'"spans":[{},'),
-    (b'"flags":', b'"flags":-'),
-    (b'"value":{', b'"value":{"intValue":"nan"},"x":{'),
-]
-
-
-def mutate(data: bytes, rnd: random.Random) -> bytes:
-    b = bytearray(data)
-    op = rnd.randrange(5)
-    if op == 0:  # flip bytes
-        for _ in range(rnd.randint(1, 5)):
-            b[rnd.randrange(len(b))] = rnd.randrange(256)
-    elif op == 1:  # cut
-        del b[rnd.randrange(len(b)) :]
-    elif op == 2:  # delete a slice
-        i = rnd.randrange(len(b))
-        del b[i : i + rnd.randint(1, 40)]
-    elif op == 3:  # duplicate a slice
-        i = rnd.randrange(len(b))
-        b[i:i] = b[i : i + rnd.randint(1, 40)]
-    else:  # swap a value's type
-        old, new = rnd.choice(SWAPS)
-        return data.replace(old, new, 1)
-    return bytes(b)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -8,100 +8,19 @@ import gzip
 import http.client
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import PortInUse, Receiver, read_receipts
 from ctxdoctor.receiver.sink import drop_partial_line
-
-EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
-LIMIT = 1 << 20
-
-
-def make_request(
-    seed: int, n: int = 3, *, bad: int = 0, pad: int = 0
-) -> tuple[ExportTraceServiceRequest, set[tuple[int, int]]]:
-    """A request of ``n`` good spans (ids derived from ``seed``) and ``bad`` spans with broken ids."""
-    req = ExportTraceServiceRequest()
-    rs = req.resource_spans.add()
-    rs.resource.attributes.add(key="service.name", value=AnyValue(string_value="errors-test"))
-    spans = rs.scope_spans.add().spans
-    good = set()
-    # One trace per request: a root and its children, each request 10 ms after the previous.
-    t0 = 1_700_000_000_000_000_000 + seed * 10_000_000
-    tid = (seed << 16) + 1
-    for i in range(n):
-        sid = (seed << 16) + i + 1
-        s = spans.add(
-            trace_id=tid.to_bytes(16, "big"),
-            span_id=sid.to_bytes(8, "big"),
-            parent_span_id=((seed << 16) + 1).to_bytes(8, "big") if i else b"",
-            name=f"s{i}",
-            start_time_unix_nano=t0 + i * 1000,
-            end_time_unix_nano=t0 + 5_000_000 - i * 1000,
-        )
-        if pad:
-            s.attributes.add(key="pad", value=AnyValue(string_value="x" * pad))
-        good.add((tid, sid))
-    for i in range(bad):
-        spans.add(trace_id=b"\x07" * (15 - i % 2), span_id=b"\x01" * 8, name=f"bad{i}")
-    return req, good
-
-
-@pytest.fixture
-def rcv(tmp_path: Path) -> Iterator[Receiver]:
-    logs: list[str] = []
-    with Receiver(tmp_path / "dump.json", grpc_port=0, http_port=0, max_message_bytes=LIMIT, log=logs.append) as r:
-        r.logs = logs  # type: ignore[attr-defined]
-        yield r
-
-
-def grpc_call(
-    rcv: Receiver, data: bytes, compression: grpc.Compression | None = None, port: int | None = None
-) -> ExportTraceServiceResponse:
-    with grpc.insecure_channel(
-        f"127.0.0.1:{port or rcv.grpc_port}",
-        compression=compression,
-        options=[("grpc.max_send_message_length", 64 << 20)],
-    ) as ch:
-        raw = ch.unary_unary(EXPORT)(data, timeout=10)
-    return ExportTraceServiceResponse.FromString(raw)
-
-
-def http_call(
-    rcv: Receiver,
-    body: bytes | list[bytes] = b"",
-    ctype: str | None = "application/x-protobuf",
-    *,
-    method: str = "POST",
-    path: str = "/v1/traces",
-    headers: dict[str, str] | None = None,
-    conn: http.client.HTTPConnection | None = None,
-) -> tuple[int, dict[str, str], bytes]:
-    c = conn or http.client.HTTPConnection("127.0.0.1", rcv.http_port, timeout=20)
-    h = dict(headers or {})
-    if ctype is not None:
-        h["Content-Type"] = ctype
-    if isinstance(body, list):  # chunked, no Content-Length (as the Node.js exporter sends)
-        c.request(method, path, body=iter(body), headers=h, encode_chunked=True)
-    else:
-        c.request(method, path, body=body, headers=h)
-    resp = c.getresponse()
-    data = resp.read()
-    out = (resp.status, {k.lower(): v for k, v in resp.getheaders()}, data)
-    if conn is None:
-        c.close()
-    return out
+from tests.helpers import LIMIT, grpc_call, http_call, make_request
 
 
 def dump_ids(rcv: Receiver) -> list[tuple[int, int]]:

@@ -13,34 +13,53 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from bench import dumpgen
 from ctxdoctor.readers import read_paths
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 N = 10_000
+
+# The generator runs in its own interpreter, as the benchmark runs it: tests do not import bench/.
+# It writes the dump, the same lines again from a fresh generator, the first line under another
+# seed, and its own counts, so the tests below compare files only.
+_GENERATE = """
+import dataclasses, json, sys
+from pathlib import Path
+from bench import dumpgen
+out, n = Path(sys.argv[1]), int(sys.argv[2])
+written = dumpgen.write_dump(out, n, dumpgen.DEFAULT_SEED)
+again = list(dumpgen.iter_lines(n, dumpgen.DEFAULT_SEED))
+(out / "again.json").write_bytes(b"".join(j + b"\\n" for j, _ in again))
+(out / "again.pb").write_bytes(b"".join(len(p).to_bytes(4, "big") + p for _, p in again))
+(out / "other-seed.json").write_bytes(next(dumpgen.iter_lines(n, dumpgen.DEFAULT_SEED + 1))[0])
+stats = {k: v for k, v in vars(written.stats).items() if isinstance(v, int)}
+(out / "generated.json").write_text(json.dumps({"stats": stats, "spans_per_line": dumpgen.SPANS_PER_LINE}))
+"""
 
 
 @pytest.fixture(scope="module")
-def dump(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dumpgen.Written]:
+def dump(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SimpleNamespace]:
     out = tmp_path_factory.mktemp("dump10k")
-    return out, dumpgen.write_dump(out, N, dumpgen.DEFAULT_SEED)
+    run = subprocess.run(
+        [sys.executable, "-c", _GENERATE, str(out), str(N)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    meta = json.loads((out / "generated.json").read_text())
+    return out, SimpleNamespace(stats=SimpleNamespace(**meta["stats"]), spans_per_line=meta["spans_per_line"])
 
 
-def test_generator_is_deterministic(dump: tuple[Path, dumpgen.Written]) -> None:
+def test_generator_is_deterministic(dump: tuple[Path, SimpleNamespace]) -> None:
     out, _ = dump
-    again = list(dumpgen.iter_lines(N, dumpgen.DEFAULT_SEED))
-    json_again = b"".join(j + b"\n" for j, _ in again)
-    proto_again = b"".join(len(p).to_bytes(4, "big") + p for _, p in again)
-    assert json_again == (out / "dump.json").read_bytes()
-    assert proto_again == (out / "dump.pb").read_bytes()
-    other = next(dumpgen.iter_lines(N, dumpgen.DEFAULT_SEED + 1))
-    assert other[0] != again[0][0], "a different seed must give a different dump"
+    assert (out / "again.json").read_bytes() == (out / "dump.json").read_bytes()
+    assert (out / "again.pb").read_bytes() == (out / "dump.pb").read_bytes()
+    first = (out / "dump.json").read_bytes().splitlines()[0]
+    assert (out / "other-seed.json").read_bytes() != first, "a different seed must give a different dump"
 
 
-def test_json_and_proto_read_to_the_same_spans(dump: tuple[Path, dumpgen.Written]) -> None:
+def test_json_and_proto_read_to_the_same_spans(dump: tuple[Path, SimpleNamespace]) -> None:
     out, written = dump
     from_json = read_paths([out / "dump.json"])
     from_proto = read_paths([out / "dump.pb"])
@@ -49,10 +68,10 @@ def test_json_and_proto_read_to_the_same_spans(dump: tuple[Path, dumpgen.Written
     assert from_json.spans == from_proto.spans
     # ~512 spans per line, as the Collector's batches come.
     lines = (out / "dump.json").read_bytes().splitlines()
-    assert len(lines) == written.stats.lines == -(-N // dumpgen.SPANS_PER_LINE)
+    assert len(lines) == written.stats.lines == -(-N // written.spans_per_line)
 
 
-def test_json_is_strict_otlp(dump: tuple[Path, dumpgen.Written]) -> None:
+def test_json_is_strict_otlp(dump: tuple[Path, SimpleNamespace]) -> None:
     out, _ = dump
     first = json.loads((out / "dump.json").read_bytes().splitlines()[0])
     span = first["resourceSpans"][0]["scopeSpans"][0]["spans"][0]
@@ -62,7 +81,7 @@ def test_json_is_strict_otlp(dump: tuple[Path, dumpgen.Written]) -> None:
     assert "trace_id" not in span and "resource_spans" not in first
 
 
-def test_generator_counts_match_the_spans(dump: tuple[Path, dumpgen.Written]) -> None:
+def test_generator_counts_match_the_spans(dump: tuple[Path, SimpleNamespace]) -> None:
     out, written = dump
     st = written.stats
     spans = read_paths([out / "dump.json"]).spans
@@ -91,8 +110,16 @@ def test_generator_counts_match_the_spans(dump: tuple[Path, dumpgen.Written]) ->
 
 def test_harness_runs_every_pass(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "bench/analyze.py", "--sizes", "10k", "--cache-dir", str(tmp_path / "cache"),
-         "--out-dir", str(tmp_path / "out")],
+        [
+            sys.executable,
+            "bench/analyze.py",
+            "--sizes",
+            "10k",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out-dir",
+            str(tmp_path / "out"),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,10 +1,9 @@
 """Hand-made edge cases for the diagnosis (labelled as such: the recorded real-SDK scenarios are
-in test_diagnose_scenarios.py). Each pins one rule of evidence, stated in the test's name."""
+in tests/diagnose/test_scenarios.py). Each pins one rule of evidence, stated in the test's name."""
 
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +12,7 @@ from ctxdoctor.diagnose import diagnose
 from ctxdoctor.model import FLAG_IS_REMOTE_KNOWN, FLAG_PARENT_IS_REMOTE, Span, SpanKind, Unit
 from ctxdoctor.readers import read_paths
 from ctxdoctor.units import Boundary, Relation, boundary, relation
+from tests.helpers import SCENARIOS
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 1_000_000_000
@@ -139,9 +139,6 @@ def test_boundaries_from_units() -> None:
     assert relation(Unit("other", 9, pid=3), a) is None
 
 
-_SCENARIOS = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios"
-
-
 @pytest.mark.parametrize("slice_size", [1, 2, 3, 7, 50, 1 << 16])
 @pytest.mark.parametrize("scenario", ["python-exit-unflushed", "node-worker-exit-unflushed", "python-mixed-c32"])
 def test_absent_parents_are_the_same_whatever_the_slices(
@@ -149,7 +146,7 @@ def test_absent_parents_are_the_same_whatever_the_slices(
 ) -> None:
     """Parents are first looked for in their own slice, then the few left in the whole dump: a
     parent in another slice, before or after, must still count as present."""
-    spans = read_paths([_SCENARIOS / scenario / "dump.json"]).spans
+    spans = read_paths([SCENARIOS / scenario / "dump.json"]).spans
     monkeypatch.setattr(diagnose_module, "_SLICE", slice_size)
     for seed in range(4):
         order = list(spans)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import re
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,11 @@ import pytest
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver.convert import Converter, convert_file
 from ctxdoctor.receiver.sink import journal_record
-from tests.test_receiver_convert import _records, unreadable_record
-from tests.test_receiver_errors import make_request
+from tests.helpers import journal_records, limit_file_size, make_request, unreadable_record
 
 
 def _proto_dump(path: Path, seeds: range, n: int = 5) -> set[tuple[int, int]]:
-    data, ids = _records(seeds, n=n)
+    data, ids = journal_records(seeds, n=n)
     path.write_bytes(data)
     return ids
 
@@ -118,10 +116,6 @@ def test_an_empty_dump_converts_to_an_empty_file(tmp_path: Path) -> None:
     assert "converted 0 requests (0 spans)" in proc.stderr
 
 
-def _limit_file_size(limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-
 def test_an_unwritable_output_is_one_clear_line(tmp_path: Path) -> None:
     _proto_dump(tmp_path / "dump.pb", range(1, 4))
     proc = _convert(tmp_path, "dump.pb", "-o", str(tmp_path / "no-such-dir" / "out.json"))
@@ -140,7 +134,7 @@ def test_a_full_disk_midway_keeps_whole_lines(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=lambda: _limit_file_size(32 * 1024),
+        preexec_fn=lambda: limit_file_size(32 * 1024),
     )
     assert proc.returncode == 2, proc.stderr
     assert "file size limit reached" in proc.stderr and "Traceback" not in proc.stderr

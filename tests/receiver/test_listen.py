@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import itertools
-import resource
 import signal
 import socket
 import subprocess
@@ -18,15 +17,17 @@ import grpc
 import pytest
 
 from ctxdoctor.readers import read_paths
-from tests.apps.listen import Listen
-from tests.test_receiver_e2e import (
+from tests.helpers import (
     APPS,
+    EXPORT,
+    Listen,
     app_env,
     check_dump,
     created_ids,
+    fill_the_disk,
+    make_request,
     needs_node,
 )
-from tests.test_receiver_errors import EXPORT, make_request
 
 
 class Stream:
@@ -230,60 +231,6 @@ def test_plain_progress_lines_when_not_a_tty(tmp_path: Path) -> None:
     assert "traces" in last and "connections 1" in last and "errors-test (1 conn)" in last
     assert "suspected orphans" in last
     assert "\x1b[" not in out  # no terminal control codes in a log
-
-
-def _limit_file_size(limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-
-def send_until_full(listen: Listen) -> set[tuple[int, int]]:
-    """Requests over both protocols until well past a full disk; the span ids acknowledged.
-    Checks that the refused ones were answered UNAVAILABLE / 503."""
-    accepted: set[tuple[int, int]] = set()
-    grpc_refused = http_refused = 0
-    with grpc.insecure_channel(f"127.0.0.1:{listen.grpc_port}") as ch:
-        call = ch.unary_unary(EXPORT)
-        for seed in range(1, 90):
-            req, ids = make_request(seed, n=20)
-            if seed % 2:
-                conn = http.client.HTTPConnection("127.0.0.1", listen.http_port, timeout=10)
-                conn.request(
-                    "POST",
-                    "/v1/traces",
-                    body=req.SerializeToString(),
-                    headers={"Content-Type": "application/x-protobuf"},
-                )
-                status = conn.getresponse().status
-                conn.close()
-                assert status in (200, 503)
-                if status == 200:
-                    accepted |= ids
-                else:
-                    http_refused += 1
-            else:
-                try:
-                    call(req.SerializeToString(), timeout=10)
-                    accepted |= ids
-                except grpc.RpcError as exc:
-                    assert exc.code() == grpc.StatusCode.UNAVAILABLE
-                    assert "file size limit" in exc.details()
-                    grpc_refused += 1
-    assert accepted and grpc_refused and http_refused, (len(accepted), grpc_refused, http_refused)
-    return accepted
-
-
-def fill_the_disk(dump: Path, limit: int) -> tuple[Listen, set[tuple[int, int]], str, str]:
-    """``listen`` under a file size limit of ``limit`` bytes, sent requests until well past it;
-    it must stop cleanly. Returns it, the span ids acknowledged, and its output."""
-    listen = Listen(dump, preexec_fn=lambda: _limit_file_size(limit))
-    try:
-        accepted = send_until_full(listen)
-        rc, out, err = listen.stop()
-    finally:
-        listen.kill()
-    assert rc == 0, err
-    assert "Traceback" not in err, err
-    return listen, accepted, out, err
 
 
 def test_disk_full_answers_unavailable_and_keeps_what_was_written(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Readers: every accepted input shape, and the errors for the rest. Inputs here are hand-made
-edge cases (labelled); the real SDK dumps are exercised in test_diagnose_scenarios.py."""
+edge cases (labelled); the real SDK dumps are exercised in tests/diagnose/test_scenarios.py."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from ctxdoctor.errors import InputError
 from ctxdoctor.readers import read_paths
-from tests.otlp_build import T0, line, request_json, span_json, to_proto
+from tests.helpers import T0, line, request_json, span_json, to_proto
 
 REQ = request_json(
     [

@@ -14,13 +14,11 @@ import pytest
 from ctxdoctor.cli import run
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.readers import parallel
-from tests.otlp_build import line, request_json, span_json
-from tests.scenarios import SCENARIOS
+from tests.helpers import GOLDEN, SCENARIOS, line, request_json, span_json
 
 NAIVE = SCENARIOS / "node-worker-threads-naive" / "dump.json"
 PROPAGATED = SCENARIOS / "node-worker-threads-propagated" / "dump.json"
 PY_NAIVE = SCENARIOS / "python-threadpool-naive" / "dump.json"
-GOLDEN = Path(__file__).parent / "golden"
 
 
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -169,7 +167,7 @@ def test_gate_fails_when_there_is_nothing_to_judge(tmp_path: Path, capsys: pytes
 
 def test_a_json_dump_is_analysed_without_importing_protobuf(tmp_path: Path) -> None:
     """protobuf costs start-up time and ~3 MB; only proto dumps and the receiver need it."""
-    dump = Path(__file__).resolve().parents[1] / "fixtures" / "scenarios" / "python-thread-naive" / "dump.json"
+    dump = SCENARIOS / "python-thread-naive" / "dump.json"
     code = (
         "import sys\n"
         "from ctxdoctor.cli import run\n"

@@ -12,8 +12,8 @@ from ctxdoctor.cli import run
 from ctxdoctor.config import find_config, load_config, resolve_settings
 from ctxdoctor.errors import UsageError
 from ctxdoctor.exitcodes import ExitCode
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 NAIVE = ROOT / "fixtures" / "scenarios" / "node-worker-threads-naive" / "dump.json"
 
 

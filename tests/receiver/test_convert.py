@@ -16,31 +16,14 @@ from rich.console import Console
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import convert
 from ctxdoctor.receiver.convert import OBSERVE_AHEAD_BYTES, Converter, Progress, TraceCounter, idle_cores
-from ctxdoctor.receiver.live import Snapshot, panel, plain_line
+from ctxdoctor.receiver.live import panel, plain_line
 from ctxdoctor.receiver.sink import DumpWriteError, journal_record
-from tests.test_receiver_errors import make_request
-
-
-def _records(seeds: range, n: int = 5, pad: int = 0) -> tuple[bytes, set[tuple[int, int]]]:
-    data = b""
-    ids: set[tuple[int, int]] = set()
-    for seed in seeds:
-        req, good = make_request(seed, n=n, pad=pad)
-        data += journal_record(req.SerializeToString())
-        ids |= good
-    return data, ids
-
-
-def unreadable_record(seed: int) -> bytes:
-    """A journal record upb refuses: a span name that is not UTF-8."""
-    req, _ = make_request(seed, n=2)
-    req.resource_spans[0].scope_spans[0].spans[0].name = "NAME"
-    return journal_record(req.SerializeToString().replace(b"NAME", b"N\xffME"))
+from tests.helpers import ROOT, journal_records, make_request, snapshot, unreadable_record
 
 
 def test_converter_waits_for_a_record_still_being_written(tmp_path: Path) -> None:
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
-    whole, ids = _records(range(1, 4))
+    whole, ids = journal_records(range(1, 4))
     last = journal_record(make_request(4, n=5)[0].SerializeToString())
     journal.write_bytes(whole + last[:-7])  # the last record is not complete yet
     conv = Converter(journal, dump, live=False)
@@ -60,9 +43,9 @@ def test_an_unreadable_record_is_skipped_with_an_error_and_the_rest_converted(tm
     """The journal holds only requests upb parsed at ingest; should a record still be unreadable
     (here: a span name that is not UTF-8, which upb refuses), the converter says so and goes on."""
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
-    first, ids = _records(range(1, 3))
+    first, ids = journal_records(range(1, 3))
     bad = unreadable_record(3)
-    last, more = _records(range(4, 6))
+    last, more = journal_records(range(4, 6))
     journal.write_bytes(first + bad + last)
     conv = Converter(journal, dump, live=False)
     assert conv.step()
@@ -75,7 +58,7 @@ def test_an_unreadable_record_is_skipped_with_an_error_and_the_rest_converted(tm
 
 def test_converter_counts_the_traces_it_converts(tmp_path: Path) -> None:
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
-    data, ids = _records(range(1, 8))
+    data, ids = journal_records(range(1, 8))
     journal.write_bytes(data)
     conv = Converter(journal, dump, live=False)
     conv.step()
@@ -96,10 +79,10 @@ def _convert_all(journal: Path, dump: Path, **kw: int) -> Converter:
 def test_worker_processes_write_the_same_dump_in_the_same_order(tmp_path: Path) -> None:
     """A backlog converted by worker processes, chunk by chunk, as this process would convert it."""
     journal = tmp_path / "j"
-    data, ids = _records(range(1, 40))
+    data, ids = journal_records(range(1, 40))
     bad_at = len(data)
     data += unreadable_record(40)
-    more, more_ids = _records(range(41, 80))
+    more, more_ids = journal_records(range(41, 80))
     journal.write_bytes(data + more)
     one = _convert_all(journal, tmp_path / "one.json")
     # A record per chunk, so that several are in flight at once.
@@ -115,7 +98,7 @@ def test_worker_processes_write_the_same_dump_in_the_same_order(tmp_path: Path) 
 
 def test_a_worker_that_dies_costs_time_not_spans(tmp_path: Path) -> None:
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
-    data, ids = _records(range(1, 60))
+    data, ids = journal_records(range(1, 60))
     journal.write_bytes(data)
     conv = Converter(journal, dump, live=False, workers=2, parallel_backlog=1, chunk_bytes=1, min_idle_cores=0)
     assert conv.step(limit=len(data), budget=0)  # the first record is written, others are in flight
@@ -148,10 +131,10 @@ if __name__ == "__main__":
 def test_worker_processes_do_not_outlive_a_killed_converter(tmp_path: Path) -> None:
     """The receiver kills a converter that is stuck; its workers must go with it."""
     journal = tmp_path / "j"
-    journal.write_bytes(_records(range(1, 40))[0])
+    journal.write_bytes(journal_records(range(1, 40))[0])
     script = tmp_path / "killed_converter.py"
     script.write_text(_KILLED_CONVERTER)
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     proc = subprocess.Popen(
         [sys.executable, str(script), str(journal), str(tmp_path / "dump.json")],
         stdout=subprocess.PIPE,
@@ -173,7 +156,7 @@ def test_worker_processes_do_not_outlive_a_killed_converter(tmp_path: Path) -> N
 def test_no_workers_when_the_cores_are_busy(tmp_path: Path) -> None:
     """Workers on cores that others keep busy only add copying: this process converts alone."""
     journal = tmp_path / "j"
-    data, ids = _records(range(1, 20))
+    data, ids = journal_records(range(1, 20))
     journal.write_bytes(data)
     conv = _convert_all(journal, tmp_path / "dump.json", workers=2, parallel_backlog=1, min_idle_cores=1000)
     assert not conv.used_workers and conv.progress.spans == len(ids)
@@ -186,7 +169,7 @@ def test_idle_cores_are_measured() -> None:
 
 def test_converter_process_finishes_the_journal_when_its_parent_is_gone(tmp_path: Path) -> None:
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
-    data, ids = _records(range(1, 30))
+    data, ids = journal_records(range(1, 30))
     journal.write_bytes(data)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctxdoctor.receiver.convert_main", str(journal), str(dump)],
@@ -203,7 +186,7 @@ def test_converter_process_finishes_the_journal_when_its_parent_is_gone(tmp_path
 def test_converter_process_exits_once_it_reached_the_end_it_is_given(tmp_path: Path) -> None:
     """The receiver sends ``end <journal size>`` after its last append and waits for ``done``."""
     journal, dump = tmp_path / "j", tmp_path / "dump.json"
-    data, ids = _records(range(1, 20))
+    data, ids = journal_records(range(1, 20))
     journal.write_bytes(data)
     proc = subprocess.Popen(
         [sys.executable, "-m", "ctxdoctor.receiver.convert_main", str(journal), str(dump), "--no-live"],
@@ -244,41 +227,20 @@ def test_trace_counter_is_exact_then_close() -> None:
     assert abs(seq.count() - n) / n < 0.03
 
 
-def _snap(**kw: object) -> Snapshot:
-    base: dict[str, object] = dict(
-        spans=1200,
-        requests=12,
-        traces=40,
-        traces_estimated=False,
-        services={"api": (3, 3)},
-        orphans=7,
-        orphans_spans=1200,
-        orphans_age=0.5,
-        observed_spans=1200,
-        backlog_bytes=0,
-        rejected=0,
-        failed=0,
-        write_error=None,
-        elapsed=12.0,
-    )
-    base.update(kw)
-    return Snapshot(**base)  # type: ignore[arg-type]
-
-
 def test_live_panel_and_plain_line_show_the_figures() -> None:
     console = Console(record=True, width=120, force_terminal=True)
-    console.print(panel(_snap(), "ctxdoctor listen -> dump.json"))
+    console.print(panel(snapshot(), "ctxdoctor listen -> dump.json"))
     text = console.export_text()
     for word in ("spans", "traces", "requests", "connections", "suspected orphans", "1200", "40", "api"):
         assert word in text
     assert "SDK instances" in text
-    line = plain_line(_snap())
+    line = plain_line(snapshot())
     assert "spans 1200" in line and "traces 40" in line and "suspected orphans 7" in line
     assert "api (3 conn)" in line
 
 
 def test_live_figures_say_what_they_cover() -> None:
-    snap = _snap(
+    snap = snapshot(
         orphans_spans=50_000,
         observed_spans=90_000,
         orphans_age=4.0,
@@ -295,15 +257,15 @@ def test_live_figures_say_what_they_cover() -> None:
     console = Console(record=True, width=140, force_terminal=True)
     console.print(panel(snap, "t"))
     assert "NOT WRITABLE" in console.export_text()
-    assert plain_line(_snap(orphans=None, spans=0)).count("suspected orphans -") == 1
-    assert "computing" in plain_line(_snap(orphans=None))
+    assert plain_line(snapshot(orphans=None, spans=0)).count("suspected orphans -") == 1
+    assert "computing" in plain_line(snapshot(orphans=None))
 
 
 def test_live_figures_run_ahead_of_a_dump_that_is_behind(tmp_path: Path) -> None:
     """The dump cannot be written (a full disk): nothing is converted, yet the live view counts
     every span and trace that arrived, because records are read ahead of the conversion."""
     journal = tmp_path / "j"
-    data, _ = _records(range(1, 41), pad=21_000)
+    data, _ = journal_records(range(1, 41), pad=21_000)
     assert len(data) >= OBSERVE_AHEAD_BYTES
     journal.write_bytes(data)
     conv = Converter(journal, Path("/dev/full"), append=True, live=True)
@@ -321,7 +283,7 @@ def test_records_read_ahead_are_not_counted_again_when_converted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal = tmp_path / "j"
-    data, _ = _records(range(1, 41), pad=21_000)
+    data, _ = journal_records(range(1, 41), pad=21_000)
     journal.write_bytes(data)
     read_ahead: list[int] = []
     real = convert._trace_ids

@@ -30,8 +30,8 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver.decode import parse_json
 from ctxdoctor.receiver.encode import TranscodeError, Transcoder, screen_request
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 #: One transcoder for the whole module, as the converter keeps one: its caches are warm and mixed.
 _SHARED = Transcoder()
 

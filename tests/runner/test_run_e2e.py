@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 
 from ctxdoctor.readers import read_paths
+from tests.helpers import APPS, NODE_APPS
 
-ROOT = Path(__file__).resolve().parents[1]
-NODE_APPS = ROOT / "fixtures" / "apps" / "node"
 HAS_NODE = shutil.which("node") is not None and (NODE_APPS / "node_modules" / "@opentelemetry" / "sdk-node").is_dir()
 needs_node = pytest.mark.skipif(not HAS_NODE, reason="needs Node.js and fixtures/apps/node/node_modules (make node)")
 TIMEOUT = 60
@@ -142,7 +141,7 @@ def test_python_app_is_captured_over_each_protocol(tmp_path: Path, protocol: str
     }
     if protocol:
         env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
-    proc = ctxdoctor_run(tmp_path, "--", sys.executable, str(ROOT / "tests" / "apps" / "python_exporter.py"), **env)
+    proc = ctxdoctor_run(tmp_path, "--", sys.executable, str(APPS / "python_exporter.py"), **env)
     assert proc.returncode == 0, proc.stderr
     made = _ids(tmp_path / "ids.txt")
     assert len(made) == 2 * (1 + 2 * 3)
@@ -159,7 +158,7 @@ def test_node_app_is_captured_over_grpc_and_json(tmp_path: Path, protocol: str) 
         tmp_path,
         "--",
         "node",
-        str(ROOT / "tests" / "apps" / "node" / "workers.js"),
+        str(APPS / "node" / "workers.js"),
         OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
         CTXDOCTOR_IDS=str(tmp_path / "ids.txt"),
         CTXDOCTOR_WORKERS="1",

@@ -17,8 +17,7 @@ import pytest
 from ctxdoctor.errors import InputError
 from ctxdoctor.readers import READERS, Dump, _splittable, parallel, read_paths
 from ctxdoctor.receiver.decode import parse_json
-from tests.scenarios import SCENARIOS
-from tests.test_readers_mutations import mutate
+from tests.helpers import SCENARIOS, mutate
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="parallel reading needs os.fork")
 

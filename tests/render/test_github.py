@@ -17,9 +17,8 @@ from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Settings
 from ctxdoctor.readers import read_paths
 from ctxdoctor.render.github import MAX_PER_LEVEL, command, escape_data, escape_property, md, workflow_commands
+from tests.helpers import SCENARIOS
 
-ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "fixtures" / "scenarios"
 NAIVE = SCENARIOS / "node-worker-threads-naive" / "dump.json"
 
 _CMD = re.compile(r"^::(error|warning|notice)(?: ([^:]*))?::(.*)$")
