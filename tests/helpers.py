@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from ctxdoctor.diagnose import diagnose
+from ctxdoctor.analysis import analyze_paths
 from ctxdoctor.findings import Report, Settings
 from ctxdoctor.model import Span
 from ctxdoctor.readers import read_paths
@@ -155,8 +155,7 @@ def concurrency(spec: dict[str, Any]) -> int:
 
 @cache
 def report(name: str, max_orphan_ratio: float | None = None) -> Report:
-    dump = read_paths([SCENARIOS / name / "dump.json"])
-    return diagnose(dump.spans, Settings(max_orphan_ratio=max_orphan_ratio), warnings=[str(w) for w in dump.warnings])
+    return analyze_paths([SCENARIOS / name / "dump.json"], Settings(max_orphan_ratio=max_orphan_ratio))
 
 
 @cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ctxdoctor.diagnose.gaps import group_gaps
-from ctxdoctor.diagnose.missing import find_missing_parents
+from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import find_orphans
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
@@ -89,4 +89,5 @@ def diagnose(
         settings=settings,
         warnings=tuple(warnings),
         files=tuple(files),
+        lost_groups=group_lost_parents(missing),
     )

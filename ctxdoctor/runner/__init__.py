@@ -6,7 +6,7 @@ owns the child (process group, signals, terminal); ``publish`` writes JUnit/JSON
 the GitHub Actions annotations and summary for ``analyze``, ``check`` and ``run`` alike.
 """
 
-from ctxdoctor.runner.publish import publish
+from ctxdoctor.render.ci import publish
 from ctxdoctor.runner.session import RunOptions, run
 
 __all__ = ["RunOptions", "publish", "run"]

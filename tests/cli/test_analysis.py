@@ -1,5 +1,6 @@
-"""The final analysis of ``listen``/``run`` in a fresh process: the same report as in-process,
-the same input errors, and the in-process analysis whenever the fresh process gives no answer."""
+"""The pipeline (``ctxdoctor.analysis``): the final analysis of ``listen``/``run`` in a fresh
+process gives the same report as in-process, the same input errors, and the in-process analysis
+whenever the fresh process gives no answer."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from ctxdoctor import fresh
+from ctxdoctor import analysis
 from ctxdoctor.diagnose import diagnose
 from ctxdoctor.errors import InputError
 from ctxdoctor.findings import Allow, Settings
@@ -29,7 +30,7 @@ def _in_process(path: Path, settings: Settings) -> object:
 def test_the_same_report_as_in_process(scenario: str, jobs: int) -> None:
     path = SCENARIOS / scenario / "dump.json"
     settings = Settings(min_confidence=0.3, max_orphan_ratio=0.1, allow=(Allow(name="nightly*"),))
-    report = fresh.analyse(path, settings, jobs=jobs)
+    report = analysis._analyze_in_fresh_process(path, settings, jobs)
     assert report is not None
     assert report == _in_process(path, settings)
     assert report.settings == settings  # the settings went over as given
@@ -42,7 +43,7 @@ def test_an_unreadable_dump_is_the_same_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError) as here:
         read_paths([bad])
     with pytest.raises(InputError) as there:
-        fresh.analyse(bad, Settings())
+        analysis._analyze_in_fresh_process(bad, Settings(), 2)
     assert (there.value.path, there.value.line, there.value.message) == (
         here.value.path,
         here.value.line,
@@ -53,22 +54,22 @@ def test_an_unreadable_dump_is_the_same_input_error(tmp_path: Path) -> None:
 
 def test_no_answer_is_none(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = SCENARIOS / "python-thread-naive" / "dump.json"
-    monkeypatch.setattr(fresh.sys, "executable", "/bin/false")  # a process that dies at once
-    assert fresh.analyse(path, Settings()) is None
-    monkeypatch.setattr(fresh.sys, "executable", str(tmp_path / "no-such-python"))
-    assert fresh.analyse(path, Settings()) is None
+    monkeypatch.setattr(analysis.sys, "executable", "/bin/false")  # a process that dies at once
+    assert analysis._analyze_in_fresh_process(path, Settings(), 2) is None
+    monkeypatch.setattr(analysis.sys, "executable", str(tmp_path / "no-such-python"))
+    assert analysis._analyze_in_fresh_process(path, Settings(), 2) is None
 
 
 def test_only_dumps_worth_a_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     small = tmp_path / "small.json"
     small.write_bytes(b"{}\n")
-    assert not fresh.worth_it(small)
-    assert not fresh.worth_it(tmp_path / "missing.json")
-    monkeypatch.setattr(fresh, "PARALLEL_MIN_BYTES", 2)
-    assert fresh.worth_it(small) == (fresh.usable_cpus() > 1)
+    assert not analysis._worth_a_fresh_process(small)
+    assert not analysis._worth_a_fresh_process(tmp_path / "missing.json")
+    monkeypatch.setattr(analysis, "PARALLEL_MIN_BYTES", 2)
+    assert analysis._worth_a_fresh_process(small) == (analysis.usable_cpus() > 1)
     big = tmp_path / "big.json.gz"
     big.write_bytes(gzip.compress(b"{}\n"))
-    assert fresh.worth_it(big) == (fresh.usable_cpus() > 1)
+    assert analysis._worth_a_fresh_process(big) == (analysis.usable_cpus() > 1)
 
 
 @pytest.mark.parametrize("answers", [True, False])
@@ -80,16 +81,17 @@ def test_listen_reports_from_the_fresh_process_or_else_here(
         for seed in range(1, 4):
             grpc_call(rcv, make_request(seed, n=4)[0].SerializeToString())
     used: list[Path] = []
-    real = fresh.analyse
+    real = analysis._analyze_in_fresh_process
 
-    def spy(path: Path, settings: Settings, jobs: int = 0) -> object:
+    def spy(path: Path, settings: Settings, jobs: int) -> object:
         used.append(path)
         return real(path, settings, jobs) if answers else None
 
-    monkeypatch.setattr(fresh, "worth_it", lambda path: True)
-    monkeypatch.setattr(fresh, "analyse", spy)
+    monkeypatch.setattr(analysis, "_worth_a_fresh_process", lambda path: True)
+    monkeypatch.setattr(analysis, "_analyze_in_fresh_process", spy)
     console, err = Console(record=True, width=200), Console(record=True, width=200)
-    assert command._finish(rcv, out, "test", console, err) == 0
+    report_to = command._ReportTo(Settings(), 2, None, None)
+    assert command._finish(rcv, out, "test", console, err, report_to) == 0
     assert used == [out]
     text = console.export_text()
     assert "12 spans in 3 traces" in text  # the report, whichever process made it
