@@ -334,6 +334,7 @@ class Listen:
         preexec_fn: Callable[[], None] | None = None,
         ports: Sequence[str] = ("--port", "0", "--http-port", "0"),
         wait: bool = True,
+        cwd: Path | None = None,
     ) -> None:
         self.dump = dump
         cmd = [sys.executable, "-m", "ctxdoctor", "listen", *ports, "--output", str(dump), *args]
@@ -347,6 +348,7 @@ class Listen:
             text=True,
             env=full_env,
             preexec_fn=preexec_fn,
+            cwd=cwd,
         )
         self.out: list[str] = []
         self.err: list[str] = []
