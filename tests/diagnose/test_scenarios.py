@@ -28,7 +28,7 @@ FIX_APIS = {
 }
 
 
-def test_the_issue_fixtures_exist() -> None:
+def test_the_core_scenarios_are_recorded() -> None:
     for name in (
         "node-worker-threads-naive",
         "node-worker-threads-propagated",
