@@ -149,6 +149,10 @@ def _at_least(low: float, *, above: bool = False) -> Any:
     return check
 
 
+def _max_orphan_ratio(help: str) -> Any:
+    return typer.Option(None, "--max-orphan-ratio", metavar="FLOAT", callback=_check_ratio, help=help)
+
+
 PathsArg = typer.Argument(
     ..., metavar="DUMP...", help="Dump files: OTLP/JSON lines (.json, .jsonl, .gz) or the Collector's proto format."
 )
@@ -180,6 +184,15 @@ JobsOpt = typer.Option(
     help="Processes that read big dumps (over 32 MB in all) side by side: "
     "0, the default, is one per CPU (at most 8); 1 is one process (a little less memory).",
 )
+FormatOpt = typer.Option(
+    Format.terminal,
+    "--format",
+    "-f",
+    metavar="FORMAT",
+    show_default=False,
+    help="Report format: terminal (the default), json, junit or github.",
+)
+OutputOpt = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report here instead of stdout.")
 QuietOpt = typer.Option(
     False, "--quiet", "-q", help="Print nothing but errors and warnings; the exit code tells the result."
 )
@@ -215,28 +228,32 @@ def _publish(report: Report, junit: Path | None, json_path: Path | None, fmt: Fo
     publish(report, junit=junit, json_path=json_path, annotations_to=to)
 
 
+def _report(
+    paths: list[Path],
+    settings: Settings,
+    jobs: int,
+    fmt: Format,
+    output: Path | None,
+    junit: Path | None,
+    json_path: Path | None,
+    *,
+    on_terminal: str,
+) -> ExitCode:
+    """The pipeline, then the report: ``on_terminal`` names the renderer for ``--format terminal``
+    to stdout (the full report or the short summary)."""
+    report = _analyze(paths, settings, jobs)
+    _emit(report, on_terminal if fmt is Format.terminal and output is None else fmt.value, output)
+    _publish(report, junit, json_path, fmt, output)
+    return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
+
+
 @app.command(cls=_Command, short_help="Diagnose dumps: where context was lost, and the fix.")
 def analyze(
     paths: list[Path] = PathsArg,
-    fmt: Format = typer.Option(
-        Format.terminal,
-        "--format",
-        "-f",
-        metavar="FORMAT",
-        show_default=False,
-        help="Report format: terminal (the default), json, junit or github.",
-    ),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", metavar="FILE", help="Write the report here instead of stdout."
-    ),
+    fmt: Format = FormatOpt,
+    output: Path | None = OutputOpt,
     min_confidence: float | None = MinConf,
-    max_orphan_ratio: float | None = typer.Option(
-        None,
-        "--max-orphan-ratio",
-        metavar="FLOAT",
-        callback=_check_ratio,
-        help="Also gate: exit 1 when the orphan ratio is over this.",
-    ),
+    max_orphan_ratio: float | None = _max_orphan_ratio("Also gate: exit 1 when the orphan ratio is over this."),
     config: Path | None = ConfigOpt,
     report_junit: Path | None = JunitOpt,
     report_json: Path | None = JsonOpt,
@@ -248,34 +265,18 @@ def analyze(
     and the change that fixes each."""
     _set_output(quiet, color)
     settings = _settings(max_orphan_ratio, min_confidence, config)
-    report = _analyze(paths, settings, jobs)
-    _emit(report, fmt.value, output)
-    _publish(report, report_junit, report_json, fmt, output)
-    return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
+    return _report(paths, settings, jobs, fmt, output, report_junit, report_json, on_terminal="terminal")
 
 
 @app.command(cls=_Command, short_help="CI gate: exit 1 when the orphan ratio is over a threshold.")
 def check(
     paths: list[Path] = PathsArg,
-    max_orphan_ratio: float | None = typer.Option(
-        None,
-        "--max-orphan-ratio",
-        metavar="FLOAT",
-        callback=_check_ratio,
-        help="Fail (exit 1) when the orphan ratio is over this (or max-orphan-ratio in the config file).",
+    max_orphan_ratio: float | None = _max_orphan_ratio(
+        "Fail (exit 1) when the orphan ratio is over this (or max-orphan-ratio in the config file)."
     ),
     min_confidence: float | None = MinConf,
-    fmt: Format = typer.Option(
-        Format.terminal,
-        "--format",
-        "-f",
-        metavar="FORMAT",
-        show_default=False,
-        help="terminal (the default: a short summary), json, junit or github.",
-    ),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", metavar="FILE", help="Write the report here instead of stdout."
-    ),
+    fmt: Format = FormatOpt,
+    output: Path | None = OutputOpt,
     config: Path | None = ConfigOpt,
     report_junit: Path | None = JunitOpt,
     report_json: Path | None = JsonOpt,
@@ -283,15 +284,14 @@ def check(
     quiet: bool = QuietOpt,
     color: bool = ColorOpt,
 ) -> ExitCode:
-    """CI gate: print a short summary, and exit 1 when the orphan ratio is over the threshold."""
+    """CI gate: print a short summary, and exit 1 when the orphan ratio is over the threshold.
+
+    --format terminal, the default, prints the summary; the other formats the full report."""
     _set_output(quiet, color)
     settings = _settings(max_orphan_ratio, min_confidence, config)
     if settings.max_orphan_ratio is None:
         raise UsageError("check needs a threshold: --max-orphan-ratio, or max-orphan-ratio in the config file")
-    report = _analyze(paths, settings, jobs)
-    _emit(report, "summary" if fmt is Format.terminal and output is None else fmt.value, output)
-    _publish(report, report_junit, report_json, fmt, output)
-    return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
+    return _report(paths, settings, jobs, fmt, output, report_junit, report_json, on_terminal="summary")
 
 
 @app.command(
@@ -304,13 +304,7 @@ def run_command(
     command: list[str] = typer.Argument(
         ..., metavar="-- COMMAND...", help="The command to run, after --; its exit code is passed on."
     ),
-    max_orphan_ratio: float | None = typer.Option(
-        None,
-        "--max-orphan-ratio",
-        metavar="FLOAT",
-        callback=_check_ratio,
-        help="Exit 1 when the orphan ratio is over this.",
-    ),
+    max_orphan_ratio: float | None = _max_orphan_ratio("Exit 1 when the orphan ratio is over this."),
     min_confidence: float | None = MinConf,
     output: Path = OutputDumpOpt,
     config: Path | None = ConfigOpt,

@@ -1,6 +1,6 @@
 """The CI outputs every command shares: report files and, inside GitHub Actions, annotations
-and the job summary. ``analyze``, ``check`` and ``run`` call ``publish`` after rendering, so the
-same report reaches the same places whichever command produced it.
+and the job summary. ``analyze``, ``check``, ``run`` and ``listen`` call ``publish`` after
+rendering, so the same report reaches the same places whichever command produced it.
 """
 
 from __future__ import annotations

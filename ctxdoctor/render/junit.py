@@ -107,29 +107,31 @@ def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
         ("ctxdoctor.GateFailed", gate_message(report), summary_body) if failing else None,
         summary_body,
     )
-    for g in report.gaps:
-        message = (
-            f"{g.occurrences} '{g.orphan_name}' root(s) lost the context of '{g.parent_name}' "
-            f"({g.boundary.value} boundary, confidence {g.confidence:.2f})"
-        )
-        body = _gap_text(g)
-        case(
+    # (class name, test name, failure type, failure message, details) per finding.
+    findings = [
+        (
             f"{SUITE}.gaps.{g.service}",
             f"{g.parent_name} -> {g.orphan_name}",
-            ("ctxdoctor.PropagationGap", message, body) if failing else None,
-            body,
+            "ctxdoctor.PropagationGap",
+            f"{g.occurrences} '{g.orphan_name}' root(s) lost the context of '{g.parent_name}' "
+            f"({g.boundary.value} boundary, confidence {g.confidence:.2f})",
+            _gap_text(g),
         )
+        for g in report.gaps
+    ]
     for lost in report.lost_groups:
-        service, name, remote, members = lost.service, lost.span_name, lost.parent_remote, lost.members
-        where = "remote" if remote else "local"
-        message = f"{len(members)} '{name}' span(s) whose {where} parent never arrived"
-        body = _lost_text(members)
-        case(
-            f"{SUITE}.lost-parents.{service}",
-            f"{name} ({where} parent never arrived)",
-            ("ctxdoctor.LostParent", message, body) if failing else None,
-            body,
+        where = "remote" if lost.parent_remote else "local"
+        findings.append(
+            (
+                f"{SUITE}.lost-parents.{lost.service}",
+                f"{lost.span_name} ({where} parent never arrived)",
+                "ctxdoctor.LostParent",
+                f"{len(lost.members)} '{lost.span_name}' span(s) whose {where} parent never arrived",
+                _lost_text(lost.members),
+            )
         )
+    for classname, name, kind, message, body in findings:
+        case(classname, name, (kind, message, body) if failing else None, body)
     failures = sum(1 for c in cases if c.find("failure") is not None)
     attrs = {
         "name": SUITE,
