@@ -13,9 +13,12 @@ import msgspec
 import pytest
 from rich.console import Console
 
+from ctxdoctor.analysis import analyze_paths
+from ctxdoctor.findings import Allow, Settings
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import convert
 from ctxdoctor.receiver.convert import OBSERVE_AHEAD_BYTES, Converter, Progress, TraceCounter, idle_cores
+from ctxdoctor.receiver.decode import parse_json
 from ctxdoctor.receiver.live import panel, plain_line
 from ctxdoctor.receiver.sink import DumpWriteError, journal_record
 from tests.helpers import ROOT, journal_records, make_request, snapshot, unreadable_record
@@ -304,3 +307,22 @@ def test_records_read_ahead_are_not_counted_again_when_converted(
     assert (p.offset, p.requests, p.spans, p.traces) == (len(data), 40, 200, 40)
     assert p.observed_spans == 200  # once each
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+
+
+def test_the_live_count_is_the_pipelines_with_the_listen_settings(tmp_path: Path) -> None:
+    """The live view's "suspected orphans" is the pipeline's figure for the spans it covers, under
+    the settings ``listen`` was given: allowing every root leaves none."""
+    recorded = ROOT / "fixtures" / "scenarios" / "node-worker-threads-naive" / "dump.json"
+    journal = tmp_path / "j"
+    journal.write_bytes(
+        b"".join(journal_record(parse_json(line)[0].SerializeToString()) for line in recorded.read_bytes().splitlines())
+    )
+    expected = analyze_paths([recorded]).summary.suspected_orphans
+    assert expected > 0
+    for settings, want in ((None, expected), (Settings(allow=(Allow(name="*"),)), 0)):
+        conv = Converter(journal, tmp_path / f"d{want}.json", live=True, settings=settings)
+        while conv.step():
+            pass
+        conv.maybe_diagnose(force=True)
+        assert conv.progress.orphans == want
+        conv.close()
