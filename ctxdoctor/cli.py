@@ -59,14 +59,14 @@ class _Argument(TyperArgument):
         return None
 
 
-class Format(str, Enum):
+class _Format(str, Enum):
     terminal = "terminal"
     json = "json"
     junit = "junit"
     github = "github"
 
 
-class DumpFormatChoice(str, Enum):
+class _DumpFormatChoice(str, Enum):
     json = "json"
     proto = "proto"
 
@@ -153,10 +153,10 @@ def _max_orphan_ratio(help: str) -> Any:
     return typer.Option(None, "--max-orphan-ratio", metavar="FLOAT", callback=_check_ratio, help=help)
 
 
-PathsArg = typer.Argument(
+_PathsArg = typer.Argument(
     ..., metavar="DUMP...", help="Dump files: OTLP/JSON lines (.json, .jsonl, .gz) or the Collector's proto format."
 )
-MinConf = typer.Option(
+_MinConf = typer.Option(
     None,
     "--min-confidence",
     metavar="FLOAT",
@@ -164,17 +164,17 @@ MinConf = typer.Option(
     show_default=False,
     help="Report orphans at or above this confidence, 0 to 1 (default: 0.5).",
 )
-ConfigOpt = typer.Option(
+_ConfigOpt = typer.Option(
     None,
     "--config",
     metavar="FILE",
     help="Settings file (default: ctxdoctor.toml, or pyproject.toml with [tool.ctxdoctor], searched upwards).",
 )
-JunitOpt = typer.Option(
+_JunitOpt = typer.Option(
     None, "--report-junit", metavar="FILE", help="Also write a JUnit XML report (one test case per gap)."
 )
-JsonOpt = typer.Option(None, "--report-json", metavar="FILE", help="Also write the JSON report.")
-JobsOpt = typer.Option(
+_JsonOpt = typer.Option(None, "--report-json", metavar="FILE", help="Also write the JSON report.")
+_JobsOpt = typer.Option(
     0,
     "--jobs",
     "-j",
@@ -184,25 +184,25 @@ JobsOpt = typer.Option(
     help="Processes that read big dumps (over 32 MB in all) side by side: "
     "0, the default, is one per CPU (at most 8); 1 is one process (a little less memory).",
 )
-FormatOpt = typer.Option(
-    Format.terminal,
+_FormatOpt = typer.Option(
+    _Format.terminal,
     "--format",
     "-f",
     metavar="FORMAT",
     show_default=False,
     help="Report format: terminal (the default), json, junit or github.",
 )
-OutputOpt = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report here instead of stdout.")
-QuietOpt = typer.Option(
+_OutputOpt = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report here instead of stdout.")
+_QuietOpt = typer.Option(
     False, "--quiet", "-q", help="Print nothing but errors and warnings; the exit code tells the result."
 )
-ColorOpt = typer.Option(
+_ColorOpt = typer.Option(
     True,
     "--color/--no-color",
     show_default=False,
     help="Colour the output (default: on a terminal, unless NO_COLOR is set).",
 )
-OutputDumpOpt = typer.Option(
+_OutputDumpOpt = typer.Option(
     Path("dump.json"),
     "--output",
     "-o",
@@ -219,12 +219,12 @@ def _settings(max_orphan_ratio: float | None, min_confidence: float | None, conf
     return resolve_settings(max_orphan_ratio=max_orphan_ratio, min_confidence=min_confidence, config=config)
 
 
-def _publish(report: Report, junit: Path | None, json_path: Path | None, fmt: Format, output: Path | None) -> None:
+def _publish(report: Report, junit: Path | None, json_path: Path | None, fmt: _Format, output: Path | None) -> None:
     from ctxdoctor.render.ci import publish
 
     # Annotations go where they cannot corrupt a machine-readable report on stdout, and only once.
-    machine = output is None and fmt is not Format.terminal
-    to = None if fmt is Format.github else sys.stderr if machine else sys.stdout
+    machine = output is None and fmt is not _Format.terminal
+    to = None if fmt is _Format.github else sys.stderr if machine else sys.stdout
     publish(report, junit=junit, json_path=json_path, annotations_to=to)
 
 
@@ -232,7 +232,7 @@ def _report(
     paths: list[Path],
     settings: Settings,
     jobs: int,
-    fmt: Format,
+    fmt: _Format,
     output: Path | None,
     junit: Path | None,
     json_path: Path | None,
@@ -242,24 +242,24 @@ def _report(
     """The pipeline, then the report: ``on_terminal`` names the renderer for ``--format terminal``
     to stdout (the full report or the short summary)."""
     report = _analyze(paths, settings, jobs)
-    _emit(report, on_terminal if fmt is Format.terminal and output is None else fmt.value, output)
+    _emit(report, on_terminal if fmt is _Format.terminal and output is None else fmt.value, output)
     _publish(report, junit, json_path, fmt, output)
     return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
 
 
 @app.command(cls=_Command, short_help="Diagnose dumps: where context was lost, and the fix.")
 def analyze(
-    paths: list[Path] = PathsArg,
-    fmt: Format = FormatOpt,
-    output: Path | None = OutputOpt,
-    min_confidence: float | None = MinConf,
+    paths: list[Path] = _PathsArg,
+    fmt: _Format = _FormatOpt,
+    output: Path | None = _OutputOpt,
+    min_confidence: float | None = _MinConf,
     max_orphan_ratio: float | None = _max_orphan_ratio("Also gate: exit 1 when the orphan ratio is over this."),
-    config: Path | None = ConfigOpt,
-    report_junit: Path | None = JunitOpt,
-    report_json: Path | None = JsonOpt,
-    jobs: int = JobsOpt,
-    quiet: bool = QuietOpt,
-    color: bool = ColorOpt,
+    config: Path | None = _ConfigOpt,
+    report_junit: Path | None = _JunitOpt,
+    report_json: Path | None = _JsonOpt,
+    jobs: int = _JobsOpt,
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
 ) -> ExitCode:
     """Diagnose dumps: the roots that lost their context, the spans whose parent never arrived,
     and the change that fixes each."""
@@ -270,19 +270,19 @@ def analyze(
 
 @app.command(cls=_Command, short_help="CI gate: exit 1 when the orphan ratio is over a threshold.")
 def check(
-    paths: list[Path] = PathsArg,
+    paths: list[Path] = _PathsArg,
     max_orphan_ratio: float | None = _max_orphan_ratio(
         "Fail (exit 1) when the orphan ratio is over this (or max-orphan-ratio in the config file)."
     ),
-    min_confidence: float | None = MinConf,
-    fmt: Format = FormatOpt,
-    output: Path | None = OutputOpt,
-    config: Path | None = ConfigOpt,
-    report_junit: Path | None = JunitOpt,
-    report_json: Path | None = JsonOpt,
-    jobs: int = JobsOpt,
-    quiet: bool = QuietOpt,
-    color: bool = ColorOpt,
+    min_confidence: float | None = _MinConf,
+    fmt: _Format = _FormatOpt,
+    output: Path | None = _OutputOpt,
+    config: Path | None = _ConfigOpt,
+    report_junit: Path | None = _JunitOpt,
+    report_json: Path | None = _JsonOpt,
+    jobs: int = _JobsOpt,
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
 ) -> ExitCode:
     """CI gate: print a short summary, and exit 1 when the orphan ratio is over the threshold.
 
@@ -305,12 +305,12 @@ def run_command(
         ..., metavar="-- COMMAND...", help="The command to run, after --; its exit code is passed on."
     ),
     max_orphan_ratio: float | None = _max_orphan_ratio("Exit 1 when the orphan ratio is over this."),
-    min_confidence: float | None = MinConf,
-    output: Path = OutputDumpOpt,
-    config: Path | None = ConfigOpt,
-    report_junit: Path | None = JunitOpt,
-    report_json: Path | None = JsonOpt,
-    jobs: int = JobsOpt,
+    min_confidence: float | None = _MinConf,
+    output: Path = _OutputDumpOpt,
+    config: Path | None = _ConfigOpt,
+    report_junit: Path | None = _JunitOpt,
+    report_json: Path | None = _JsonOpt,
+    jobs: int = _JobsOpt,
     keep_endpoint: bool = typer.Option(
         False, "--keep-endpoint", help="Do not set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT/_INSECURE for the command."
     ),
@@ -328,8 +328,8 @@ def run_command(
         callback=_at_least(0),
         help="After the command exits, wait at most this long for its last exports.",
     ),
-    quiet: bool = QuietOpt,
-    color: bool = ColorOpt,
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
 ) -> int:
     """Run COMMAND with its traces sent to ctxdoctor, then diagnose them and gate.
 
@@ -365,8 +365,8 @@ def listen(
     http_port: int = typer.Option(
         4318, "--http-port", metavar="PORT", help="OTLP/HTTP port (Node.js exporters' default)."
     ),
-    output: Path = OutputDumpOpt,
-    dump_format: DumpFormatChoice | None = typer.Option(
+    output: Path = _OutputDumpOpt,
+    dump_format: _DumpFormatChoice | None = typer.Option(
         None,
         "--dump-format",
         metavar="FORMAT",
@@ -387,13 +387,13 @@ def listen(
         callback=_at_least(0, above=True),
         help="Largest request accepted, after decompression.",
     ),
-    min_confidence: float | None = MinConf,
-    config: Path | None = ConfigOpt,
-    report_junit: Path | None = JunitOpt,
-    report_json: Path | None = JsonOpt,
-    jobs: int = JobsOpt,
-    quiet: bool = QuietOpt,
-    color: bool = ColorOpt,
+    min_confidence: float | None = _MinConf,
+    config: Path | None = _ConfigOpt,
+    report_junit: Path | None = _JunitOpt,
+    report_json: Path | None = _JsonOpt,
+    jobs: int = _JobsOpt,
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
 ) -> ExitCode:
     """Receive spans from running apps over OTLP (gRPC and HTTP), then diagnose what arrived."""
     _set_output(quiet, color)
@@ -432,8 +432,8 @@ def convert(
         metavar="FILE",
         help="The OTLP/JSON lines to write (default: the source with .json for .pb and .binpb).",
     ),
-    quiet: bool = QuietOpt,
-    color: bool = ColorOpt,
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
 ) -> ExitCode:
     """Turn a proto dump into OTLP/JSON lines, exactly as listen writes them (for jq, or the Collector)."""
     _set_output(quiet, color)
