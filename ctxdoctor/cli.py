@@ -352,6 +352,7 @@ def run_command(
         port=port,
         drain=drain,
         jobs=jobs,
+        quiet=quiet,
     )
     return run_session(opts, console=_stdout(), err=_stderr(), environ=environ)
 

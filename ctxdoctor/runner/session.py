@@ -47,6 +47,8 @@ class RunOptions:
     drain: float = 10.0
     #: Reading processes for a big dump (0: one per CPU).
     jobs: int = 0
+    #: Only warnings and errors on stderr (``--quiet``); the report is not printed either.
+    quiet: bool = False
 
 
 def _signal_name(signum: int) -> str:
@@ -153,10 +155,11 @@ def run(
         if outcome.received:
             how += f" (after ctxdoctor passed on {', '.join(_signal_name(s) for s in outcome.received)})"
         via = ", ".join(f"{p}: {n} connection{'s' if n != 1 else ''}" for p, n in protocols.items())
-        log(
-            f"the command {how} after {outcome.duration:.1f}s; received {stats.spans} spans in {stats.requests} "
-            f"requests{f' ({via})' if via else ''}; dump: {opts.output}"
-        )
+        if not opts.quiet:
+            log(
+                f"the command {how} after {outcome.duration:.1f}s; received {stats.spans} spans in {stats.requests} "
+                f"requests{f' ({via})' if via else ''}; dump: {opts.output}"
+            )
     if start_error is not None:
         return start_error
     if stats.spans == 0:
@@ -206,9 +209,13 @@ def run(
 
 
 def _banner(plan: EnvPlan, port: int, opts: RunOptions, log: Any) -> None:
-    log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}; writing {opts.output}")
+    if not opts.quiet:
+        log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}; writing {opts.output}")
     for name, value in plan.set.items():
-        log(f"  {name}={value}" + (" (replaces the value you set)" if name in plan.replaced else ""))
+        if name in plan.replaced:
+            log(f"  {name}={value} (replaces the value you set)")
+        elif not opts.quiet:
+            log(f"  {name}={value}")
     for note in plan.notes:
         log(f"note: {note}")
 

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,24 @@ def test_quiet_prints_nothing_and_the_exit_code_and_files_still_tell(
     # An error is still said, quiet or not.
     assert run(["analyze", str(tmp_path / "missing.json"), "-q"]) != ExitCode.OK
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_run_quiet_keeps_only_warnings(tmp_path: Path) -> None:
+    """``run --quiet``: no banner, no report; the warning that no spans arrived is still said."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GITHUB_"))}
+    args = ["run", "-o", str(tmp_path / "dump.json"), "--drain", "1", "--", sys.executable, "-c", "pass"]
+    loud = subprocess.run(
+        [sys.executable, "-m", "ctxdoctor", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    quiet = subprocess.run(
+        [sys.executable, "-m", "ctxdoctor", *args[:1], "--quiet", *args[1:]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert loud.returncode == quiet.returncode == 0, (loud.stderr, quiet.stderr)
+    assert "receiving OTLP" in loud.stderr and "spans in" in loud.stdout
+    assert quiet.stdout == ""
+    assert "receiving OTLP" not in quiet.stderr and "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" not in quiet.stderr
+    assert "no spans arrived" in quiet.stderr
