@@ -128,6 +128,22 @@ def to_proto(req: dict[str, Any]) -> ExportTraceServiceRequest:
     return out
 
 
+def varint(n: int, pad: int = 0) -> bytes:
+    """``n`` as a varint, with ``pad`` redundant bytes (protobuf parsers accept up to 10 in all)."""
+    n &= (1 << 64) - 1  # negative int64s are ten bytes, as protobuf writes them
+    out = []
+    while True:
+        out.append(n & 0x7F)
+        n >>= 7
+        if not n:
+            break
+    out = [b | 0x80 for b in out[:-1]] + out[-1:]
+    if pad:
+        out[-1] |= 0x80
+        out += [0x80] * (pad - 1) + [0]
+    return bytes(out)
+
+
 # -- the recorded real-SDK scenarios under fixtures/scenarios/ ------------------------------------
 
 

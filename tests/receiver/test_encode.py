@@ -30,7 +30,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver.decode import parse_json
 from ctxdoctor.receiver.encode import TranscodeError, Transcoder, screen_request
-from tests.helpers import ROOT
+from tests.helpers import ROOT, varint
 
 #: One transcoder for the whole module, as the converter keeps one: its caches are warm and mixed.
 _SHARED = Transcoder()
@@ -304,7 +304,6 @@ def test_nothing_valid_writes_nothing() -> None:
 # What protobuf allows but serialisers do not write
 # ---------------------------------------------------------------------------------------------
 
-_M64 = (1 << 64) - 1
 _WIRE_TYPES = {
     FieldDescriptor.TYPE_MESSAGE: 2,
     FieldDescriptor.TYPE_STRING: 2,
@@ -318,22 +317,6 @@ _WIRE_TYPES = {
     FieldDescriptor.TYPE_DOUBLE: 1,
     FieldDescriptor.TYPE_FIXED32: 5,
 }
-
-
-def _varint(n: int, pad: int = 0) -> bytes:
-    """``n`` as a varint, with ``pad`` redundant bytes (protobuf parsers accept up to 10 in all)."""
-    n &= _M64
-    out = []
-    while True:
-        out.append(n & 0x7F)
-        n >>= 7
-        if not n:
-            break
-    out = [b | 0x80 for b in out[:-1]] + out[-1:]
-    if pad:
-        out[-1] |= 0x80
-        out += [0x80] * (pad - 1) + [0]
-    return bytes(out)
 
 
 class _Wire:
@@ -353,15 +336,15 @@ class _Wire:
 
     def _tag(self, number: int, wt: int) -> bytes:
         tag = number << 3 | wt
-        return _varint(tag, self._pad(5 - len(_varint(tag))))
+        return varint(tag, self._pad(5 - len(varint(tag))))
 
     def _scalar(self, fd: FieldDescriptor, v: Any) -> bytes:
         wt = _WIRE_TYPES[fd.type]
         if wt == 2:
             data = v.encode() if isinstance(v, str) else v
-            return self._tag(fd.number, 2) + _varint(len(data), self._pad(2)) + data
+            return self._tag(fd.number, 2) + varint(len(data), self._pad(2)) + data
         if wt == 0:
-            return self._tag(fd.number, 0) + _varint(int(v), self._pad(10 - len(_varint(int(v)))))
+            return self._tag(fd.number, 0) + varint(int(v), self._pad(10 - len(varint(int(v)))))
         if wt == 1:
             return self._tag(fd.number, 1) + struct.pack("<d" if fd.type == fd.TYPE_DOUBLE else "<Q", v)
         return self._tag(fd.number, 5) + struct.pack("<I", v)
@@ -403,14 +386,14 @@ class _Wire:
         tag = self._tag(number, wt)
         if wt == 0:
             v = rng.randrange(2**64)
-            return tag + _varint(v, self._pad(10 - len(_varint(v))))
+            return tag + varint(v, self._pad(10 - len(varint(v))))
         if wt == 1:
             return tag + rng.randbytes(8)
         if wt == 5:
             return tag + rng.randbytes(4)
         if wt == 2:
             data = rng.randbytes(rng.randrange(0, 5))
-            return tag + _varint(len(data)) + data
+            return tag + varint(len(data)) + data
         inner = b"".join(self.unknown({}, depth + 1) for _ in range(rng.randrange(0, 3)))
         return tag + inner + self._tag(number, 4)
 
@@ -524,10 +507,10 @@ def test_mutated_bytes_read_as_upb_reads_them_or_are_rejected_as_upb_rejects_the
 def _raw_request(span_fields: bytes, resource_attribute: bytes = b"") -> bytes:
     """A one-span request written by hand, to hold bytes no protobuf library would write."""
     span = b"\x0a\x10" + b"\x01" * 16 + b"\x12\x08" + b"\x02" * 8 + span_fields
-    scope_spans = b"\x12" + _varint(len(span)) + span
-    resource = b"\x0a" + _varint(len(resource_attribute)) + resource_attribute if resource_attribute else b""
-    rs = b"\x0a" + _varint(len(resource)) + resource + b"\x12" + _varint(len(scope_spans)) + scope_spans
-    return b"\x0a" + _varint(len(rs)) + rs
+    scope_spans = b"\x12" + varint(len(span)) + span
+    resource = b"\x0a" + varint(len(resource_attribute)) + resource_attribute if resource_attribute else b""
+    rs = b"\x0a" + varint(len(resource)) + resource + b"\x12" + varint(len(scope_spans)) + scope_spans
+    return b"\x0a" + varint(len(rs)) + rs
 
 
 @pytest.mark.parametrize(
@@ -553,8 +536,8 @@ def _nested_array(levels: int) -> bytes:
     """An AnyValue that is an array of an array ... of a string, ``levels`` arrays deep."""
     v = b"\x0a\x04leaf"
     for _ in range(levels):
-        array = b"\x0a" + _varint(len(v)) + v
-        v = b"\x2a" + _varint(len(array)) + array
+        array = b"\x0a" + varint(len(v)) + v
+        v = b"\x2a" + varint(len(array)) + array
     return v
 
 
@@ -563,8 +546,8 @@ def test_nesting_is_limited_where_upb_limits_it(where: str, levels: int) -> None
     """upb refuses messages nested more than 100 deep; how deep a value may go depends on where
     its attribute is (a resource's sits higher than a span's)."""
     value = _nested_array(levels)
-    kv = b"\x0a\x04deep\x12" + _varint(len(value)) + value
-    attr = b"\x4a" + _varint(len(kv)) + kv
+    kv = b"\x0a\x04deep\x12" + varint(len(value)) + value
+    attr = b"\x4a" + varint(len(kv)) + kv
     body = _raw_request(attr) if where == "span" else _raw_request(b"", kv)
     try:
         req = ExportTraceServiceRequest.FromString(body)

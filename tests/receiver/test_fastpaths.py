@@ -22,6 +22,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans
 from ctxdoctor.receiver import encode
 from ctxdoctor.receiver.encode import screen_request
 from ctxdoctor.receiver.http_server import _Handler
+from tests.helpers import varint
 
 
 def _resource(service: str | None, **extra: str) -> Resource:
@@ -44,17 +45,7 @@ def _rs(resource: Resource | None, n_spans: int = 2, bad: bool = False) -> bytes
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2) with a one-byte tag."""
-    return bytes([number << 3 | 2]) + _varint(len(payload)) + payload
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        if n < 0x80:
-            out.append(n)
-            return bytes(out)
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
+    return bytes([number << 3 | 2]) + varint(len(payload)) + payload
 
 
 _A = _resource("a", host="h1")
