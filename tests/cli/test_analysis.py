@@ -95,3 +95,19 @@ def test_listen_reports_from_the_fresh_process_or_else_here(
     assert used == [out]
     text = console.export_text()
     assert "12 spans in 3 traces" in text  # the report, whichever process made it
+
+
+def test_the_library_call_is_the_pipeline() -> None:
+    """``from ctxdoctor import Settings, analyze_paths``, as the README shows it."""
+    import ctxdoctor
+    from ctxdoctor import Settings as PublicSettings
+    from ctxdoctor import analyze_paths
+
+    path = SCENARIOS / "node-worker-threads-naive" / "dump.json"
+    report = analyze_paths([path], PublicSettings(max_orphan_ratio=0.05))
+    assert analyze_paths is analysis.analyze_paths and PublicSettings is Settings
+    assert report == _in_process(path, Settings(max_orphan_ratio=0.05))
+    assert report.gaps and report.gate_failed
+    assert set(ctxdoctor.__all__) >= {"analyze_paths", "Settings", "Report"}
+    with pytest.raises(AttributeError):
+        ctxdoctor.no_such_name  # noqa: B018
