@@ -1,12 +1,12 @@
-"""Benchmark ``ctxdoctor analyze`` against the floor and a simple reference (issue 6).
+"""Benchmark ``ctxdoctor analyze`` against the floor and a simple reference.
 
-    .venv/bin/python bench/analyze.py                     # 100k and 1M spans (the issue's targets)
+    .venv/bin/python bench/analyze.py                     # 100k and 1M spans (the targets)
     .venv/bin/python bench/analyze.py --sizes 10k         # smoke mode, a few seconds
     .venv/bin/python bench/analyze.py --sizes 10m         # the 10M-span, rotated-files check (long)
 
 Generates (or reuses from ``bench/.cache/``) seeded dumps, then runs every pass as its own child
 process, in the same run, so the figures are comparable and each peak RSS is that pass's alone.
-Prints a table with the ratios and the issue's targets, and writes the figures as JSON to
+Prints a table with the ratios and the targets, and writes the figures as JSON to
 ``bench/out/analyze-<date>.json``. See bench/README.md for what each figure means.
 """
 
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "bench" / ".cache"
 DEFAULT_OUT = ROOT / "bench" / "out"
 
-# The issue's targets, measured on the 1M-span dump.
+# The targets, measured on the 1M-span dump.
 TARGET_SIZE = "1m"
 TARGET_FLOOR_RATIO = 1.0  # ctxdoctor wall / orjson floor wall, at most
 TARGET_REFERENCE_SPEEDUP = 4.0  # reference wall / ctxdoctor wall, at least

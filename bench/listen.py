@@ -1,4 +1,4 @@
-"""Benchmark ``ctxdoctor listen`` against parse-only sinks (issue 6).
+"""Benchmark ``ctxdoctor listen`` against parse-only sinks.
 
     .venv/bin/python bench/listen.py                       # gRPC and HTTP, 1/4/16 connections, 10 s each
     .venv/bin/python bench/listen.py --duration 3 --connections 4 --transports grpc   # a quick look

@@ -57,6 +57,16 @@ class MissingParent(msgspec.Struct, frozen=True):
     fix: Fix | None = None
 
 
+class LostGroup(msgspec.Struct, frozen=True):
+    """Spans of one name in one service whose parent (remote or local) never arrived: the unit a
+    CI report lists and fixes, since they share a cause."""
+
+    service: str
+    span_name: str
+    parent_remote: bool
+    members: tuple[MissingParent, ...]
+
+
 class Gap(msgspec.Struct, frozen=True):
     """A propagation gap: one recurring (dispatching span -> orphan) pattern."""
 
@@ -132,6 +142,8 @@ class Report(msgspec.Struct, frozen=True):
     settings: Settings
     warnings: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    #: The lost parents (``missing_parents`` with ``lost``), grouped, largest group first.
+    lost_groups: tuple[LostGroup, ...] = ()
 
     @property
     def gate_failed(self) -> bool:

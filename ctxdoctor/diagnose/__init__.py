@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ctxdoctor.diagnose.gaps import group_gaps
-from ctxdoctor.diagnose.missing import find_missing_parents
+from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
@@ -18,9 +18,9 @@ def _absent_parents(spans: Sequence[Span]) -> set[int]:
 
     A parent is nearly always exported near its children (the same batch, or one soon after), so
     each slice of spans first drops the parents present in the slice itself. Only the few left
-    are looked for in the whole dump. At a million spans that is ~250 candidates against ~560k
-    parents: no set of every parent (its growth was the diagnosis's peak memory, ~25 MB), and
-    small sets are faster too. The sets' own loops run in C over each slice's list of ids.
+    are looked for in the whole dump: a few hundred candidates instead of a set of every parent
+    (whose growth would be the diagnosis's peak memory), and small sets are faster too. The sets'
+    own loops run in C over each slice's list of ids.
     """
     candidates: set[int] = set()
     for i in range(0, len(spans), _SLICE):
@@ -50,9 +50,9 @@ def diagnose(
     orphans and the lost parents are broken off from where they belong. Missing parents that
     are merely upstream callers exporting elsewhere are fragments, but not broken ones.
 
-    One process: a forked search (session 2) saved ~0.2 s of ~1.3 at a million spans, and cost
-    ~270 bytes per span, because a child that reads the spans copies their pages (CPython writes
-    reference counts into the objects). bench/README.md has the figures.
+    One process: searching in forked children saves little time and costs memory for every span,
+    because a child that reads the spans copies their pages (CPython writes reference counts into
+    the objects). bench/README.md has the figures.
     """
     settings = settings or Settings()
     absent = _absent_parents(spans)
@@ -90,4 +90,5 @@ def diagnose(
         settings=settings,
         warnings=tuple(warnings),
         files=tuple(files),
+        lost_groups=group_lost_parents(missing),
     )

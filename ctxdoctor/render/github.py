@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from rich.console import Console
 
 from ctxdoctor.findings import Report
-from ctxdoctor.render.junit import gate_message, lost_groups
+from ctxdoctor.render._common import gate_message, pct
 
 #: GitHub shows at most this many annotations of one level per step.
 MAX_PER_LEVEL = 10
@@ -36,10 +36,6 @@ def command(level: str, message: str, **props: str | int | None) -> str:
     parts = [f"{k}={escape_property(str(v))}" for k, v in props.items() if v not in (None, "")]
     head = f"::{level}" + (" " + ",".join(parts) if parts else "")
     return f"{head}::{escape_data(message)}"
-
-
-def _pct(x: float) -> str:
-    return f"{x:.1%}"
 
 
 def workflow_commands(report: Report, *, file: str | None = None, line: int | None = None) -> list[str]:
@@ -63,7 +59,9 @@ def workflow_commands(report: Report, *, file: str | None = None, line: int | No
         )
         title = f"ctxdoctor: {g.service}: {g.parent_name} -> {g.orphan_name}"
         findings.append(command(level, msg, title=title))
-    for (service, name, remote), members in lost_groups(report.missing_parents):
+    for lost_group in report.lost_groups:
+        service, name, remote = lost_group.service, lost_group.span_name, lost_group.parent_remote
+        members = lost_group.members
         first = members[0]
         msg = (
             f"{len(members)} '{name}' span(s) whose {'remote' if remote else 'local'} parent never arrived: "
@@ -112,7 +110,7 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
     lines = [f"## {md(heading)}: {verdict}", ""]
     lines.append(
         f"**{s.spans:,}** spans in **{s.traces:,}** traces · suspected orphans **{s.suspected_orphans:,}** · "
-        f"lost parents **{s.lost_parents:,}** · orphan ratio **{_pct(s.orphan_ratio)}** "
+        f"lost parents **{s.lost_parents:,}** · orphan ratio **{pct(s.orphan_ratio)}** "
         f"({s.broken_fragments:,}/{s.fragments:,} fragments)"
     )
     if s.allowed_roots:
@@ -139,17 +137,20 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
         for i, g in enumerate(report.gaps, 1):
             lines.append(
                 f"| {i} | {md(g.service)} | {md(g.parent_name)} → {md(g.orphan_name)} | "
-                f"{g.boundary.value} ({md(g.runtime)}) | {g.occurrences} ({_pct(g.share)}) | {g.confidence:.2f} |"
+                f"{g.boundary.value} ({md(g.runtime)}) | {g.occurrences} ({pct(g.share)}) | {g.confidence:.2f} |"
             )
-    lost = lost_groups(report.missing_parents)
+    lost = report.lost_groups
     if lost:
         lines += ["", "### Spans whose parent never arrived", ""]
         lines += ["| service | span | parent | spans |", "|---|---|---|---:|"]
-        for (service, name, remote), members in lost:
-            lines.append(f"| {md(service)} | {md(name)} | {'remote' if remote else 'local'} | {len(members)} |")
+        for group in lost:
+            lines.append(
+                f"| {md(group.service)} | {md(group.span_name)} | {'remote' if group.parent_remote else 'local'} | "
+                f"{len(group.members)} |"
+            )
     fixes = [(f"{md(g.service)}: {md(g.parent_name)} → {md(g.orphan_name)}", g.fix, g.runtime) for g in report.gaps]
-    if lost and lost[0][1][0].fix is not None:
-        (service, name, _), members = lost[0]
+    if lost and lost[0].members[0].fix is not None:
+        service, name, members = lost[0].service, lost[0].span_name, lost[0].members
         fix = members[0].fix
         assert fix is not None
         fixes.append((f"{md(service)}: lost parents of {md(name)}", fix, members[0].span.unit.language or ""))
