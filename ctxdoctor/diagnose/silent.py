@@ -12,6 +12,9 @@ evidence that a *worker* belongs there:
 * **its length matches** the worker spans that fill that place elsewhere;
 * **it recurs**: several spans of that name have the hole at that place.
 
+A hole during which another unit exported spans of the same trace is not silent: the worker
+reported, and its missing parent is a lost parent (``missing.py``).
+
 A hole that is never filled by another unit's span (every instance, or only by spans of the
 dispatcher's own unit) is not reported: spans cannot tell such a worker from a slow call. Under
 ``run``, the process tree answers that (a child process that never exported).
@@ -139,15 +142,20 @@ def find_silent_dispatches(spans: Sequence[Span], p: SilentParams = DEFAULT) -> 
             if workers or s.duration <= 0:
                 continue
             start, end, before, after = largest_hole(s, own)
-            if end - start >= p.hole_min_ns and end - start >= p.hole_share * s.duration:
-                holes[(s.unit.service, s.name, (before, after))].append(_Hole(s, start, end, (before, after)))
+            if end - start < p.hole_min_ns or end - start < p.hole_share * s.duration:
+                continue
+            # Spans of another unit in this trace during the hole: the worker did export (its
+            # parent went missing instead), so this is a lost parent, not a silent worker.
+            if any(foreign(o.unit, s.unit) and o.start < end and o.end > start for o in trace):
+                continue
+            holes[(s.unit.service, s.name, (before, after))].append(_Hole(s, start, end, (before, after)))
     out: list[SilentDispatch] = []
     for key, members in holes.items():
         f = filled.get(key)
-        if f is None or f.count < p.min_filled or f.worker is None:
+        worker = f.worker if f is not None else None
+        if f is None or worker is None or f.count < p.min_filled:
             continue
         typical = sorted(f.durations)[len(f.durations) // 2]
-        worker = f.worker
         rel = relation(worker.unit, members[0].span.unit)
         bnd, bnd_why = boundary(worker.unit, members[0].span.unit, rel) if rel else (Boundary.PROCESS, "")
         for h in members:
