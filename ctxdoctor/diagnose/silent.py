@@ -151,21 +151,21 @@ def find_silent_dispatches(spans: Sequence[Span], p: SilentParams = DEFAULT) -> 
             holes[(s.unit.service, s.name, (before, after))].append(_Hole(s, start, end, (before, after)))
     out: list[SilentDispatch] = []
     for key, members in holes.items():
-        f = filled.get(key)
-        worker = f.worker if f is not None else None
-        if f is None or worker is None or f.count < p.min_filled:
+        fill = filled.get(key)
+        worker = fill.worker if fill is not None else None
+        if fill is None or worker is None or fill.count < p.min_filled:
             continue
-        typical = sorted(f.durations)[len(f.durations) // 2]
+        typical = sorted(fill.durations)[len(fill.durations) // 2]
         rel = relation(worker.unit, members[0].span.unit)
         bnd, bnd_why = boundary(worker.unit, members[0].span.unit, rel) if rel else (Boundary.PROCESS, "")
         for h in members:
-            logit = p.prior + p.w_filled * min(math.log2(f.count), p.filled_cap)
+            logit = p.prior + p.w_filled * min(math.log2(fill.count), p.filled_cap)
             before, after = h.slot
             where = f"between {before!r} and {after!r}" if before != START or after != END else "its whole body"
             why = [
                 f"{(h.end - h.start) / MS:.1f} ms ({(h.end - h.start) / h.span.duration:.0%} of the span) {where} "
                 "holds no span",
-                f"in {f.count} other {h.span.name!r} spans that place holds {worker.name!r} from another unit "
+                f"in {fill.count} other {h.span.name!r} spans that place holds {worker.name!r} from another unit "
                 f"({worker.unit.label()}; {bnd_why or bnd.value})",
             ]
             ratio = (h.end - h.start) / max(typical, 1)
