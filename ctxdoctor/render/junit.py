@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 
 from rich.console import Console
 
-from ctxdoctor.findings import NO_SPANS, Gap, MissingParent, Report
+from ctxdoctor.findings import NO_SPANS, Gap, Leak, MissingParent, Report, SilentDispatch
 
 SUITE = "ctxdoctor"
 # XML 1.0 forbids most control characters; span names are user data and may contain them.
@@ -74,6 +74,55 @@ def _lost_text(members: list[MissingParent]) -> str:
     return "\n".join(lines)
 
 
+def leak_groups(leaks: tuple[Leak, ...]) -> list[tuple[tuple[str, str, str], list[Leak]]]:
+    """Leaked spans grouped by (service, wrong parent's name, span name), largest first."""
+    groups: dict[tuple[str, str, str], list[Leak]] = {}
+    for lk in leaks:
+        groups.setdefault((lk.span.unit.service, lk.wrong_parent.name, lk.span.name), []).append(lk)
+    return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+
+def silent_groups(
+    silent: tuple[SilentDispatch, ...],
+) -> list[tuple[tuple[str, str, str], list[SilentDispatch]]]:
+    """Silent dispatches grouped by (service, span name, boundary), largest first."""
+    groups: dict[tuple[str, str, str], list[SilentDispatch]] = {}
+    for d in silent:
+        groups.setdefault((d.span.unit.service, d.span.name, d.boundary.value), []).append(d)
+    return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+
+
+def leak_text(members: list[Leak]) -> str:
+    first = members[0]
+    likely = (
+        f"it belongs under {first.likely_parent.name!r}"
+        if first.likely_parent is not None
+        else "it should have been a root"
+    )
+    lines = [
+        f"service: {first.span.unit.service}",
+        f"{len(members)} '{first.span.name}' span(s) recorded under '{first.wrong_parent.name}' ({likely}), "
+        f"confidence {first.confidence:.2f}",
+        f"why: {'; '.join(first.evidence)}",
+        "",
+        _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
+    ]
+    return "\n".join(lines)
+
+
+def silent_text(members: list[SilentDispatch]) -> str:
+    first = members[0]
+    lines = [
+        f"service: {first.span.unit.service}",
+        f"{len(members)} '{first.span.name}' span(s) handed work across a {first.boundary.value} boundary and "
+        f"nothing came back, confidence {first.confidence:.2f}",
+        f"why: {'; '.join(first.evidence)}",
+        "",
+        _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
+    ]
+    return "\n".join(lines)
+
+
 def gate_message(report: Report) -> str:
     s = report.summary
     limit = report.settings.max_orphan_ratio
@@ -104,6 +153,8 @@ def properties(report: Report) -> list[tuple[str, str]]:
         ("suspected-orphans", str(s.suspected_orphans)),
         ("allowed-roots", str(s.allowed_roots)),
         ("lost-parents", str(s.lost_parents)),
+        ("leaked-spans", str(s.leaked_spans)),
+        ("silent-dispatches", str(s.silent_dispatches)),
         ("orphan-ratio", f"{s.orphan_ratio:.6f}"),
     ]
     props += [("file", f) for f in report.files]
@@ -153,6 +204,18 @@ def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
             ("ctxdoctor.LostParent", message, body) if failing else None,
             body,
         )
+    for (service, parent, name), leaked in leak_groups(report.leaks):
+        message = f"{len(leaked)} '{name}' span(s) leaked under '{parent}'"
+        body = leak_text(leaked)
+        case(
+            f"{SUITE}.leaks.{service}",
+            f"{parent} -> {name} (context leak)",
+            ("ctxdoctor.ContextLeak", message, body) if failing else None,
+            body,
+        )
+    # Silent dispatches are not in the ratio, so they never fail the gate: reported, not failed.
+    for (service, name, bnd), silent in silent_groups(report.silent_dispatches):
+        case(f"{SUITE}.silent.{service}", f"{name} ({bnd} worker exported nothing)", None, silent_text(silent))
     failures = sum(1 for c in cases if c.find("failure") is not None)
     attrs = {
         "name": SUITE,
