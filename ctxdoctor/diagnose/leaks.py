@@ -76,6 +76,10 @@ class LeakParams(msgspec.Struct, frozen=True):
     threshold: float = 0.5
     #: Share of a group's leaked spans that must find a dispatcher of one name to name it.
     parent_consistency: float = 0.6
+    #: A group whose starts are this regular (median deviation of the gaps between them over
+    #: their median) is a timer's ticks: they should be roots, whatever happened to be running.
+    periodic_cv: float = 0.25
+    periodic_min: int = 4
 
 
 DEFAULT = LeakParams()
@@ -229,15 +233,31 @@ class _ActiveIndex:
         self._longest = {r: max((s.duration for s in v), default=0) for r, v in self._by_res.items()}
 
     def innermost(self, leaked: Span, excluded: set[int]) -> Span | None:
-        """The latest-started span of another trace in the same resource that contains ``leaked``."""
+        """The latest-started span of another trace in the same resource running when ``leaked``
+        began (the dispatcher may end first: an event handler outlives the emit that ran it)."""
         r = leaked.unit.resource
         spans, starts = self._by_res.get(r, []), self._starts.get(r, [])
         lo = bisect_left(starts, leaked.start - self._longest.get(r, 0))
         hi = bisect_right(starts, leaked.start)
         for s in reversed(spans[lo:hi]):
-            if s.trace_id != leaked.trace_id and s.end >= leaked.end and s.span_id not in excluded:
+            if s.trace_id != leaked.trace_id and s.end >= leaked.start and s.span_id not in excluded:
                 return s
         return None
+
+
+def periodic_cv(starts: list[int]) -> float | None:
+    """How irregular the gaps between consecutive starts are: the median absolute deviation of
+    the gaps over their median (robust: a timer delayed once by a busy event loop stays regular).
+    None when there are too few starts to tell."""
+    starts = sorted(starts)
+    gaps = sorted(b - a for a, b in zip(starts, starts[1:]))
+    if len(gaps) < 2:
+        return None
+    mid = gaps[len(gaps) // 2]
+    if mid <= 0:
+        return None
+    dev = sorted(abs(g - mid) for g in gaps)
+    return dev[len(dev) // 2] / mid
 
 
 def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT) -> list[Leak]:
@@ -254,11 +274,18 @@ def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT) -> list[Leak]:
     index = _ActiveIndex(spans, {c.span.unit.resource for c, _, _ in flagged})
     found = {c.span.span_id: index.innermost(c.span, leaked_ids) for c, _, _ in flagged}
     # One group per (wrong parent, child name): name a dispatcher only if most members agree on it.
-    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
+    groups: dict[tuple[int, str], list[LeakCandidate]] = defaultdict(list)
     for c, _, _ in flagged:
-        groups[(c.parent.span_id, c.span.name)].append(c.span.span_id)
+        groups[(c.parent.span_id, c.span.name)].append(c)
     agreed: dict[tuple[int, str], str | None] = {}
-    for key, members in groups.items():
+    ticking: dict[tuple[int, str], float] = {}
+    for key, group in groups.items():
+        cv = periodic_cv([c.span.start for c in group]) if len(group) >= p.periodic_min else None
+        if cv is not None and cv <= p.periodic_cv:
+            ticking[key] = cv
+            agreed[key] = None
+            continue
+        members = [c.span.span_id for c in group]
         names = Counter(found[m].name for m in members if found[m] is not None)  # type: ignore[union-attr]
         best = names.most_common(1)
         ok = best and best[0][1] >= p.parent_consistency * len(members)
@@ -268,8 +295,14 @@ def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT) -> list[Leak]:
         name = agreed[(c.parent.span_id, c.span.name)]
         cand = found[c.span.span_id]
         likely = cand if name is not None and cand is not None and cand.name == name else None
+        cv = ticking.get((c.parent.span_id, c.span.name))
         if likely is not None:
             why = [*why, f"it started inside {likely.name!r} of another trace, as most of its group did"]
+        elif cv is not None:
+            why = [
+                *why,
+                f"they start at regular intervals (gaps vary by {cv:.0%}): a timer's ticks, which should be roots",
+            ]
         else:
             why = [*why, "no span of one name was running where these started: they should be roots"]
         out.append(Leak(c.span, c.parent, likely, conf, tuple(why), leak_fix(c.span.unit.language)))
