@@ -30,6 +30,7 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from itertools import pairwise
 from operator import attrgetter
 
 import msgspec
@@ -250,7 +251,7 @@ def periodic_cv(starts: list[int]) -> float | None:
     the gaps over their median (robust: a timer delayed once by a busy event loop stays regular).
     None when there are too few starts to tell."""
     starts = sorted(starts)
-    gaps = sorted(b - a for a, b in zip(starts, starts[1:]))
+    gaps = sorted(b - a for a, b in pairwise(starts))
     if len(gaps) < 2:
         return None
     mid = gaps[len(gaps) // 2]
