@@ -234,14 +234,16 @@ class _ActiveIndex:
         self._longest = {r: max((s.duration for s in v), default=0) for r, v in self._by_res.items()}
 
     def innermost(self, leaked: Span, excluded: set[int]) -> Span | None:
-        """The latest-started span of another trace in the same resource running when ``leaked``
+        """The latest-started span (not itself leaked) in the same resource running when ``leaked``
         began (the dispatcher may end first: an event handler outlives the emit that ran it)."""
         r = leaked.unit.resource
         spans, starts = self._by_res.get(r, []), self._starts.get(r, [])
         lo = bisect_left(starts, leaked.start - self._longest.get(r, 0))
         hi = bisect_right(starts, leaked.start)
         for s in reversed(spans[lo:hi]):
-            if s.trace_id != leaked.trace_id and s.end >= leaked.start and s.span_id not in excluded:
+            # The same trace counts too: the first event of a leaking listener may come from the
+            # very request that subscribed it.
+            if s.end >= leaked.start and s.span_id not in excluded and s.parent_span_id != leaked.span_id:
                 return s
         return None
 
@@ -298,12 +300,14 @@ def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT) -> list[Leak]:
         likely = cand if name is not None and cand is not None and cand.name == name else None
         cv = ticking.get((c.parent.span_id, c.span.name))
         if likely is not None:
-            why = [*why, f"it started inside {likely.name!r} of another trace, as most of its group did"]
+            why = [*why, f"it started inside {likely.name!r}, as most of its group did"]
         elif cv is not None:
             why = [
                 *why,
                 f"they start at regular intervals (gaps vary by {cv:.0%}): a timer's ticks, which should be roots",
             ]
+        elif name is not None:
+            why = [*why, f"no {name!r} was running when it started (most of its group started inside one)"]
         else:
             why = [*why, "no span of one name was running where these started: they should be roots"]
         out.append(Leak(c.span, c.parent, likely, conf, tuple(why), leak_fix(c.span.unit.language)))

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from rich.console import Console
 
 from ctxdoctor.findings import Report
-from ctxdoctor.render.junit import gate_message, leak_groups, lost_groups, silent_groups
+from ctxdoctor.render.junit import belongs, gate_message, leak_groups, lost_groups, silent_groups
 
 #: GitHub shows at most this many annotations of one level per step.
 MAX_PER_LEVEL = 10
@@ -74,7 +74,7 @@ def workflow_commands(report: Report, *, file: str | None = None, line: int | No
         findings.append(command(level, msg, title=f"ctxdoctor: {service}: lost parent of {name}"))
     for (service, parent, name), leaked in leak_groups(report.leaks):
         head = leaked[0]
-        where = f"belongs under '{head.likely_parent.name}'" if head.likely_parent else "should be a root"
+        where = belongs(leaked)
         msg = (
             f"{len(leaked)} '{name}' span(s) leaked under '{parent}' ({where}, confidence {head.confidence:.2f}): "
             f"{'; '.join(head.evidence)}.\nFix: {head.fix.title}."
@@ -170,11 +170,13 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
     leaks = leak_groups(report.leaks)
     if leaks:
         lines += ["", "### Context leaks (spans under the wrong parent)", ""]
-        lines += ["| service | wrong parent → span | belongs under | spans | confidence |", "|---|---|---|---:|---:|"]
+        lines += [
+            "| service | wrong parent → span | where they belong | spans | confidence |",
+            "|---|---|---|---:|---:|",
+        ]
         for (service, parent, name), leaked in leaks:
-            lp = leaked[0].likely_parent
             lines.append(
-                f"| {md(service)} | {md(parent)} → {md(name)} | {md(lp.name) if lp else '(a root)'} | "
+                f"| {md(service)} | {md(parent)} → {md(name)} | {md(belongs(leaked))} | "
                 f"{len(leaked)} | {leaked[0].confidence:.2f} |"
             )
     silent = silent_groups(report.silent_dispatches)

@@ -92,16 +92,21 @@ def silent_groups(
     return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
 
 
+def belongs(members: list[Leak]) -> str:
+    """Where a group of leaked spans belongs, in words: under which span, or as roots."""
+    named = [lk.likely_parent.name for lk in members if lk.likely_parent is not None]
+    if not named:
+        return "they should have been roots"
+    where = max(set(named), key=named.count)
+    rest = len(members) - len(named)
+    return f"{len(named)} belong under '{where}'" + (f", {rest} should have been roots" if rest else "")
+
+
 def leak_text(members: list[Leak]) -> str:
     first = members[0]
-    likely = (
-        f"it belongs under {first.likely_parent.name!r}"
-        if first.likely_parent is not None
-        else "it should have been a root"
-    )
     lines = [
         f"service: {first.span.unit.service}",
-        f"{len(members)} '{first.span.name}' span(s) recorded under '{first.wrong_parent.name}' ({likely}), "
+        f"{len(members)} '{first.span.name}' span(s) recorded under '{first.wrong_parent.name}' ({belongs(members)}), "
         f"confidence {first.confidence:.2f}",
         f"why: {'; '.join(first.evidence)}",
         "",

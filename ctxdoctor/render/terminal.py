@@ -15,7 +15,7 @@ from rich.tree import Tree
 
 from ctxdoctor.findings import NO_SPANS, Fix, Gap, MissingParent, Report
 from ctxdoctor.model import span_hex, trace_hex
-from ctxdoctor.render.junit import leak_groups, silent_groups
+from ctxdoctor.render.junit import belongs, leak_groups, silent_groups
 
 #: Gaps shown in detail (tree + fix); the table lists them all.
 DETAILED = 3
@@ -176,15 +176,14 @@ def leaks_block(report: Report) -> Group | None:
     table = Table(title="Context leaks (spans under the wrong parent)", title_justify="left", pad_edge=False)
     table.add_column("service", overflow="fold")
     table.add_column("wrong parent -> span", overflow="fold", ratio=3)
-    table.add_column("belongs under", overflow="fold")
+    table.add_column("where they belong", overflow="fold")
     table.add_column("spans", justify="right", no_wrap=True)
     table.add_column("conf", justify="right", no_wrap=True)
     for (service, parent, name), leaked in groups:
-        lp = leaked[0].likely_parent
         table.add_row(
             service,
             f"{parent} -> {name}",
-            lp.name if lp else "(a root)",
+            belongs(leaked),
             str(len(leaked)),
             f"{leaked[0].confidence:.2f}",
         )
