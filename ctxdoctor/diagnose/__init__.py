@@ -9,6 +9,7 @@ from ctxdoctor.diagnose.leaks import find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents
 from ctxdoctor.diagnose.orphans import find_orphans
 from ctxdoctor.diagnose.silent import find_silent_dispatches
+from ctxdoctor.diagnose.traces import by_trace
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
@@ -72,8 +73,10 @@ def diagnose(
     gaps = group_gaps(orphans, group_sizes)
     missing_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing}
     lost_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing if m.lost}
-    leaks = [lk for lk in find_leaks(spans) if lk.confidence >= settings.min_confidence]
-    silent = [d for d in find_silent_dispatches(spans) if d.confidence >= settings.min_confidence]
+    ordered = by_trace(spans)  # one sorted copy (8 bytes a span) for both walks
+    leaks = [lk for lk in find_leaks(spans, ordered=ordered) if lk.confidence >= settings.min_confidence]
+    silent = [d for d in find_silent_dispatches(spans, ordered=ordered) if d.confidence >= settings.min_confidence]
+    del ordered
     fragments = roots + len(missing_groups) + len(leaks)
     broken = len(orphans) + len(lost_groups) + len(leaks)
     summary = Summary(

@@ -35,6 +35,7 @@ from operator import attrgetter
 
 import msgspec
 
+from ctxdoctor.diagnose.traces import by_trace, index, traces
 from ctxdoctor.findings import Leak
 from ctxdoctor.fixes import leak_fix
 from ctxdoctor.model import Span, SpanKind
@@ -155,69 +156,78 @@ def _local_child(child: Span, parent: Span) -> bool:
     return child.unit.resource == parent.unit.resource and child.parent_remote is not True
 
 
-def candidates(spans: Sequence[Span], p: LeakParams = DEFAULT) -> list[LeakCandidate]:
+def candidates(
+    spans: Sequence[Span], p: LeakParams = DEFAULT, *, ordered: list[Span] | None = None
+) -> list[LeakCandidate]:
     """Children worth scoring: those that started after their parent ended.
 
-    Spans are walked trace by trace (one sorted copy of the list, no index of every span); the
-    fan-out of every parent name is tallied on the way, so peers can be compared afterwards.
+    Two walks over the traces (``traces.py``): the first finds the late children and their
+    groups; the second tallies, only for the parent names those groups have, how many children
+    of that name each peer has. A healthy dump has few late children, so the second walk is
+    mostly skipped.
     """
-    ordered = sorted(spans, key=attrgetter("trace_id"))
-    # (service, parent name) -> parents seen; (service, parent name, child name) -> fan-outs > 0
-    parents_by_name: Counter[tuple[str, str]] = Counter()
-    fanouts: dict[tuple[str, str, str], list[int]] = defaultdict(list)
-    raw: list[tuple[Span, Span, bool, int, int, float, int, float]] = []
-    i = 0
-    n = len(ordered)
-    while i < n:
-        j = i
-        tid = ordered[i].trace_id
-        while j < n and ordered[j].trace_id == tid:
-            j += 1
-        trace = ordered[i:j]
-        i = j
-        by_id = {s.span_id: s for s in trace}
-        kids: dict[int, list[Span]] = defaultdict(list)
-        root: Span | None = None
-        for s in trace:
-            if s.parent_span_id == 0:
-                root = root or s
-            elif s.parent_span_id in by_id:
-                kids[s.parent_span_id].append(s)
+    if ordered is None:
+        ordered = by_trace(spans)
+    raw: list[tuple[Span, Span, int, int, float, int, float]] = []
+    for trace in traces(ordered):
+        by_id = index(trace)
+        late: dict[tuple[int, str], list[Span]] = defaultdict(list)
+        for c in trace:
+            parent = by_id.get(c.parent_span_id)
+            # Only late children are suspects: a child that starts while its parent runs was most
+            # likely started by it.
+            if parent is not None and c.start > parent.end + p.late_grace_ns and _local_child(c, parent):
+                late[(parent.span_id, c.name)].append(c)
+        if not late:
+            continue
+        root = next((s for s in trace if s.parent_span_id == 0), None)
         extent = max(s.end for s in trace) - min(s.start for s in trace)
         extent_ratio = extent / max(root.duration, MS) if root is not None else 0.0
-        for s in trace:
-            parents_by_name[(s.unit.service, s.name)] += 1
-        for pid, children in kids.items():
+        for (pid, name), group in late.items():
             parent = by_id[pid]
-            groups: dict[str, list[Span]] = defaultdict(list)
-            for c in children:
-                if _local_child(c, parent):
-                    groups[c.name].append(c)
-            for name, group in groups.items():
-                fanouts[(parent.unit.service, parent.name, name)].append(len(group))
-                # Only late children are suspects: a child that starts while its parent runs was
-                # most likely started by it, and scoring every child would cost a record per span.
-                late = [c for c in group if c.start > parent.end + p.late_grace_ns]
-                if not late:
-                    continue
-                spread = (max(c.start for c in late) - parent.end) / max(parent.duration, MS)
-                for c in late:
-                    chain = 0
-                    if c.name == parent.name:
-                        chain, cur, up = 1, parent, by_id.get(parent.parent_span_id)
-                        while up is not None and up.name == cur.name and cur.start > up.end:
-                            chain += 1
-                            cur, up = up, by_id.get(up.parent_span_id)
-                    raw.append((c, parent, True, len(late), len(group), spread, chain, extent_ratio))
+            siblings = sum(1 for c in trace if c.parent_span_id == pid and c.name == name and _local_child(c, parent))
+            spread = (max(c.start for c in group) - parent.end) / max(parent.duration, MS)
+            for c in group:
+                chain = 0
+                if c.name == parent.name:
+                    chain, cur, up = 1, parent, by_id.get(parent.parent_span_id)
+                    while up is not None and up.name == cur.name and cur.start > up.end:
+                        chain += 1
+                        cur, up = up, by_id.get(up.parent_span_id)
+                raw.append((c, parent, len(group), siblings, spread, chain, extent_ratio))
+    if not raw:
+        return []
+    # Peers: every span of the parent's service and name, and its children of the child's name.
+    wanted: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for c, parent, *_ in raw:
+        wanted[(parent.unit.service, parent.name)].add(c.name)
+    names = {name for _, name in wanted}
+    parents_by_name: Counter[tuple[str, str]] = Counter()
+    fanouts: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for s in ordered:
+        if s.name in names and (s.unit.service, s.name) in wanted:
+            parents_by_name[(s.unit.service, s.name)] += 1
+    for trace in traces(ordered):
+        here = [s for s in trace if s.name in names and (s.unit.service, s.name) in wanted]
+        if not here:
+            continue
+        tally = Counter((c.parent_span_id, c.name) for c in trace)
+        for s in here:
+            key = (s.unit.service, s.name)
+            for child in wanted[key]:
+                n = tally.get((s.span_id, child), 0)
+                if n:
+                    fanouts[(key[0], key[1], child)].append(n)
     out = []
-    for c, parent, is_late, n_late, siblings, spread, chain, extent_ratio in raw:
+    for c, parent, n_late, siblings, spread, chain, extent_ratio in raw:
         key = (parent.unit.service, parent.name)
         peers = parents_by_name[key] - 1
         counts = list(fanouts[(key[0], key[1], c.name)])
-        counts.remove(siblings)
+        if siblings in counts:
+            counts.remove(siblings)
         counts += [0] * max(0, peers - len(counts))
         typical = _median(counts) if counts else 0.0
-        out.append(LeakCandidate(c, parent, is_late, n_late, siblings, spread, chain, extent_ratio, peers, typical))
+        out.append(LeakCandidate(c, parent, True, n_late, siblings, spread, chain, extent_ratio, peers, typical))
     return out
 
 
@@ -263,10 +273,11 @@ def periodic_cv(starts: list[int]) -> float | None:
     return dev[len(dev) // 2] / mid
 
 
-def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT) -> list[Leak]:
-    """Spans under the wrong parent, most confident first."""
+def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT, *, ordered: list[Span] | None = None) -> list[Leak]:
+    """Spans under the wrong parent, most confident first. ``ordered``: the spans in trace order
+    (``traces.by_trace``), when the caller already has them."""
     flagged: list[tuple[LeakCandidate, float, list[str]]] = []
-    for c in candidates(spans, p):
+    for c in candidates(spans, p, ordered=ordered):
         logit, why = score(c, p)
         conf = _sigmoid(logit)
         if conf >= p.threshold:

@@ -7,13 +7,16 @@ driver without instrumentation), and reporting those is noise. So a hole is repo
 evidence that a *worker* belongs there:
 
 * **the same place is filled elsewhere**: in other spans of the same service and name, the same
-  stretch (after the same child, before the same child) holds a child from another unit (another
-  process or thread): the work normally comes back from a worker; here it did not;
+  stretch (after the same child, before the same child) holds a child from another unit of the
+  same app (another thread, a child process, the same service on the host): the work normally
+  comes back from a worker; here it did not. A child in another service is an RPC, not a worker;
 * **its length matches** the worker spans that fill that place elsewhere;
 * **it recurs**: several spans of that name have the hole at that place.
 
 A hole during which another unit exported spans of the same trace is not silent: the worker
-reported, and its missing parent is a lost parent (``missing.py``).
+reported, and its missing parent is a lost parent (``missing.py``). Nor is a hole in which a root
+of another unit of the service starts: the worker exported into a trace of its own (lost
+context, ``orphans.py``).
 
 A hole that is never filled by another unit's span (every instance, or only by spans of the
 dispatcher's own unit) is not reported: spans cannot tell such a worker from a slow call. Under
@@ -23,12 +26,14 @@ dispatcher's own unit) is not reported: spans cannot tell such a worker from a s
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Sequence
 from operator import attrgetter
 
 import msgspec
 
+from ctxdoctor.diagnose.traces import by_trace, index, traces
 from ctxdoctor.findings import SilentDispatch
 from ctxdoctor.fixes import silent_fix
 from ctxdoctor.model import Span, Unit
@@ -112,41 +117,83 @@ class _Filled(msgspec.Struct, gc=False):
     worker: Span | None = None
 
 
-def find_silent_dispatches(spans: Sequence[Span], p: SilentParams = DEFAULT) -> list[SilentDispatch]:
-    """Spans with a hole where, in their peers, a worker's span sits; most confident first."""
-    ordered = sorted(spans, key=attrgetter("trace_id"))
-    holes: dict[tuple[str, str, tuple[str, str]], list[_Hole]] = defaultdict(list)
+class _Roots:
+    """Roots by service and start time: a worker that lost its context exported into a trace of
+    its own, which starts inside the dispatcher's hole."""
+
+    def __init__(self, ordered: Sequence[Span], services: set[str]) -> None:
+        by_service: dict[str, list[Span]] = defaultdict(list)
+        for s in ordered:
+            if s.parent_span_id == 0 and s.unit.service in services:
+                by_service[s.unit.service].append(s)
+        self._spans = {k: sorted(v, key=attrgetter("start")) for k, v in by_service.items()}
+        self._starts = {k: [s.start for s in v] for k, v in self._spans.items()}
+
+    def foreign_root_within(self, span: Span, start: int, end: int) -> bool:
+        spans, starts = self._spans.get(span.unit.service, []), self._starts.get(span.unit.service, [])
+        lo, hi = bisect_left(starts, start), bisect_right(starts, end)
+        return any(foreign(r.unit, span.unit) for r in spans[lo:hi])
+
+
+def find_silent_dispatches(
+    spans: Sequence[Span], p: SilentParams = DEFAULT, *, ordered: list[Span] | None = None
+) -> list[SilentDispatch]:
+    """Spans with a hole where, in their peers, a worker's span sits; most confident first.
+
+    Two walks over the traces (``traces.py``): the first finds where workers' spans sit under
+    their dispatchers; the second looks for holes only in spans of the names that have such
+    places often enough to be evidence (most names have none, and most traces are skipped).
+    """
+    if ordered is None:
+        ordered = by_trace(spans)
     filled: dict[tuple[str, str, tuple[str, str]], _Filled] = defaultdict(_Filled)
-    i, n = 0, len(ordered)
-    while i < n:
-        j = i
-        tid = ordered[i].trace_id
-        while j < n and ordered[j].trace_id == tid:
-            j += 1
-        trace = ordered[i:j]
-        i = j
-        by_id = {s.span_id: s for s in trace}
-        kids: dict[int, list[Span]] = defaultdict(list)
-        for s in trace:
-            if s.parent_span_id in by_id:
-                kids[s.parent_span_id].append(s)
-        for s in trace:
-            children = kids.get(s.span_id, [])
-            workers = [c for c in children if foreign(c.unit, s.unit)]
-            own = [c for c in children if not foreign(c.unit, s.unit)]
-            for w in workers:
-                f = filled[(s.unit.service, s.name, slot_of(w, own))]
+    for trace in traces(ordered):
+        by_id = index(trace)
+        workers: dict[int, list[Span]] = defaultdict(list)
+        for c in trace:
+            parent = by_id.get(c.parent_span_id)
+            # A worker is another thread or process *of the same app* (same process, a child
+            # process, or the same service on the host); a call into another service is an RPC,
+            # whose callee not exporting is that service's business.
+            if (
+                parent is not None
+                and c.unit is not parent.unit
+                and foreign(c.unit, parent.unit)
+                and relation(c.unit, parent.unit) is not None
+            ):
+                workers[parent.span_id].append(c)
+        for pid, ws in workers.items():
+            parent = by_id[pid]
+            own = [c for c in trace if c.parent_span_id == pid and not foreign(c.unit, parent.unit)]
+            for w in ws:
+                f = filled[(parent.unit.service, parent.name, slot_of(w, own))]
                 f.count += 1
                 f.durations.append(w.duration)
                 f.worker = f.worker or w
-            if workers or s.duration <= 0:
+    eligible = {(k[0], k[1]) for k, f in filled.items() if f.count >= p.min_filled}
+    if not eligible:
+        return []
+    names = {name for _, name in eligible}
+    roots = _Roots(ordered, {svc for svc, _ in eligible})
+    holes: dict[tuple[str, str, tuple[str, str]], list[_Hole]] = defaultdict(list)
+    for trace in traces(ordered):
+        dispatchers = [s for s in trace if s.name in names and (s.unit.service, s.name) in eligible]
+        if not dispatchers:
+            continue
+        for s in dispatchers:
+            children = [c for c in trace if c.parent_span_id == s.span_id]
+            if s.duration <= 0 or any(foreign(c.unit, s.unit) for c in children):
                 continue
-            start, end, before, after = largest_hole(s, own)
+            start, end, before, after = largest_hole(s, children)
             if end - start < p.hole_min_ns or end - start < p.hole_share * s.duration:
                 continue
             # Spans of another unit in this trace during the hole: the worker did export (its
             # parent went missing instead), so this is a lost parent, not a silent worker.
             if any(foreign(o.unit, s.unit) and o.start < end and o.end > start for o in trace):
+                continue
+            # A root of another unit starting in the hole: the worker exported into a trace of its
+            # own (lost context: an orphan), not nothing.
+            if roots.foreign_root_within(s, start, end):
                 continue
             holes[(s.unit.service, s.name, (before, after))].append(_Hole(s, start, end, (before, after)))
     out: list[SilentDispatch] = []
