@@ -6,9 +6,10 @@
     python bench/accuracy_leaks.py --json out.json
 
 The corpus (fixtures/leaks_corpus.py) is a matrix of real-app runs; a *family* is one value of
-one axis (``mechanism=interval``, ``entry=consumer``, ``load=high``...). The only tuned quantity is
-each finding's reporting threshold, chosen from THRESHOLDS as the lowest that keeps precision
->= TUNE_PRECISION on the runs it may see. For each family the threshold is tuned on the runs
+one axis (``mechanism=interval``, ``entry=consumer``, ``load=high``...). Tuned: each finding's
+reporting threshold (THRESHOLDS) and, for leaks, ``spread_ratio`` (SPREADS): the values with the
+best recall among those keeping precision >= TUNE_PRECISION on the runs the tuning may see; of
+several such, the middle one (the widest margin on both sides). For each family the threshold is tuned on the runs
 *outside* it and the family is scored with it (leave one family out); the pooled held-out
 figures add up, per axis, the scores of every family held out in turn. In-sample figures (tuned
 and scored on everything) are printed next to them.
@@ -41,6 +42,9 @@ from ctxdoctor.readers import read_paths  # noqa: E402
 CACHE = ROOT / "bench" / ".cache" / "leaks"
 #: Thresholds the tuning may pick from (confidence at which a finding is reported).
 THRESHOLDS = (0.3, 0.5, 0.7, 0.8, 0.9)
+#: Values of LeakParams.spread_ratio the leak tuning may pick from (with a threshold).
+SPREADS = (2.0, 4.0, 8.0, 16.0, 32.0)
+LEAK_GRID = tuple((t, r) for t in THRESHOLDS for r in SPREADS)
 #: Precision the tuning must keep on the runs it sees.
 TUNE_PRECISION = 0.97
 TARGETS = {"leak_precision": 0.95, "leak_recall": 0.90, "silent_precision": 0.95}
@@ -67,14 +71,15 @@ class Run:
         self.silent = corpus.silent_dispatches(truth, present)
         self.dispatches = {r["span_id"] for r in truth if r["label"] == "dispatch"}
         self.found_leaks = {
-            t: {span_hex(lk.span.span_id): lk for lk in find_leaks(spans, LeakParams(threshold=t))} for t in THRESHOLDS
+            (t, r): {span_hex(lk.span.span_id): lk for lk in find_leaks(spans, LeakParams(threshold=t, spread_ratio=r))}
+            for t, r in LEAK_GRID
         }
         self.found_silent = {
             t: {span_hex(d.span.span_id) for d in find_silent_dispatches(spans, SilentParams(threshold=t))}
             for t in THRESHOLDS
         }
 
-    def leak_counts(self, t: float) -> tuple[int, int, int, int]:
+    def leak_counts(self, t: Any) -> tuple[int, int, int, int]:
         """(true positives, false positives, false negatives, likely parents right among the TP)."""
         found = self.found_leaks[t]
         tp = [s for s in found if s in self.leaks]
@@ -87,12 +92,12 @@ class Run:
             )
         return len(tp), len(found) - len(tp), len(self.leaks) - len(tp), right
 
-    def silent_counts(self, t: float) -> tuple[int, int, int]:
+    def silent_counts(self, t: Any) -> tuple[int, int, int]:
         found = self.found_silent[t]
         tp = len(found & self.silent)
         return tp, len(found) - tp, len(self.silent) - tp
 
-    def quiet_violation(self, t_leak: float, t_silent: float) -> bool:
+    def quiet_violation(self, t_leak: Any, t_silent: float) -> bool:
         return self.case.kind != "naive" and bool(self.found_leaks[t_leak] or self.found_silent[t_silent])
 
 
@@ -100,18 +105,28 @@ def _ratio(a: int, b: int) -> float | None:
     return a / b if b else None
 
 
-def _tune(runs: Iterable[Run], counts: Callable[[Run, float], tuple[int, ...]]) -> float:
-    """The lowest threshold keeping precision >= TUNE_PRECISION (the highest if none does)."""
+def _tune(runs: Iterable[Run], counts: Callable[[Run, Any], tuple[int, ...]], grid: tuple[Any, ...]) -> Any:
+    """The best recall among the settings keeping precision >= TUNE_PRECISION; of ties, the middle
+    one (the widest margin either way). The most conservative setting when none keeps it."""
     runs = list(runs)
-    for t in THRESHOLDS:
-        tp = sum(counts(r, t)[0] for r in runs)
-        fp = sum(counts(r, t)[1] for r in runs)
+    scored = []
+    for g in grid:
+        tp = sum(counts(r, g)[0] for r in runs)
+        fp = sum(counts(r, g)[1] for r in runs)
         if tp + fp == 0 or tp / (tp + fp) >= TUNE_PRECISION:
-            return t
-    return THRESHOLDS[-1]
+            scored.append((tp, g))
+    if not scored:
+        return grid[-1]
+    best = max(tp for tp, _ in scored)
+    ties = [g for tp, g in scored if tp == best]
+    if not isinstance(ties[0], tuple):
+        return ties[len(ties) // 2]
+    # Per parameter, the middle of the values that tie; that combination if it ties too.
+    middle = tuple(sorted({g[i] for g in ties})[len({g[i] for g in ties}) // 2] for i in range(len(ties[0])))
+    return middle if middle in ties else ties[len(ties) // 2]
 
 
-def score(runs: list[Run], t_leak: float, t_silent: float) -> dict[str, Any]:
+def score(runs: list[Run], t_leak: Any, t_silent: float) -> dict[str, Any]:
     lk = [r.leak_counts(t_leak) for r in runs]
     sd = [r.silent_counts(t_silent) for r in runs]
     tp, fp, fn, right = (sum(x[i] for x in lk) for i in range(4))
@@ -142,11 +157,11 @@ def held_out(runs: list[Run]) -> tuple[dict[str, dict[str, Any]], dict[str, dict
         for fam in r.case.families():
             families[fam].append(r)
     per_family: dict[str, dict[str, Any]] = {}
-    pooled_parts: dict[str, list[tuple[list[Run], float, float]]] = defaultdict(list)
+    pooled_parts: dict[str, list[tuple[list[Run], Any, float]]] = defaultdict(list)
     for fam, members in sorted(families.items()):
         rest = [r for r in runs if r not in members]
-        t_leak = _tune(rest, Run.leak_counts)
-        t_silent = _tune(rest, Run.silent_counts)
+        t_leak = _tune(rest, Run.leak_counts, LEAK_GRID)
+        t_silent = _tune(rest, Run.silent_counts, THRESHOLDS)
         per_family[fam] = score(members, t_leak, t_silent)
         pooled_parts[fam.split("=")[0]].append((members, t_leak, t_silent))
     pooled: dict[str, dict[str, Any]] = {}
@@ -207,18 +222,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(runs)} runs: {sum(r.case.kind == 'naive' for r in runs)} naive, "
         f"{sum(r.case.kind != 'naive' for r in runs)} fixed or control\n"
     )
-    print("per run (default thresholds, 0.5):")
+    print("per run (defaults: thresholds 0.5, spread_ratio as in LeakParams):")
     for r in runs:
-        print("  " + _line(r.case.name, score([r], 0.5, 0.5)))
-    t_leak = _tune(runs, Run.leak_counts)
-    t_silent = _tune(runs, Run.silent_counts)
+        print("  " + _line(r.case.name, score([r], (0.5, LeakParams().spread_ratio), 0.5)))
+    t_leak = _tune(runs, Run.leak_counts, LEAK_GRID)
+    t_silent = _tune(runs, Run.silent_counts, THRESHOLDS)
     insample = score(runs, t_leak, t_silent)
     per_family, pooled = held_out(runs)
-    print(f"\nin-sample (thresholds tuned on all runs: leak {t_leak}, silent {t_silent}):")
+    print(f"\nin-sample (tuned on all runs: leak (threshold, spread_ratio) {t_leak}, silent threshold {t_silent}):")
     print("  " + _line("all runs", insample))
-    print("\nheld out, per family (thresholds tuned on the other families' runs):")
+    print("\nheld out, per family [leak threshold/spread_ratio/silent threshold tuned on the other families' runs]:")
     for fam, s in per_family.items():
-        print("  " + _line(f"{fam} [{s['t_leak']}/{s['t_silent']}]", s))
+        t, r = s["t_leak"]
+        print("  " + _line(f"{fam} [{t}/{r:g}/{s['t_silent']}]", s))
     print("\nheld out, pooled per axis (every family of the axis held out in turn):")
     for axis, s in pooled.items():
         print("  " + _line(axis, s))

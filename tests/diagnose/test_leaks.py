@@ -62,11 +62,22 @@ def test_repeated_late_children_count_per_doubling_up_to_the_cap() -> None:
     assert huge - base == DEFAULT.w_repeat * DEFAULT.repeat_cap + DEFAULT.w_bunched
 
 
-def test_late_children_spread_far_beyond_the_parent_are_a_stream_not_a_batch() -> None:
+def test_late_children_spread_far_beyond_their_own_durations_are_a_stream_not_a_batch() -> None:
     stream, why = score(cand(same_name_late=8, spread=DEFAULT.spread_ratio))
     batch, _ = score(cand(same_name_late=8, spread=DEFAULT.spread_ratio - 1))
     assert stream - batch == DEFAULT.w_spread - DEFAULT.w_bunched
-    assert any("over 20x the parent's own duration" in w for w in why)
+    assert any("starts spread over 4x" in w for w in why)
+
+
+def test_spread_is_how_far_apart_the_late_children_start_not_how_late_they_are() -> None:
+    parent = span("connect pool", 0, 50, trace=1)
+    stream = [span("process rows", 100 + 60 * k, 102 + 60 * k, trace=1, parent=parent) for k in range(6)]
+    # A batch the event loop ran 60 ms late, all at once: late, but not a stream.
+    batch_parent = span("sync", 0, 4, trace=2)
+    batch = [span("reindex", 64 + 0.1 * k, 66 + 0.1 * k, trace=2, parent=batch_parent) for k in range(3)]
+    got = {c.parent.name: c.spread for c in candidates([parent, *stream, batch_parent, *batch])}
+    assert got["connect pool"] == 300 / 50
+    assert got["sync"] < 0.1
 
 
 def test_peers_with_as_many_children_make_it_the_apps_normal_shape() -> None:
