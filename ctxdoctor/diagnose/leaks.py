@@ -192,8 +192,8 @@ def candidates(
             parent = by_id[pid]
             siblings = sum(1 for c in trace if c.parent_span_id == pid and c.name == name and _local_child(c, parent))
             starts = [c.start for c in group]
-            typical = sorted(c.duration for c in group)[len(group) // 2]
-            spread = (max(starts) - min(starts)) / max(parent.duration, typical, MS)
+            median_duration = sorted(c.duration for c in group)[len(group) // 2]
+            spread = (max(starts) - min(starts)) / max(parent.duration, median_duration, MS)
             for c in group:
                 chain = 0
                 if c.name == parent.name:
