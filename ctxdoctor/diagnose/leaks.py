@@ -35,7 +35,7 @@ from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import by_trace, index, traces
+from ctxdoctor.diagnose.traces import NAME, by_trace, index, traces
 from ctxdoctor.findings import Leak
 from ctxdoctor.fixes import leak_fix
 from ctxdoctor.model import Span, SpanKind
@@ -215,6 +215,8 @@ def candidates(
         if s.name in names and (s.unit.service, s.name) in wanted:
             parents_by_name[(s.unit.service, s.name)] += 1
     for trace in traces(ordered):
+        if names.isdisjoint(map(NAME, trace)):
+            continue
         here = [s for s in trace if s.name in names and (s.unit.service, s.name) in wanted]
         if not here:
             continue

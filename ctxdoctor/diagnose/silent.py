@@ -33,7 +33,7 @@ from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import by_trace, index, traces
+from ctxdoctor.diagnose.traces import NAME, UNIT, by_trace, index, traces
 from ctxdoctor.findings import SilentDispatch
 from ctxdoctor.fixes import silent_fix
 from ctxdoctor.model import Span, Unit
@@ -148,20 +148,24 @@ def find_silent_dispatches(
     if ordered is None:
         ordered = by_trace(spans)
     filled: dict[tuple[str, str, tuple[str, str]], _Filled] = defaultdict(_Filled)
+    # Units are interned and few: which unit can hold a worker of which is settled once per pair.
+    # A worker is another thread or process *of the same app* (same process, a child process, or
+    # the same service on the host); a call into another service is an RPC, whose callee not
+    # exporting is that service's business.
+    units = {id(u): u for u in map(UNIT, ordered)}
+    workers_of: dict[int, set[int]] = {
+        pid: {cid for cid, c in units.items() if cid != pid and foreign(c, p) and relation(c, p) is not None}
+        for pid, p in units.items()
+    }
     for trace in traces(ordered):
+        here = {id(u) for u in map(UNIT, trace)}
+        if len(here) == 1 or not any(workers_of[u] & here for u in here):
+            continue
         by_id = index(trace)
         workers: dict[int, list[Span]] = defaultdict(list)
         for c in trace:
             parent = by_id.get(c.parent_span_id)
-            # A worker is another thread or process *of the same app* (same process, a child
-            # process, or the same service on the host); a call into another service is an RPC,
-            # whose callee not exporting is that service's business.
-            if (
-                parent is not None
-                and c.unit is not parent.unit
-                and foreign(c.unit, parent.unit)
-                and relation(c.unit, parent.unit) is not None
-            ):
+            if parent is not None and c.unit is not parent.unit and id(c.unit) in workers_of[id(parent.unit)]:
                 workers[parent.span_id].append(c)
         for pid, ws in workers.items():
             parent = by_id[pid]
@@ -178,6 +182,8 @@ def find_silent_dispatches(
     roots = _Roots(ordered, {svc for svc, _ in eligible})
     holes: dict[tuple[str, str, tuple[str, str]], list[_Hole]] = defaultdict(list)
     for trace in traces(ordered):
+        if names.isdisjoint(map(NAME, trace)):
+            continue
         dispatchers = [s for s in trace if s.name in names and (s.unit.service, s.name) in eligible]
         if not dispatchers:
             continue

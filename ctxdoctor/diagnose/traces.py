@@ -15,6 +15,8 @@ from ctxdoctor.model import Span
 
 _TRACE = attrgetter("trace_id")
 _SPAN = attrgetter("span_id")
+UNIT = attrgetter("unit")
+NAME = attrgetter("name")
 
 
 def by_trace(spans: Sequence[Span]) -> list[Span]:
