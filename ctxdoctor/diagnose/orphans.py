@@ -46,6 +46,27 @@ _EM_ROUNDS = 20
 _LR_CAP = 1e5
 
 
+class ModelParams(msgspec.Struct, frozen=True):
+    """Switches of the model that the accuracy benchmark may choose between (leave-one-family-out).
+
+    Each is a structural rule that has to earn its place in held-out figures; the defaults are
+    the choice made on the whole corpus (bench/README.md has the figures).
+    """
+
+    #: Skip candidates whose trace is headed by another suspect root in the orphan's own unit.
+    peer_unit_rule: bool = False
+    #: Skip candidates in units that only run suspect roots, and favour roots there as dispatched.
+    worker_unit_rule: bool = False
+
+    def describe(self) -> str:
+        on = [k for k in ("peer_unit_rule", "worker_unit_rule") if getattr(self, k)]
+        return "rules: " + (", ".join(on) if on else "none")
+
+    @staticmethod
+    def variants() -> list[ModelParams]:
+        return [ModelParams(), ModelParams(peer_unit_rule=True, worker_unit_rule=True)]
+
+
 class _Candidate(msgspec.Struct, gc=False):
     parent: Span
     rel: Relation
@@ -53,6 +74,11 @@ class _Candidate(msgspec.Struct, gc=False):
     gap: int = 1  # length of the quiet interval of that trace that R.start falls in
     anchor: tuple[str, int] = ("", 0)  # that latest event: (span name, 0 start / 1 end)
     one_thread: bool = False  # both on one thread: ends line up by scheduling, not by waiting
+    #: The first event of the parent's trace at or after R.end, less R.end (-1: the trace had
+    #: ended before R did): a dispatcher that waits for its work resumes right after it ends.
+    resume: int = -1
+    #: The quiet interval of that trace around R.end: how far a chance end lands from its next event.
+    resume_gap: int = 1
 
 
 class _Suspect(msgspec.Struct, gc=False):
@@ -108,7 +134,7 @@ class _Sweep(msgspec.Struct):
     worker_units: set[int]  # ids of units with no entry spans whose roots are all suspects
 
 
-def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
+def _sweep(spans: list[Span], suspects_in: list[Span], model: ModelParams) -> _Sweep:
     """Candidates of each suspect, and the duty cycle of each candidate name, in one partition.
 
     Spans active at a suspect's start are found by placing each span's interval over the sorted
@@ -128,7 +154,7 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
         if i < n and starts[i] <= a.end:
             for k in range(i, bisect_right(starts, a.end, i)):
                 active_at[k].append(a)
-    workers = _worker_units(spans, suspects_in)
+    workers = _worker_units(spans, suspects_in) if model.worker_unit_rule else set()
     # The unit and kind of the trace each suspect root heads, and whether that unit only runs
     # such roots (a worker).
     root_of = {r.trace_id: (id(r.unit), (r.unit.service, r.name), id(r.unit) in workers) for r in suspects_in}
@@ -143,7 +169,9 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
             # busy in a worker unit (workers run work, they do not hand it out) is concurrency,
             # not the dispatcher. A dispatcher's trace starts at an entry point.
             peer = root_of.get(a.trace_id)
-            if a.trace_id == r.trace_id or (peer is not None and (peer[0] == unit or peer[1] == kind or peer[2])):
+            if a.trace_id == r.trace_id or (
+                peer is not None and (peer[1] == kind or (model.peer_unit_rule and (peer[0] == unit or peer[2])))
+            ):
                 continue
             cur = best.get(a.trace_id)
             if cur is None or a.start > cur.start or (a.start == cur.start and a.end < cur.end):
@@ -172,7 +200,7 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
     first = min(a.start for a in spans)
     window = max(max(a.end for a in spans) - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
-    phases = _anchor_candidates(spans, suspects)
+    phases = _anchor_candidates(spans, suspects, _clock_resolution(spans))
     return _Sweep(suspects, duty, phases, workers)
 
 
@@ -235,6 +263,13 @@ def _periodic(group: list[_Suspect]) -> bool:
     return False
 
 
+def _clock_resolution(spans: list[Span]) -> int:
+    """The partition's clock resolution: Node.js starts spans on a millisecond clock."""
+    sample = spans[:: max(1, len(spans) // 2000)]
+    whole_ms = sum(1 for s in sample if s.start % MS == 0)
+    return MS if sample and whole_ms >= 0.9 * len(sample) else 1000
+
+
 def _resolution(group: list[_Suspect]) -> float:
     """The timestamps' clock resolution: Node.js starts spans on a millisecond clock."""
     starts = [sus.span.start for sus in group] + [c.parent.start for sus in group for c in sus.candidates]
@@ -242,7 +277,9 @@ def _resolution(group: list[_Suspect]) -> float:
     return float(MS) if whole_ms >= 0.9 * len(starts) else 1000.0
 
 
-def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tuple[str, tuple[str, int]], float]:
+def _anchor_candidates(
+    spans: list[Span], suspects: list[_Suspect], resolution: int
+) -> dict[tuple[str, tuple[str, int]], float]:
     """Place each suspect in the event timeline of each candidate's trace.
 
     Code dispatches work at one program point: right after some span of the dispatching trace
@@ -252,11 +289,10 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
 
     One trace at a time, so only that trace's event list is ever held.
     """
-    by_trace: dict[int, list[tuple[int, _Candidate]]] = defaultdict(list)
+    by_trace: dict[int, list[tuple[Span, _Candidate]]] = defaultdict(list)
     for sus in suspects:
-        t = sus.span.start
         for c in sus.candidates:
-            by_trace[c.parent.trace_id].append((t, c))
+            by_trace[c.parent.trace_id].append((sus.span, c))
     members: dict[int, list[Span]] = defaultdict(list)
     for s in spans:
         if s.trace_id in by_trace:
@@ -267,13 +303,20 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
         ev = sorted([(m.start, m.name, 0) for m in members[tid]] + [(m.end, m.name, 1) for m in members.pop(tid)])
         ts = [e[0] for e in ev]
         parents: dict[int, Span] = {}
-        for t, c in items:
+        for r, c in items:
+            t = r.start
             i = bisect_right(ts, t) - 1
             last = ev[i]
             nxt = ts[i + 1] if i + 1 < len(ts) else c.parent.end
             c.lag = t - last[0]
             c.gap = max(nxt - last[0], 1)
             c.anchor = (last[1], last[2])
+            # The trace's first event once R has ended (the same clock tick counts: R's end and
+            # the dispatcher's resumption can share a millisecond), and the quiet interval it closes.
+            j = bisect_left(ts, r.end - resolution)
+            if j < len(ts):
+                c.resume = max(ts[j] - r.end, 0)
+                c.resume_gap = max(ts[j] - ts[j - 1], 1) if j > 0 else max(ts[j] - r.start, 1)
             parents[c.parent.span_id] = c.parent
         # Phase shares: how long each anchor is the latest event, inside each candidate parent.
         for p in parents.values():
@@ -300,6 +343,9 @@ _MIN_PHASE = 0.05
 #: Strength of the prior that dispatching parent names occur as chance predicts (duty cycles).
 _NAME_PRIOR = 4.0
 _ONE_THREAD_TIMING_CAP = 1.0
+#: Share of waiting dispatchers whose trace resumes right after the work (the rest do other
+#: work first): the exponential part of the resume-gap density.
+_RESUME_WEIGHT = 0.7
 #: Likelihood ratio for a root in a dedicated worker unit (no entry spans, only such roots) that
 #: is not periodic: work handed to a worker, rather than a job the unit runs on its own.
 _WORKER_UNIT_LR = 4.0
@@ -324,8 +370,9 @@ class _Pair(msgspec.Struct, gc=False):
     key: Key
     lag: float
     gap: float  # quiet interval of the candidate's trace around the root's start
-    contained: bool  # the root ends inside the candidate (within the clock's resolution)
-    end_gap: float
+    contained: bool  # the candidate's trace goes on after the root ends (within the clock's resolution)
+    end_gap: float  # from the root's end to that trace's next event
+    end_window: float  # the quiet interval of that trace around the root's end
     pdur: float
     rdur: float
     one_thread: bool
@@ -339,8 +386,9 @@ def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
         key=_key(c),
         lag=float(c.lag),
         gap=float(c.gap),
-        contained=r.end <= p.end + resolution,
-        end_gap=float(max(p.end - r.end, 0)),
+        contained=c.resume >= 0,
+        end_gap=float(c.resume),
+        end_window=float(max(c.resume_gap, resolution)),
         pdur=float(max(p.end - p.start, 1)),
         rdur=float(max(r.end - r.start, 0)),
         one_thread=c.one_thread,
@@ -354,8 +402,10 @@ def _pair_lr(q: _Pair, prm: _Params) -> float:
     # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
     lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
     if q.contained:
-        f_end = 0.7 * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end + 0.3 / max(q.pdur - q.rdur, 1.0)
-        lr *= prm.contained * f_end * q.pdur
+        # A waiting dispatcher resumes (its trace's next event) soon after the work ends; a
+        # chance root's end lands anywhere in the quiet interval of that trace around it.
+        f_end = _RESUME_WEIGHT * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end + (1 - _RESUME_WEIGHT) / q.end_window
+        lr *= prm.contained * f_end * q.end_window
     else:
         # Work that outlives its dispatcher is allowed (fire-and-forget) but is no evidence:
         # a short root overshooting a long span's end says nothing about dispatch.
@@ -388,16 +438,16 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
     # usually among the tightest, so EM starts near the dispatch basin instead of chance's.
     lags = sorted(min(c.lag for c in sus.candidates) for sus in group if sus.candidates)
     end_gaps = sorted(
-        min(c.parent.end - sus.span.end for c in sus.candidates if c.parent.end >= sus.span.end)
+        min(c.resume for c in sus.candidates if c.resume >= 0)
         for sus in group
-        if any(c.parent.end >= sus.span.end for c in sus.candidates)
+        if any(c.resume >= 0 for c in sus.candidates)
     )
     res = _resolution(group)
     floor = max(0.1 * MS, res)
     prm = _Params(
         share=0.5,
         names={nm: n / total for nm, n in counts.items()},
-        tau_lag=max(floor, float(lags[len(lags) // 2])),
+        tau_lag=max(floor, float(lags[len(lags) // 2])) if lags else 2.0 * MS,
         tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else 2.0 * MS,
         resolution=res,
     )
@@ -532,9 +582,9 @@ def plan_search(spans: Sequence[Span]) -> SearchPlan:
     return SearchPlan([(members, part_suspects[key]) for key, members in parts.items()], dict(group_sizes))
 
 
-def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]:
+def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[Orphan]:
     orphans: list[Orphan] = []
-    sweep = _sweep(members, part_suspects)
+    sweep = _sweep(members, part_suspects, model)
     groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in sweep.suspects:
         groups[(sus.span.unit.service, sus.span.name)].append(sus)
@@ -564,14 +614,17 @@ def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]
     return orphans
 
 
-def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
+def find_orphans(
+    spans: Sequence[Span], model: ModelParams | None = None
+) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
     """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
 
     Returns every suspect with at least one candidate parent, with its confidence; the caller
     applies the reporting threshold.
     """
+    model = model or ModelParams()
     plan = plan_search(spans)
     # The suspects with at least one candidate parent, partition by partition, most confident first.
-    orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects)]
+    orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects, model)]
     orphans.sort(key=lambda o: (-o.confidence, o.span.start))
     return orphans, plan.group_sizes
