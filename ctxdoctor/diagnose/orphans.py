@@ -47,24 +47,33 @@ _LR_CAP = 1e5
 
 
 class ModelParams(msgspec.Struct, frozen=True):
-    """Switches of the model that the accuracy benchmark may choose between (leave-one-family-out).
+    """Structural switches of the model that the accuracy benchmark chooses between.
 
-    Each is a structural rule that has to earn its place in held-out figures; the defaults are
-    the choice made on the whole corpus (bench/README.md has the figures).
+    Each is a rule about the shape of an app rather than evidence in its spans, so each has to
+    earn its place in leave-one-family-out figures (bench/accuracy.py); the defaults are the
+    choice made on the whole corpus (bench/README.md has the figures).
     """
 
-    #: Skip candidates whose trace is headed by another suspect root in the orphan's own unit.
-    peer_unit_rule: bool = False
-    #: Skip candidates in units that only run suspect roots, and favour roots there as dispatched.
-    worker_unit_rule: bool = False
+    #: Skip candidates whose trace is headed by another suspect root of the orphan's own unit
+    #: (assumes a dispatcher's trace starts at an entry point: false for batch jobs and tests).
+    peer_unit_exclusion: bool = False
+    #: Skip candidates in units that only run suspect roots ("workers do not hand work out").
+    worker_unit_exclusion: bool = False
+    #: A non-periodic root in a unit that only runs suspect roots is likelier handed-over work.
+    worker_unit_prior: bool = False
 
     def describe(self) -> str:
-        on = [k for k in ("peer_unit_rule", "worker_unit_rule") if getattr(self, k)]
+        on = [k for k in ("peer_unit_exclusion", "worker_unit_exclusion", "worker_unit_prior") if getattr(self, k)]
         return "rules: " + (", ".join(on) if on else "none")
 
     @staticmethod
     def variants() -> list[ModelParams]:
-        return [ModelParams(), ModelParams(peer_unit_rule=True, worker_unit_rule=True)]
+        return [
+            ModelParams(peer_unit_exclusion=a, worker_unit_exclusion=b, worker_unit_prior=c)
+            for a in (False, True)
+            for b in (False, True)
+            for c in (False, True)
+        ]
 
 
 class _Candidate(msgspec.Struct, gc=False):
@@ -74,11 +83,6 @@ class _Candidate(msgspec.Struct, gc=False):
     gap: int = 1  # length of the quiet interval of that trace that R.start falls in
     anchor: tuple[str, int] = ("", 0)  # that latest event: (span name, 0 start / 1 end)
     one_thread: bool = False  # both on one thread: ends line up by scheduling, not by waiting
-    #: The first event of the parent's trace at or after R.end, less R.end (-1: the trace had
-    #: ended before R did): a dispatcher that waits for its work resumes right after it ends.
-    resume: int = -1
-    #: The quiet interval of that trace around R.end: how far a chance end lands from its next event.
-    resume_gap: int = 1
 
 
 class _Suspect(msgspec.Struct, gc=False):
@@ -154,7 +158,7 @@ def _sweep(spans: list[Span], suspects_in: list[Span], model: ModelParams) -> _S
         if i < n and starts[i] <= a.end:
             for k in range(i, bisect_right(starts, a.end, i)):
                 active_at[k].append(a)
-    workers = _worker_units(spans, suspects_in) if model.worker_unit_rule else set()
+    workers = _worker_units(spans, suspects_in)
     # The unit and kind of the trace each suspect root heads, and whether that unit only runs
     # such roots (a worker).
     root_of = {r.trace_id: (id(r.unit), (r.unit.service, r.name), id(r.unit) in workers) for r in suspects_in}
@@ -170,7 +174,12 @@ def _sweep(spans: list[Span], suspects_in: list[Span], model: ModelParams) -> _S
             # not the dispatcher. A dispatcher's trace starts at an entry point.
             peer = root_of.get(a.trace_id)
             if a.trace_id == r.trace_id or (
-                peer is not None and (peer[1] == kind or (model.peer_unit_rule and (peer[0] == unit or peer[2])))
+                peer is not None
+                and (
+                    peer[1] == kind
+                    or (model.peer_unit_exclusion and peer[0] == unit)
+                    or (model.worker_unit_exclusion and peer[2])
+                )
             ):
                 continue
             cur = best.get(a.trace_id)
@@ -200,7 +209,7 @@ def _sweep(spans: list[Span], suspects_in: list[Span], model: ModelParams) -> _S
     first = min(a.start for a in spans)
     window = max(max(a.end for a in spans) - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
-    phases = _anchor_candidates(spans, suspects, _clock_resolution(spans))
+    phases = _anchor_candidates(spans, suspects)
     return _Sweep(suspects, duty, phases, workers)
 
 
@@ -252,22 +261,15 @@ def _periodic(group: list[_Suspect]) -> bool:
     for sus in group:
         by_unit[sus.span.unit].append(sus.span.start)
     for starts in by_unit.values():
-        if len(starts) < 5:
+        if len(starts) < _PERIODIC_MIN:
             continue
         starts.sort()
         gaps = [b - a for a, b in pairwise(starts)]
         mean = sum(gaps) / len(gaps)
         sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps))
-        if mean > 0 and sd / mean < 0.1:
+        if mean > 0 and sd / mean < _PERIODIC_CV:
             return True
     return False
-
-
-def _clock_resolution(spans: list[Span]) -> int:
-    """The partition's clock resolution: Node.js starts spans on a millisecond clock."""
-    sample = spans[:: max(1, len(spans) // 2000)]
-    whole_ms = sum(1 for s in sample if s.start % MS == 0)
-    return MS if sample and whole_ms >= 0.9 * len(sample) else 1000
 
 
 def _resolution(group: list[_Suspect]) -> float:
@@ -277,9 +279,7 @@ def _resolution(group: list[_Suspect]) -> float:
     return float(MS) if whole_ms >= 0.9 * len(starts) else 1000.0
 
 
-def _anchor_candidates(
-    spans: list[Span], suspects: list[_Suspect], resolution: int
-) -> dict[tuple[str, tuple[str, int]], float]:
+def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tuple[str, tuple[str, int]], float]:
     """Place each suspect in the event timeline of each candidate's trace.
 
     Code dispatches work at one program point: right after some span of the dispatching trace
@@ -311,12 +311,6 @@ def _anchor_candidates(
             c.lag = t - last[0]
             c.gap = max(nxt - last[0], 1)
             c.anchor = (last[1], last[2])
-            # The trace's first event once R has ended (the same clock tick counts: R's end and
-            # the dispatcher's resumption can share a millisecond), and the quiet interval it closes.
-            j = bisect_left(ts, r.end - resolution)
-            if j < len(ts):
-                c.resume = max(ts[j] - r.end, 0)
-                c.resume_gap = max(ts[j] - ts[j - 1], 1) if j > 0 else max(ts[j] - r.start, 1)
             parents[c.parent.span_id] = c.parent
         # Phase shares: how long each anchor is the latest event, inside each candidate parent.
         for p in parents.values():
@@ -343,12 +337,36 @@ _MIN_PHASE = 0.05
 #: Strength of the prior that dispatching parent names occur as chance predicts (duty cycles).
 _NAME_PRIOR = 4.0
 _ONE_THREAD_TIMING_CAP = 1.0
-#: Share of waiting dispatchers whose trace resumes right after the work (the rest do other
-#: work first): the exponential part of the resume-gap density.
-_RESUME_WEIGHT = 0.7
+#: Share of waiting dispatchers that end right after the work (the rest do more work first):
+#: the exponential part of the end-gap density.
+_WAIT_WEIGHT = 0.7
 #: Likelihood ratio for a root in a dedicated worker unit (no entry spans, only such roots) that
 #: is not periodic: work handed to a worker, rather than a job the unit runs on its own.
 _WORKER_UNIT_LR = 4.0
+#: Share of dispatched roots whose start waited in a queue (a busy pool, a process starting):
+#: their lag is spread like a chance root's, so lag evidence is a mixture.
+_QUEUED = 0.5
+#: Overshoot share below which a root outliving its candidate counts no further against it.
+_MIN_OVERSHOOT = 0.02
+#: No time scale is learned below this (or the clock's resolution): scheduling noise.
+_TAU_FLOOR = 0.1 * MS
+#: Where the time scales start when a group offers nothing to start them from.
+_TAU_START = 2.0 * MS
+#: Weight, in roots, of the previous round's time scale (keeps a scale from collapsing to 0).
+_TAU_PRIOR = 0.2
+#: Duty cycles below this are treated as this: one rare span must not make any root look dispatched.
+_MIN_DUTY = 0.05
+#: EM starts from an even share of dispatched roots, so that neither basin is favoured.
+_START_SHARE = 0.5
+#: Beta prior on the dispatched share of a group: mean 0.25, worth 4 roots.
+_SHARE_PRIOR = (1.0, 3.0)
+_MAX_SHARE = 0.99
+#: Beta prior on the share of dispatchers that wait for their work: mean 0.7, worth 2 roots.
+_WAITED_PRIOR = (1.4, 0.6)
+#: A group's roots are periodic with at least this many in one unit, and gaps this regular
+#: (standard deviation over mean).
+_PERIODIC_MIN = 5
+_PERIODIC_CV = 0.1
 
 
 class _Params(msgspec.Struct):
@@ -370,9 +388,8 @@ class _Pair(msgspec.Struct, gc=False):
     key: Key
     lag: float
     gap: float  # quiet interval of the candidate's trace around the root's start
-    contained: bool  # the candidate's trace goes on after the root ends (within the clock's resolution)
-    end_gap: float  # from the root's end to that trace's next event
-    end_window: float  # the quiet interval of that trace around the root's end
+    contained: bool  # the root ends inside the candidate (within the clock's resolution)
+    end_gap: float
     pdur: float
     rdur: float
     one_thread: bool
@@ -386,9 +403,8 @@ def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
         key=_key(c),
         lag=float(c.lag),
         gap=float(c.gap),
-        contained=c.resume >= 0,
-        end_gap=float(c.resume),
-        end_window=float(max(c.resume_gap, resolution)),
+        contained=r.end <= p.end + resolution,
+        end_gap=float(max(p.end - r.end, 0)),
         pdur=float(max(p.end - p.start, 1)),
         rdur=float(max(r.end - r.start, 0)),
         one_thread=c.one_thread,
@@ -399,17 +415,18 @@ def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
 def _pair_lr(q: _Pair, prm: _Params) -> float:
     """Likelihood ratio: the candidate dispatched the root, against the root started inside it by chance."""
     # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
-    # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
-    lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    # dispatched one soon after the anchor (or, queued, anywhere: the ``_QUEUED`` uniform part).
+    lr = _QUEUED + (1 - _QUEUED) * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
     if q.contained:
-        # A waiting dispatcher resumes (its trace's next event) soon after the work ends; a
-        # chance root's end lands anywhere in the quiet interval of that trace around it.
-        f_end = _RESUME_WEIGHT * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end + (1 - _RESUME_WEIGHT) / q.end_window
-        lr *= prm.contained * f_end * q.end_window
+        # A dispatcher that waits for its work ends soon after it; by chance the root's end
+        # lands anywhere in the room the candidate leaves after the root's own length.
+        f_end = _WAIT_WEIGHT * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end
+        f_end += (1 - _WAIT_WEIGHT) / max(q.pdur - q.rdur, 1.0)
+        lr *= prm.contained * f_end * q.pdur
     else:
         # Work that outlives its dispatcher is allowed (fire-and-forget) but is no evidence:
         # a short root overshooting a long span's end says nothing about dispatch.
-        lr *= min(1.0, (1.0 - prm.contained) / max(0.02, min(1.0, q.rdur / q.pdur)))
+        lr *= min(1.0, (1.0 - prm.contained) / max(_MIN_OVERSHOOT, min(1.0, q.rdur / q.pdur)))
     if q.one_thread:
         # On one thread (an event loop) callbacks and timers that fire in the same tick start
         # and end together whether or not one dispatched the other: timing proves little, so
@@ -427,7 +444,7 @@ class _Scored(msgspec.Struct):
     weights: list[float]  # per candidate: posterior that it is the parent
 
 
-def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
+def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Params, list[_Scored]]:
     """Fit the group's dispatch pattern; score each root and each of its candidates."""
     counts: dict[str, int] = defaultdict(int)
     for sus in group:
@@ -438,25 +455,25 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
     # usually among the tightest, so EM starts near the dispatch basin instead of chance's.
     lags = sorted(min(c.lag for c in sus.candidates) for sus in group if sus.candidates)
     end_gaps = sorted(
-        min(c.resume for c in sus.candidates if c.resume >= 0)
+        min(c.parent.end - sus.span.end for c in sus.candidates if c.parent.end >= sus.span.end)
         for sus in group
-        if any(c.resume >= 0 for c in sus.candidates)
+        if any(c.parent.end >= sus.span.end for c in sus.candidates)
     )
     res = _resolution(group)
-    floor = max(0.1 * MS, res)
+    floor = max(_TAU_FLOOR, res)
     prm = _Params(
-        share=0.5,
+        share=_START_SHARE,
         names={nm: n / total for nm, n in counts.items()},
-        tau_lag=max(floor, float(lags[len(lags) // 2])) if lags else 2.0 * MS,
-        tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else 2.0 * MS,
+        tau_lag=max(floor, float(lags[len(lags) // 2])) if lags else _TAU_START,
+        tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else _TAU_START,
         resolution=res,
     )
     # Under chance a root lands inside a span of name X as often as X is active; and the parent
     # names of chance roots are spread like the duty cycles, which is the prior of the names.
-    cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), 0.05) for nm in counts}
+    cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), _MIN_DUTY) for nm in counts}
     duty_sum = sum(sweep.duty.get(nm, 1.0) for nm in counts)
     chance_names = {nm: sweep.duty.get(nm, 1.0) / duty_sum for nm in counts}
-    worker = 1.0 if _periodic(group) else _WORKER_UNIT_LR
+    worker = _WORKER_UNIT_LR if model.worker_unit_prior and not _periodic(group) else 1.0
     unit_lr = [worker if id(sus.span.unit) in sweep.worker_units else 1.0 for sus in group]
     pairs: list[list[_Pair]] = []
     for sus in group:
@@ -503,7 +520,7 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
                 w_gap += post * best.end_gap
             w_lag += post * best.lag
         n = len(group)
-        prm.share = min(0.99, (post_sum + 1.0) / (n + 4.0))
+        prm.share = min(_MAX_SHARE, (post_sum + _SHARE_PRIOR[0]) / (n + sum(_SHARE_PRIOR)))
         mass_sum = sum(name_mass.values())
         prm.names = {
             nm: (name_mass.get(nm, 0.0) + _NAME_PRIOR * chance_names[nm]) / (mass_sum + _NAME_PRIOR) for nm in counts
@@ -513,9 +530,9 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
             chance = max(sweep.phases.get(key, 1.0), _MIN_PHASE)
             anchors[key] = (mass + _ANCHOR_PRIOR * chance) / (name_mass[key[0]] + _ANCHOR_PRIOR) / chance
         prm.anchors = anchors
-        prm.contained = (w_in + 1.4) / (w_sum + 2.0)
-        prm.tau_end = max(floor, (w_gap + 0.2 * prm.tau_end) / (w_in + 0.2))
-        prm.tau_lag = max(floor, (w_lag + 0.2 * prm.tau_lag) / (w_sum + 0.2))
+        prm.contained = (w_in + _WAITED_PRIOR[0]) / (w_sum + sum(_WAITED_PRIOR))
+        prm.tau_end = max(floor, (w_gap + _TAU_PRIOR * prm.tau_end) / (w_in + _TAU_PRIOR))
+        prm.tau_lag = max(floor, (w_lag + _TAU_PRIOR * prm.tau_lag) / (w_sum + _TAU_PRIOR))
         now = (prm.share, prm.contained, prm.tau_end, prm.tau_lag)
         if all(abs(a - b) <= 1e-4 * max(abs(b), 1e-9) for a, b in zip(now, previous, strict=True)):
             break  # converged
@@ -591,7 +608,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     for group in groups.values():
         if not any(sus.candidates for sus in group):
             continue
-        prm, scored = _em(group, sweep)
+        prm, scored = _em(group, sweep, model)
         for sus, sc in zip(group, scored, strict=True):
             if sc.posterior <= 0:
                 continue
@@ -627,4 +644,31 @@ def find_orphans(
     # The suspects with at least one candidate parent, partition by partition, most confident first.
     orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects, model)]
     orphans.sort(key=lambda o: (-o.confidence, o.span.start))
-    return orphans, plan.group_sizes
+    return _acyclic(orphans), plan.group_sizes
+
+
+def _acyclic(orphans: list[Orphan]) -> list[Orphan]:
+    """Drop the weaker of two findings that would make a trace its own ancestor.
+
+    Once a dispatcher can itself be a root, two roots can each look dispatched from the other's
+    trace (a batch item busy while a pool thread starts the previous item's work, and the
+    reverse). Each orphan hangs its trace under another trace, so the findings form parent
+    pointers between traces; taken most confident first, one that closes a loop is the
+    direction the evidence supports less. ``orphans`` must be sorted most confident first.
+    """
+    up: dict[int, int] = {}
+    kept: list[Orphan] = []
+    for o in orphans:
+        if o.parent is None:
+            kept.append(o)
+            continue
+        child, t = o.span.trace_id, o.parent.trace_id
+        seen = 0
+        while t != child and t in up and seen <= len(up):
+            t = up[t]
+            seen += 1
+        if t == child:
+            continue
+        up[child] = o.parent.trace_id
+        kept.append(o)
+    return kept
