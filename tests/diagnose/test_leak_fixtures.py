@@ -18,6 +18,8 @@ from ctxdoctor.diagnose import diagnose
 from ctxdoctor.findings import Report, Settings
 from ctxdoctor.model import span_hex
 from ctxdoctor.readers import read_paths
+from tests.scenarios import report as scenario_report
+from tests.scenarios import scenario_names
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAKS = ROOT / "fixtures" / "leaks"
@@ -103,3 +105,13 @@ def test_silent_dispatches_are_the_dispatches_whose_worker_spans_never_arrived()
     assert any("from another unit" in w for w in d.evidence)
     assert "TracerProvider.force_flush()" in d.fix.apis
     assert report(name).summary.silent_dispatches == len(got)
+
+
+@pytest.mark.parametrize("name", scenario_names())
+def test_no_leak_or_silent_finding_on_the_lost_context_scenarios(name: str) -> None:
+    """The orphan scenarios (fixtures/scenarios/) lose context or parents, and leak nothing: work
+    handed to a worker that exported into a trace of its own, or whose parent was lost, is not a
+    silent worker, and a deferred child is not a leak."""
+    rep = scenario_report(name)
+    assert rep.leaks == (), [(lk.wrong_parent.name, lk.span.name) for lk in rep.leaks]
+    assert rep.silent_dispatches == (), [d.span.name for d in rep.silent_dispatches]
