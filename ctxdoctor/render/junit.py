@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 
 from rich.console import Console
 
-from ctxdoctor.findings import Gap, MissingParent, Report
-from ctxdoctor.render._common import gate_message
+from ctxdoctor.findings import Gap, Leak, MissingParent, Report, SilentDispatch
+from ctxdoctor.render._common import belongs, gate_message, leak_groups, silent_groups
 
 SUITE = "ctxdoctor"
 # XML 1.0 forbids most control characters; span names are user data and may contain them.
@@ -62,6 +62,32 @@ def _lost_text(members: tuple[MissingParent, ...]) -> str:
     return "\n".join(lines)
 
 
+def leak_text(members: list[Leak]) -> str:
+    first = members[0]
+    lines = [
+        f"service: {first.span.unit.service}",
+        f"{len(members)} '{first.span.name}' span(s) recorded under '{first.wrong_parent.name}' ({belongs(members)}), "
+        f"confidence {first.confidence:.2f}",
+        f"why: {'; '.join(first.evidence)}",
+        "",
+        _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
+    ]
+    return "\n".join(lines)
+
+
+def silent_text(members: list[SilentDispatch]) -> str:
+    first = members[0]
+    lines = [
+        f"service: {first.span.unit.service}",
+        f"{len(members)} '{first.span.name}' span(s) handed work across a {first.boundary.value} boundary and "
+        f"nothing came back, confidence {first.confidence:.2f}",
+        f"why: {'; '.join(first.evidence)}",
+        "",
+        _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
+    ]
+    return "\n".join(lines)
+
+
 def properties(report: Report) -> list[tuple[str, str]]:
     st = report.settings
     s = report.summary
@@ -80,6 +106,8 @@ def properties(report: Report) -> list[tuple[str, str]]:
         ("suspected-orphans", str(s.suspected_orphans)),
         ("allowed-roots", str(s.allowed_roots)),
         ("lost-parents", str(s.lost_parents)),
+        ("leaked-spans", str(s.leaked_spans)),
+        ("silent-dispatches", str(s.silent_dispatches)),
         ("orphan-ratio", f"{s.orphan_ratio:.6f}"),
     ]
     props += [("file", f) for f in report.files]
@@ -130,8 +158,21 @@ def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
                 _lost_text(lost.members),
             )
         )
+    for (service, parent, name), leaked in leak_groups(report.leaks):
+        findings.append(
+            (
+                f"{SUITE}.leaks.{service}",
+                f"{parent} -> {name} (context leak)",
+                "ctxdoctor.ContextLeak",
+                f"{len(leaked)} '{name}' span(s) leaked under '{parent}'",
+                leak_text(leaked),
+            )
+        )
     for classname, name, kind, message, body in findings:
         case(classname, name, (kind, message, body) if failing else None, body)
+    # Silent dispatches are not in the ratio, so they never fail the gate: reported, not failed.
+    for (service, name, bnd), silent in silent_groups(report.silent_dispatches):
+        case(f"{SUITE}.silent.{service}", f"{name} ({bnd} worker exported nothing)", None, silent_text(silent))
     failures = sum(1 for c in cases if c.find("failure") is not None)
     attrs = {
         "name": SUITE,
