@@ -18,8 +18,8 @@ from ctxdoctor.diagnose import diagnose
 from ctxdoctor.findings import Report, Settings
 from ctxdoctor.model import span_hex
 from ctxdoctor.readers import read_paths
-from tests.scenarios import report as scenario_report
-from tests.scenarios import scenario_names
+from tests.helpers import report as scenario_report
+from tests.helpers import scenario_names
 
 ROOT = Path(__file__).resolve().parents[2]
 LEAKS = ROOT / "fixtures" / "leaks"
