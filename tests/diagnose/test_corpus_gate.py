@@ -43,7 +43,7 @@ def test_the_gate_covers_the_shapes_that_broke_before() -> None:
 
 @pytest.mark.parametrize("name", NAIVE)
 def test_naive_cells_found_with_their_dispatcher(name: str) -> None:
-    cell, truth, dump = load(name)
+    _, truth, dump = load(name)
     report = analyze_paths([dump], Settings(max_orphan_ratio=0.05))
     want = {t["span_id"]: t for t in truth if t["label"] == "orphan"}
     got = {span_hex(o.span.span_id): o for o in report.orphans}
