@@ -271,6 +271,7 @@ def listen(
     max_message_mib: float = typer.Option(
         64.0, "--max-message-mib", min=0.001, help="Largest request accepted, after decompression."
     ),
+    force: bool = typer.Option(False, "--force", help="Replace the dump if it exists (else: refuse, exit 2)."),
 ) -> ExitCode:
     """Receive spans from running apps over OTLP (gRPC and HTTP), then diagnose what arrived."""
     import os
@@ -289,6 +290,7 @@ def listen(
         max_spans=max_spans,
         max_message_mib=max_message_mib,
         dump_format=dump_format.value if dump_format is not None else None,
+        force=force,
         console=_stdout(),
         err=_stderr(),
     )

@@ -56,6 +56,7 @@ def listen(
     max_spans: int | None = None,
     max_message_mib: float = 64.0,
     dump_format: str | None = None,
+    force: bool = False,
     console: Console,
     err: Console,
 ) -> ExitCode:
@@ -88,6 +89,7 @@ def listen(
         max_spans=max_spans,
         log=log,
         live=True,
+        overwrite=force,
     )
     try:
         receiver.start()

@@ -27,6 +27,10 @@ class DumpWriteError(OSError):
         return str(self.strerror)
 
 
+class OutputExists(DumpWriteError):
+    """The dump to write already holds an earlier run's spans, and replacing it was not asked for."""
+
+
 class SinkClosed(RuntimeError):
     """The receiver is shutting down and takes no more writes."""
 
@@ -108,6 +112,12 @@ class AppendFile:
     def size(self) -> int:
         return self._size
 
+    def truncate(self) -> None:
+        """Empty the file: done only once the receiver is certain to run (see ``Receiver.start``)."""
+        with self._lock:
+            os.ftruncate(self._fd, 0)
+            self._size = 0
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -172,9 +182,10 @@ class ReceiptLog:
     """The sidecar (``<dump>.receipts.jsonl``). Best effort: a receipt that cannot be written is
     counted, never a reason to fail the request, because the spans are already safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, truncate: bool = True) -> None:
+        """``truncate=False``: open without emptying it; ``truncate()`` empties it later."""
         self.path = path
-        self._file = AppendFile(path)
+        self._file = AppendFile(path, append=not truncate)
         self._encode = msgspec.json.Encoder().encode
         self.failures = 0
 
@@ -183,6 +194,9 @@ class ReceiptLog:
             self._file.append(self._encode(receipt) + b"\n")
         except (DumpWriteError, SinkClosed):
             self.failures += 1
+
+    def truncate(self) -> None:
+        self._file.truncate()
 
     def close(self) -> None:
         self._file.close()
