@@ -138,14 +138,16 @@ class Receiver:
         """
         proto = self.dump_format == "proto"
         if not self._overwrite and not self._append:
-            with contextlib.suppress(OSError):
+            try:
                 size = self.output.stat().st_size
-                if size > 0:
-                    raise OutputExists(
-                        17,
-                        f"{self.output} already exists ({size} bytes, an earlier run's dump): pass --force to "
-                        "replace it, or name another file with --output",
-                    )
+            except OSError:
+                size = 0  # none yet (or not a file we can see: opening it says why)
+            if size > 0:
+                raise OutputExists(
+                    17,
+                    f"{self.output} already exists ({size} bytes, an earlier run's dump): pass --force to "
+                    "replace it, or name another file with --output",
+                )
         new = [p for p in (self.output, self.journal_path, self.receipts_path) if p is not None and not p.exists()]
         opened: list[AppendFile | ReceiptLog] = []
         try:
