@@ -164,7 +164,9 @@ def test_file_name_with_a_newline_stays_on_one_line(tmp_path: Path, capsys: pyte
 def test_over_long_line_is_refused_before_it_is_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # The real limit is 256 MiB; it is lowered here so that the test does not inflate 256 MiB.
     monkeypatch.setattr(otlp_json, "MAX_LINE_BYTES", 1 << 20)
-    big = request_json([span_json(1, 1, "big", 0, 1, attributes=[{"key": "x", "value": {"stringValue": "a" * (2 << 20)}}])])
+    big = request_json(
+        [span_json(1, 1, "big", 0, 1, attributes=[{"key": "x", "value": {"stringValue": "a" * (2 << 20)}}])]
+    )
     dump = tmp_path / "bomb.json.gz"
     dump.write_bytes(gzip.compress(NAIVE.read_bytes() + json.dumps(big).encode() + b"\n"))
     assert dump.stat().st_size < 64 << 10  # small on disk, 2 MiB inflated
