@@ -86,8 +86,7 @@ def test_errors_never_repeat_values(rcv: Receiver, what: str, body: bytes, heade
 
 def test_grpc_gzip_errors_name_no_content(rcv: Receiver) -> None:
     bad = gzip.compress(b"\x0a\x05" + SECRET.encode())[:-6]  # truncated gzip
-    with grpc.insecure_channel(f"127.0.0.1:{rcv.grpc_port}") as ch:
-        with pytest.raises(grpc.RpcError) as exc:
-            ch.unary_unary(EXPORT)(bad, timeout=10)
+    with grpc.insecure_channel(f"127.0.0.1:{rcv.grpc_port}") as ch, pytest.raises(grpc.RpcError) as exc:
+        ch.unary_unary(EXPORT)(bad, timeout=10)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert SECRET not in (exc.value.details() or "")

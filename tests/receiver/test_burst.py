@@ -39,7 +39,8 @@ def test_200_connections_at_once_are_all_answered(tmp_path: Path) -> None:
                 statuses.append(result)
 
         threads = [
-            threading.Thread(target=send, args=(c, req.SerializeToString())) for c, (req, _) in zip(conns, requests)
+            threading.Thread(target=send, args=(c, req.SerializeToString()))
+            for c, (req, _) in zip(conns, requests, strict=True)
         ]
         for t in threads:
             t.start()

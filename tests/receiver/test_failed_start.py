@@ -85,7 +85,7 @@ def test_an_empty_file_is_no_earlier_dump(tmp_path: Path) -> None:
 def test_receiver_refuses_and_cleans_up_only_what_it_created(tmp_path: Path) -> None:
     dump = tmp_path / "dump.pb"
     dump.write_bytes(b"\x00\x00\x00\x02\x0a\x00")  # an earlier proto dump: one empty request
-    with pytest.raises(OutputExists, match="dump.pb already exists"):
+    with pytest.raises(OutputExists, match=r"dump\.pb already exists"):
         Receiver(dump, grpc_port=0, http_port=0, dump_format="proto", overwrite=False).start()
     assert dump.read_bytes() == b"\x00\x00\x00\x02\x0a\x00"
     assert not (tmp_path / "dump.pb.receipts.jsonl").exists()
