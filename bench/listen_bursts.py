@@ -161,6 +161,7 @@ def run_burst(name: str, work: Path, server_cls: Any) -> dict[str, Any]:
         rc, took = server.stop(60)
         res["exit_code"], res["stop_s"] = rc, took
         res["peak_incl_stop_bytes"] = server.peak()
+        res["peak_main_bytes"], res["peak_helpers_bytes"] = server.main_peak, server.helpers_peak
     finally:
         server.kill()
         for p in dump.parent.glob(dump.name + "*"):
@@ -170,8 +171,8 @@ def run_burst(name: str, work: Path, server_cls: Any) -> dict[str, Any]:
 
 def report(runs: list[dict[str, Any]]) -> None:
     print("\nbursts (ctxdoctor listen, JSON dump; memory of the receiver's whole process tree)")
-    hdr = (f"{'burst':<12} {'baseline MB':>11} {'peak MB':>8} {'after MB':>8} {'p50 s':>6} {'p99 s':>6} "
-           f"{'stop s':>6}  outcomes")
+    hdr = (f"{'burst':<12} {'baseline MB':>11} {'peak MB':>8} {'(main':>6} {'helpers)':>8} {'after MB':>8} "
+           f"{'p50 s':>6} {'p99 s':>6} {'stop s':>6}  outcomes")
     print(hdr)
     print("-" * len(hdr))
     for r in runs:
@@ -179,7 +180,9 @@ def report(runs: list[dict[str, Any]]) -> None:
             print(f"{r['burst']:<12} FAILED: {r['error'][:200]}")
             continue
         print(f"{r['burst']:<12} {r['baseline_bytes'] / 1e6:>11.0f} {r['peak_incl_stop_bytes'] / 1e6:>8.0f} "
-              f"{r['after_bytes'] / 1e6:>8.0f} {r['p50_s']:>6.2f} {r['p99_s']:>6.2f} {r['stop_s']:>6.1f}  "
+              f"{r['peak_main_bytes'] / 1e6:>6.0f} {r['peak_helpers_bytes'] / 1e6:>8.0f} "
+              f"{r['after_bytes'] / 1e6:>8.0f} "
+              f"{r['p50_s']:>6.2f} {r['p99_s']:>6.2f} {r['stop_s']:>6.1f}  "
               f"{', '.join(f'{k}: {v}' for k, v in sorted(r['outcomes'].items()))}")
     print("\ntargets (bursts):")
     for r in runs:
