@@ -573,6 +573,9 @@ def main(argv: list[str] | None = None) -> int:
     workers = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--workers=")), default_workers())
     # Ctrl-C reaches the whole process group; the parent decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ctxdoctor.receiver.heap import return_large_blocks
+
+    return_large_blocks()
     # Receiving comes first: the backlog is converted when a core is idle (Linux SCHED_IDLE),
     # or at least at a low priority, and all of it once the receiver stops accepting.
     try:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ctxdoctor.receiver.encode import screen_request
-from ctxdoctor.receiver.sink import AppendFile, Receipt, ReceiptLog, journal_record
+from ctxdoctor.receiver.sink import AppendFile, Receipt, ReceiptLog, journal_record_parts
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 #: Requests kept whose answer did not reach the client, remembered (by a 32-byte digest of the
@@ -142,7 +142,7 @@ class Ingest:
         if screened.spans:
             data = raw if raw is not None and not screened.rejected else req.SerializeToString()
             try:
-                self.journal.append(journal_record(data))
+                self.journal.append(journal_record_parts(data))
             except OSError as exc:
                 self._failed(protocol, peer, compression, nbytes, arrived, f"unavailable: {exc}", write=str(exc))
                 raise

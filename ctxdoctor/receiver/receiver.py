@@ -28,6 +28,7 @@ import msgspec
 import ctxdoctor
 from ctxdoctor.receiver.convert import Progress
 from ctxdoctor.receiver.grpc_server import GrpcServer
+from ctxdoctor.receiver.heap import return_large_blocks
 from ctxdoctor.receiver.http_server import HttpServer
 from ctxdoctor.receiver.inflate import InflateBudget
 from ctxdoctor.receiver.ingest import Ingest, ReceiverStats
@@ -136,6 +137,7 @@ class Receiver:
         receiver that cannot start (a busy port, a journal it cannot create) leaves the previous
         dump and receipts as they were, and removes only the empty files it created.
         """
+        return_large_blocks()
         proto = self.dump_format == "proto"
         if not self._overwrite and not self._append:
             try:
