@@ -152,7 +152,7 @@ def run_burst(name: str, work: Path, server_cls: Any) -> dict[str, Any]:
         res["burst_s"] = time.monotonic() - t0
         time.sleep(3.0)  # the converter catches up; what stays is what a long run would keep
         res["after_bytes"] = server.rss_now()
-        res["peak_bytes"] = server.peak()
+        res["peak_bytes"] = server.peak(until=time.monotonic())  # receiving, before the stop
         outcomes = Counter(r for r, _ in results)
         res["outcomes"] = dict(outcomes)
         lat = sorted(t for _, t in results)
@@ -171,7 +171,8 @@ def run_burst(name: str, work: Path, server_cls: Any) -> dict[str, Any]:
 
 def report(runs: list[dict[str, Any]]) -> None:
     print("\nbursts (ctxdoctor listen, JSON dump; memory of the receiver's whole process tree)")
-    hdr = (f"{'burst':<12} {'baseline MB':>11} {'peak MB':>8} {'(main':>6} {'helpers)':>8} {'after MB':>8} "
+    hdr = (f"{'burst':<12} {'baseline MB':>11} {'peak MB':>8} {'(main':>6} {'helpers)':>8} {'recv MB':>7} "
+           f"{'after MB':>8} "
            f"{'p50 s':>6} {'p99 s':>6} {'stop s':>6}  outcomes")
     print(hdr)
     print("-" * len(hdr))
@@ -181,6 +182,7 @@ def report(runs: list[dict[str, Any]]) -> None:
             continue
         print(f"{r['burst']:<12} {r['baseline_bytes'] / 1e6:>11.0f} {r['peak_incl_stop_bytes'] / 1e6:>8.0f} "
               f"{r['peak_main_bytes'] / 1e6:>6.0f} {r['peak_helpers_bytes'] / 1e6:>8.0f} "
+              f"{r['peak_bytes'] / 1e6:>7.0f} "
               f"{r['after_bytes'] / 1e6:>8.0f} "
               f"{r['p50_s']:>6.2f} {r['p99_s']:>6.2f} {r['stop_s']:>6.1f}  "
               f"{', '.join(f'{k}: {v}' for k, v in sorted(r['outcomes'].items()))}")

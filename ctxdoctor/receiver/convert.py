@@ -191,6 +191,9 @@ def _worker_start(parent: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it died before that
         os._exit(0)
+    from ctxdoctor.receiver.heap import return_large_blocks
+
+    return_large_blocks()
 
 
 class _Chunk(NamedTuple):
