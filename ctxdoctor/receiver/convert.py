@@ -60,7 +60,7 @@ from ctxdoctor.receiver.sink import AppendFile, DumpWriteError
 LIVE_WINDOW_SPANS = 50_000
 #: ... and at most this many bytes of requests: a few requests with huge attribute values must not
 #: pin hundreds of MB for a convenience figure. A single request larger than this is left out.
-LIVE_WINDOW_BYTES = 32 << 20
+LIVE_WINDOW_BYTES = 16 << 20
 #: Distinct trace ids are counted exactly up to this many, then estimated (HyperLogLog).
 EXACT_TRACES = 200_000
 _HEADER = struct.Struct(">I")
