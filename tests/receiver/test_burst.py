@@ -4,12 +4,17 @@ or said to be unanswered, and none is written twice. Real receiver, real sockets
 from __future__ import annotations
 
 import http.client
+import select
 import socket
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 from ctxdoctor.receiver import Receiver, read_receipts
+from ctxdoctor.receiver.http_server import HttpServer
+from ctxdoctor.receiver.ingest import Ingest
+from ctxdoctor.receiver.sink import AppendFile
 from tests.test_receiver_errors import dump_ids, http_call, make_request
 
 CONNECTIONS = 200
@@ -53,6 +58,44 @@ def test_200_connections_at_once_are_all_answered(tmp_path: Path) -> None:
     assert len(ids) == len(expected) and set(ids) == expected  # each span once
     receipts = read_receipts(rcv.receipts_path)  # type: ignore[arg-type]
     assert Counter(r.status for r in receipts) == {"ok": CONNECTIONS}
+
+
+def test_the_listen_queue_holds_a_burst_the_server_has_not_accepted_yet(tmp_path: Path) -> None:
+    # Bound and listening, not accepting yet: what the kernel queues is all a burst gets until
+    # the server catches up (the standard library's queue of 5 dropped the rest of 200).
+    journal = AppendFile(tmp_path / "journal", exclusive=True)
+    server = HttpServer(Ingest(journal, None), "127.0.0.1", 0, max_message_bytes=1 << 20)
+    socks = []
+    try:
+        for _ in range(CONNECTIONS):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", server.port))
+            socks.append(s)
+        connected: set[socket.socket] = set()
+        deadline = time.monotonic() + 3.0
+        while len(connected) < CONNECTIONS and time.monotonic() < deadline:
+            _, writable, _ = select.select([], [s for s in socks if s not in connected], [], 0.2)
+            connected |= {s for s in writable if s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0}
+        assert len(connected) == CONNECTIONS
+        server.start()
+        req, _ = make_request(1, n=1)
+        body = req.SerializeToString()
+        head = (
+            b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\n"
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        )
+        for s in socks:
+            s.setblocking(True)
+            s.settimeout(30)
+            s.sendall(head + body)
+        answers = Counter(s.makefile("rb").readline().split(b" ")[1] for s in socks)
+        assert answers == {b"200": CONNECTIONS}
+    finally:
+        for s in socks:
+            s.close()
+        server.stop(5.0)
+        journal.close()
 
 
 def leave_before_the_answer(port: int, body: bytes) -> None:
