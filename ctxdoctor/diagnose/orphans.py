@@ -60,7 +60,7 @@ class ModelParams(msgspec.Struct, frozen=True):
     #: Skip candidates in units that only run suspect roots ("workers do not hand work out").
     worker_unit_exclusion: bool = False
     #: A non-periodic root in a unit that only runs suspect roots is likelier handed-over work.
-    worker_unit_prior: bool = True
+    worker_unit_prior: bool = False
 
     def describe(self) -> str:
         on = [k for k in ("peer_unit_exclusion", "worker_unit_exclusion", "worker_unit_prior") if getattr(self, k)]
