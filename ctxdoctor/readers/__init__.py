@@ -15,12 +15,19 @@ from ctxdoctor.forked import CAN_FORK, usable_cpus
 from ctxdoctor.model import Span
 from ctxdoctor.readers import parallel
 from ctxdoctor.readers.interface import PROGRESS_EVERY, Reader, ReadWarning, reporting
+from ctxdoctor.readers.jaeger import JaegerReader
 from ctxdoctor.readers.otlp_json import OtlpJsonReader
 from ctxdoctor.readers.otlp_proto import OtlpProtoReader
+from ctxdoctor.readers.sniffing import looks_like
+from ctxdoctor.readers.tempo import TempoReader
+from ctxdoctor.readers.zipkin import ZipkinReader
 from ctxdoctor.units import UnitTable
 
 #: Tried in order; the first whose ``sniff`` accepts the head of the stream reads it.
-READERS: tuple[Reader, ...] = (OtlpJsonReader(), OtlpProtoReader())
+READERS: tuple[Reader, ...] = (JaegerReader(), TempoReader(), ZipkinReader(), OtlpJsonReader(), OtlpProtoReader())
+#: How much of a stream the readers' ``sniff`` sees: enough for the first key of a JSON
+#: document however it is indented.
+SNIFF_BYTES = 512
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
@@ -100,7 +107,7 @@ def _splittable(path: Path) -> int | None:
     """The index of the reader of a plain (not compressed) file, which may then be cut."""
     try:
         with path.open("rb") as f:
-            head = f.read(64)
+            head = f.read(SNIFF_BYTES)
     except OSError:
         return None
     if head[:2] == _GZIP_MAGIC or not head.strip():
@@ -140,22 +147,30 @@ def read_file(
 
     with raw, stream:
         try:
-            head = stream.peek(64)[:64]
+            head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
         except (OSError, EOFError) as exc:
             raise InputError(path, f"cannot read: {exc}") from None
         if not head.strip():
             warn(ReadWarning(str(path), "file is empty"))
             return
-        for reader in READERS:
-            if reader.sniff(head):
-                try:
-                    reader.read(str(path), stream, units, emit, warn)
-                except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                    raise InputError(path, f"cannot read: {exc}") from None
-                return
-        raise InputError(
-            path,
-            "not a trace dump: expected OTLP/JSON lines (starting with '{') or the Collector "
-            "file exporter's proto format (4-byte length + ExportTraceServiceRequest)",
-            offset=0,
-        )
+        reader = reader_for(path, head)
+        try:
+            reader.read(str(path), stream, units, emit, warn)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            raise InputError(path, f"cannot read: {exc}") from None
+
+
+def reader_for(path: Path, head: bytes) -> Reader:
+    """The reader of a file whose (decompressed) content starts with ``head``, by content alone.
+    Raises ``InputError`` naming what the file looks like when no reader takes it."""
+    for reader in READERS:
+        if reader.sniff(head):
+            return reader
+    raise InputError(
+        path,
+        f"not a trace dump: it looks like {looks_like(head)}; expected OTLP/JSON lines ({{\"resourceSpans\": ...}}), "
+        "the Collector file exporter's proto format (4-byte length + ExportTraceServiceRequest), Jaeger JSON "
+        "({\"data\": [...]}), Zipkin v2 JSON ([{\"traceId\", ...}]) or a Grafana Tempo answer "
+        "({\"batches\": ...} or {\"trace\": ...}); see docs/formats.md",
+        offset=0,
+    )
