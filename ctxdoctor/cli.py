@@ -219,6 +219,9 @@ def run_command(
         False, "--keep-endpoint", help="Do not set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT/_INSECURE for the command."
     ),
     port: int = typer.Option(0, "--port", help="Port for the receiver (gRPC and HTTP on one port; 0 = a free one)."),
+    zipkin_port: int = typer.Option(
+        0, "--zipkin-port", help="Port for Zipkin v2 JSON (POST /api/v2/spans; 0 = a free one)."
+    ),
     drain: float = typer.Option(
         10.0, "--drain", min=0.0, help="After the command exits, wait at most this long for its last exports."
     ),
@@ -243,6 +246,7 @@ def run_command(
         json_path=report_json,
         keep_endpoint=keep_endpoint,
         port=port,
+        zipkin_port=zipkin_port,
         drain=drain,
     )
     return run_session(opts, console=_stdout(), err=_stderr(), environ=environ)
@@ -253,6 +257,11 @@ def listen(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 for containers)."),
     port: int = typer.Option(4317, "--port", help="OTLP/gRPC port (Python exporters' default)."),
     http_port: int = typer.Option(4318, "--http-port", help="OTLP/HTTP port (Node.js exporters' default)."),
+    zipkin_port: int | None = typer.Option(
+        None,
+        "--zipkin-port",
+        help="Zipkin v2 JSON port (POST /api/v2/spans) [default: 9411, skipped with a notice when it is taken].",
+    ),
     output: Path = typer.Option(
         Path("dump.json"),
         "--output",
@@ -284,6 +293,7 @@ def listen(
         host=host,
         port=port,
         http_port=http_port,
+        zipkin_port=zipkin_port,
         output=output,
         duration=duration,
         max_spans=max_spans,

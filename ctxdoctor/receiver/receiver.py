@@ -62,7 +62,8 @@ class Receiver:
     """Serve OTLP/gRPC and OTLP/HTTP on ``host``, writing every accepted request to ``output``.
 
     ``grpc_port``/``http_port`` 0 picks a free port (read the bound ones from the attributes);
-    ``None`` disables that transport. Leaving the ``with`` block stops accepting, lets in-flight
+    ``None`` disables that transport; ``zipkin_port`` also serves Zipkin v2 JSON (off by default).
+    Leaving the ``with`` block stops accepting, lets in-flight
     requests finish, and completes the dump. While running, ``flush()`` waits until the dump
     holds everything acknowledged so far.
     """
@@ -84,6 +85,7 @@ class Receiver:
         live: bool = False,
         stall_timeout: float = 5.0,
         dump_format: DumpFormat = "json",
+        zipkin_port: int | None = None,
     ) -> None:
         if dump_format not in ("json", "proto"):
             raise ValueError(f"dump_format must be 'json' or 'proto', not {dump_format!r}")
@@ -108,6 +110,9 @@ class Receiver:
         self._ingest: Ingest | None = None
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
+        self._zipkin_requested = zipkin_port
+        self._zipkin: HttpServer | None = None
+        self.zipkin_port: int | None = None
         self._converter: subprocess.Popen[bytes] | None = None
         self._progress = Progress()
         self._progress_cond = threading.Condition()
@@ -150,12 +155,21 @@ class Receiver:
                     log=self.log,
                 )
                 self.http_port = self._http.port
+            if self._zipkin_requested is not None:
+                from ctxdoctor.receiver.zipkin import ZipkinServer
+
+                self._zipkin = ZipkinServer(
+                    ingest, self.host, self._zipkin_requested, max_message_bytes=self.max_message_bytes, log=self.log
+                )
+                self.zipkin_port = self._zipkin.port
             self._start_converter()
         except BaseException:
             if self._grpc is not None:
                 self._grpc.stop(0)
             if self._http is not None:
                 self._http.stop()
+            if self._zipkin is not None:
+                self._zipkin.stop()
             journal.close()
             if receipts is not None:
                 receipts.close()
@@ -167,6 +181,8 @@ class Receiver:
             self._grpc.start()
         if self._http is not None:
             self._http.start()
+        if self._zipkin is not None:
+            self._zipkin.start()
         return self
 
     def _set_aside_stale_journal(self) -> None:
@@ -231,6 +247,8 @@ class Receiver:
             threads.append(threading.Thread(target=grpc_server.stop, args=(self.grace,), name="stop-grpc"))
         if self._http is not None:
             threads.append(threading.Thread(target=self._http.stop, name="stop-http"))
+        if self._zipkin is not None:
+            threads.append(threading.Thread(target=self._zipkin.stop, name="stop-zipkin"))
         for t in threads:
             t.start()
         for t in threads:

@@ -1,7 +1,7 @@
 """Run ``ctxdoctor listen`` as a real process for the receiver's end-to-end tests.
 
-It binds free ports (``--port 0 --http-port 0``) and the test reads the bound ones from the
-banner, so tests never race for fixed ports.
+It binds free ports (``--port 0 --http-port 0 --zipkin-port 0``) and the test reads the bound
+ones from the banner, so tests never race for fixed ports.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 _BANNER = re.compile(r"OTLP/gRPC on \S+?:(\d+), OTLP/HTTP on \S+?:(\d+)")
+_ZIPKIN = re.compile(r"Zipkin on \S+?:(\d+)")
 
 
 class Listen:
@@ -26,7 +27,7 @@ class Listen:
         *args: str,
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
-        ports: Sequence[str] = ("--port", "0", "--http-port", "0"),
+        ports: Sequence[str] = ("--port", "0", "--http-port", "0", "--zipkin-port", "0"),
         wait: bool = True,
     ) -> None:
         self.dump = dump
@@ -51,7 +52,7 @@ class Listen:
         ]
         for t in self._readers:
             t.start()
-        self.grpc_port = self.http_port = 0
+        self.grpc_port = self.http_port = self.zipkin_port = 0
         if wait:
             self._wait_banner()
 
@@ -80,6 +81,8 @@ class Listen:
             m = _BANNER.search(line)
             if m:
                 self.grpc_port, self.http_port = int(m.group(1)), int(m.group(2))
+                z = _ZIPKIN.search(line)
+                self.zipkin_port = int(z.group(1)) if z else 0
                 return
 
     @property
@@ -89,6 +92,10 @@ class Listen:
     @property
     def http_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def zipkin_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.zipkin_port}/api/v2/spans"
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0) -> tuple[int, str, str]:
         """Signal it (unless it already exited) and return (exit code, stdout, stderr)."""
