@@ -306,12 +306,18 @@ def listen(
 
 @app.command()
 def convert(
-    source: Path = typer.Argument(..., help="A dump in the Collector's proto format (listen -o dump.pb) or a journal."),
+    source: Path = typer.Argument(
+        ...,
+        help="A dump in the Collector's proto format (listen -o dump.pb), a journal, or Jaeger, Zipkin or Tempo JSON.",
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="The OTLP/JSON lines to write [default: the source with .json for .pb/.binpb]."
     ),
 ) -> ExitCode:
-    """Turn a proto dump into OTLP/JSON lines, exactly as listen writes them (for jq, or the Collector)."""
+    """Turn a proto dump, or another system's JSON, into OTLP/JSON lines (for jq, or the Collector)."""
+    from ctxdoctor.readers import reader_of
+    from ctxdoctor.readers.documents import DocumentReader, write_otlp_json
+    from ctxdoctor.readers.otlp_json import OtlpJsonReader
     from ctxdoctor.receiver.convert import convert_file
     from ctxdoctor.receiver.receiver import PROTO_SUFFIXES
 
@@ -321,6 +327,19 @@ def convert(
         output = source.with_suffix(".json")
     if output.resolve() == source.resolve():
         raise UsageError(f"--output {output} is the source itself")
+    if source.exists() and source.is_file():
+        reader = reader_of(source)
+        if isinstance(reader, OtlpJsonReader):
+            raise UsageError(f"{source} is OTLP/JSON already: there is nothing to convert")
+        if isinstance(reader, DocumentReader):
+            requests, spans = write_otlp_json(reader, source, output)
+            _stderr().print(
+                f"converted {requests} requests ({spans} spans) from {source} ({reader.title}) to {output}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            return ExitCode.OK
     done = convert_file(source, output)
     err = _stderr()
     if done.truncated is not None:

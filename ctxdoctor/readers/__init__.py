@@ -160,6 +160,19 @@ def read_file(
             raise InputError(path, f"cannot read: {exc}") from None
 
 
+def reader_of(path: Path) -> Reader:
+    """The reader of a file, by its (decompressed) content. Raises ``InputError``."""
+    try:
+        raw, stream = _open(path)
+        with raw, stream:
+            head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+    except (OSError, EOFError) as exc:
+        raise InputError(path, f"cannot read: {exc}") from None
+    if not head.strip():
+        raise InputError(path, "file is empty")
+    return reader_for(path, head)
+
+
 def reader_for(path: Path, head: bytes) -> Reader:
     """The reader of a file whose (decompressed) content starts with ``head``, by content alone.
     Raises ``InputError`` naming what the file looks like when no reader takes it."""
