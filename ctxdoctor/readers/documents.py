@@ -69,7 +69,10 @@ def documents(path: str, data: bytes) -> Iterator[tuple[int, Any]]:
 
 def _line(data: bytes, exc: msgspec.DecodeError) -> int | None:
     m = re.search(r"byte (\d+)", str(exc))
-    return data.count(b"\n", 0, int(m.group(1))) + 1 if m else None
+    if m:
+        return data.count(b"\n", 0, int(m.group(1))) + 1
+    # Truncated: the document ends early, on the file's last line.
+    return data.rstrip().count(b"\n") + 1 if "truncated" in str(exc) else None
 
 
 def attribute(key: str, value: Any) -> dict[str, Any]:
