@@ -142,6 +142,15 @@ class Receiver:
         self._ingest = ingest
         grpc_port, http_port = self._requested
         try:
+            # Zipkin first: a server that was never started is closed, not shut down, if a later
+            # port cannot be bound.
+            if self._zipkin_requested is not None:
+                from ctxdoctor.receiver.zipkin import ZipkinServer
+
+                self._zipkin = ZipkinServer(
+                    ingest, self.host, self._zipkin_requested, max_message_bytes=self.max_message_bytes, log=self.log
+                )
+                self.zipkin_port = self._zipkin.port
             if grpc_port is not None:
                 self._grpc = GrpcServer(ingest, self.host, grpc_port, max_message_bytes=self.max_message_bytes)
                 self.grpc_port = self._grpc.port
@@ -155,13 +164,6 @@ class Receiver:
                     log=self.log,
                 )
                 self.http_port = self._http.port
-            if self._zipkin_requested is not None:
-                from ctxdoctor.receiver.zipkin import ZipkinServer
-
-                self._zipkin = ZipkinServer(
-                    ingest, self.host, self._zipkin_requested, max_message_bytes=self.max_message_bytes, log=self.log
-                )
-                self.zipkin_port = self._zipkin.port
             self._start_converter()
         except BaseException:
             if self._grpc is not None:

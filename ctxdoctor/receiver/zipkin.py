@@ -161,3 +161,9 @@ class ZipkinServer(HttpServer):
         except PortInUse:
             reason = bind_reason(host, port, "--zipkin-port")
             raise PortInUse(f"cannot listen for Zipkin on {host}:{port}: {reason}") from None
+
+    def stop(self) -> None:
+        if self._thread is None:  # never started (a later port was busy): nothing to wait for
+            self._httpd.server_close()
+            return
+        super().stop()
