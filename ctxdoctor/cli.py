@@ -317,7 +317,6 @@ def convert(
     """Turn a proto dump, or another system's JSON, into OTLP/JSON lines (for jq, or the Collector)."""
     from ctxdoctor.readers import reader_of
     from ctxdoctor.readers.documents import DocumentReader, write_otlp_json
-    from ctxdoctor.readers.otlp_json import OtlpJsonReader
     from ctxdoctor.receiver.convert import convert_file
     from ctxdoctor.receiver.receiver import PROTO_SUFFIXES
 
@@ -327,10 +326,11 @@ def convert(
         output = source.with_suffix(".json")
     if output.resolve() == source.resolve():
         raise UsageError(f"--output {output} is the source itself")
-    if source.exists() and source.is_file():
-        reader = reader_of(source)
-        if isinstance(reader, OtlpJsonReader):
-            raise UsageError(f"{source} is OTLP/JSON already: there is nothing to convert")
+    if source.is_file():
+        try:
+            reader = reader_of(source)
+        except InputError:
+            reader = None  # the proto converter says what is wrong with it
         if isinstance(reader, DocumentReader):
             requests, spans = write_otlp_json(reader, source, output)
             _stderr().print(

@@ -424,5 +424,5 @@ def test_convert_writes_otlp_json_lines_the_collector_reads(tmp_path: Path, shap
 
 def test_convert_refuses_otlp_json(tmp_path: Path) -> None:
     proc = _cli("convert", SCENARIOS / NAIVE / "dump.json", "-o", tmp_path / "out.json")
-    assert proc.returncode == 2 and "OTLP/JSON already" in proc.stderr
+    assert proc.returncode == 3 and "already OTLP/JSON" in proc.stderr
     assert not (tmp_path / "out.json").exists()
