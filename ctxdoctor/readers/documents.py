@@ -26,6 +26,7 @@ from ctxdoctor.readers.otlp_json import OtlpJsonReader, ResourceCache, decode_re
 from ctxdoctor.units import UnitTable
 
 _TRAILING = "trailing characters"
+_HEX = re.compile(r"[0-9a-fA-F]+").fullmatch
 
 
 class ShapeError(ValueError):
@@ -89,13 +90,9 @@ def attribute(key: str, value: Any) -> dict[str, Any]:
 def hex_id(value: Any, digits: int, where: str, what: str) -> str:
     """An id written as hex, perhaps without its leading zeros (Jaeger, Zipkin), as the OTLP/JSON
     ``digits`` hex digits."""
-    if not isinstance(value, str) or not value or len(value) > digits or not _is_hex(value):
+    if type(value) is not str or len(value) > digits or not _HEX(value):
         raise ShapeError(where, f"expected {what} as up to {digits} hex digits, got {_show(value)}")
-    return value.lower().rjust(digits, "0")
-
-
-def _is_hex(text: str) -> bool:
-    return all(c in "0123456789abcdefABCDEF" for c in text)
+    return value if len(value) == digits and value.islower() else value.lower().rjust(digits, "0")
 
 
 def micros(value: Any, where: str) -> int:
@@ -126,15 +123,17 @@ class DocumentReader:
     def sniff(self, head: bytes) -> bool:
         raise NotImplementedError
 
-    def requests(self, doc: Any) -> Iterator[dict[str, Any]]:
-        """The OTLP/JSON requests one document holds. Raises ``ShapeError``."""
+    def requests(self, doc: Any, memo: dict[Any, Any]) -> Iterator[dict[str, Any]]:
+        """The OTLP/JSON requests one document holds. Raises ``ShapeError``. ``memo`` lives as
+        long as the file: what its documents repeat (resources) can be built once."""
         raise NotImplementedError
 
     def file_requests(self, path: str, data: bytes) -> Iterator[tuple[int, dict[str, Any]]]:
         """Every request of a file, with the line its document starts on."""
+        memo: dict[Any, Any] = {}
         for line, doc in documents(path, data):
             try:
-                for req in self.requests(doc):
+                for req in self.requests(doc, memo):
                     yield line, req
             except ShapeError as exc:
                 raise InputError(path, f"not {self.title}: {exc}", line=line) from None

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
+
 from ctxdoctor.readers.documents import (
     AnswerError,
     DocumentReader,
@@ -131,10 +133,10 @@ class JaegerReader(DocumentReader):
     def sniff(self, head: bytes) -> bool:
         return first_key(head) in _KEYS
 
-    def requests(self, doc: Any) -> Iterator[dict[str, Any]]:
+    def requests(self, doc: Any, memo: dict[Any, Any]) -> Iterator[dict[str, Any]]:
         expect(doc, dict, "", 'a Jaeger answer {"data": [...]} or a trace {"traceID", "spans", "processes"}')
         if "spans" in doc and "data" not in doc:
-            yield from self._trace(doc, "")
+            yield from self._trace(doc, "", memo)
             return
         errors = doc.get("errors")
         data = doc.get("data")
@@ -144,10 +146,11 @@ class JaegerReader(DocumentReader):
             code = f" ({first['code']})" if isinstance(first, dict) and "code" in first else ""
             raise AnswerError(f"{msg}{code}")
         for i, trace in enumerate(expect(data or [], list, "data", "a list of traces")):
-            yield from self._trace(trace, f"data[{i}]")
+            yield from self._trace(trace, f"data[{i}]", memo)
 
-    def _trace(self, trace: Any, where: str) -> Iterator[dict[str, Any]]:
+    def _trace(self, trace: Any, where: str, known: dict[bytes, dict[str, Any]]) -> Iterator[dict[str, Any]]:
         expect(trace, dict, where or "(document)", 'a trace {"traceID", "spans", "processes"}')
+        # Every trace of an answer lists its processes again: each distinct one is built once.
         processes = expect(trace.get("processes") or {}, dict, f"{where}.processes", "an object of processes")
         by_process: dict[Any, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
         at = f"{where}.spans" if where else "spans"
@@ -158,7 +161,10 @@ class JaegerReader(DocumentReader):
                 if isinstance(key, tuple):
                     resource = _resource(raw["process"], f"{at}[{i}].process")
                 elif key in processes:
-                    resource = _resource(processes[key], f"{where}.processes.{key}".lstrip("."))
+                    seen = msgspec.json.encode(processes[key])
+                    resource = known.get(seen) or known.setdefault(
+                        seen, _resource(processes[key], f"{where}.processes.{key}".lstrip("."))
+                    )
                 else:
                     raise ShapeError(
                         f"{at}[{i}].processID", f"expected the id of one of the trace's processes, got {key!r}"

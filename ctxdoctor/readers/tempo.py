@@ -58,7 +58,7 @@ class TempoReader(DocumentReader):
     def sniff(self, head: bytes) -> bool:
         return first_key(head) in _KEYS
 
-    def requests(self, doc: Any) -> Iterator[dict[str, Any]]:
+    def requests(self, doc: Any, memo: dict[Any, Any]) -> Iterator[dict[str, Any]]:
         expect(doc, dict, "", 'a Tempo answer {"batches": [...]} or {"trace": {"resourceSpans": [...]}}')
         where, batches = _resource_spans(doc)
         out = []

@@ -135,7 +135,7 @@ class ZipkinReader(DocumentReader):
     def sniff(self, head: bytes) -> bool:
         return head.lstrip()[:1] == b"["
 
-    def requests(self, doc: Any) -> Iterator[dict[str, Any]]:
+    def requests(self, doc: Any, memo: dict[Any, Any]) -> Iterator[dict[str, Any]]:
         # ``/api/v2/traces`` answers with an array of traces, each an array of spans.
         traces = doc if isinstance(doc, list) and doc and all(isinstance(t, list) for t in doc) else [doc]
         for i, trace in enumerate(traces):
