@@ -108,9 +108,23 @@ def _show(value: Any) -> str:
 
 
 def expect(value: Any, kind: type | tuple[type, ...], where: str, what: str) -> Any:
+    """``value`` when it is a ``kind``. The error names the JSON type found, never the value: it
+    may be an attribute, and attribute values can be secrets."""
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ShapeError(where, f"expected {what}, got {_show(value)}")
+        raise ShapeError(where, f"expected {what}, got {json_type(value)}")
     return value
+
+
+def json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
 
 
 class DocumentReader:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ctxdoctor.readers.documents import DocumentReader, ShapeError, attribute, expect, hex_id, micros
+from ctxdoctor.readers.documents import DocumentReader, ShapeError, attribute, expect, hex_id, json_type, micros
 
 _KINDS = {"CLIENT": 3, "SERVER": 2, "PRODUCER": 4, "CONSUMER": 5}
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
@@ -94,7 +94,7 @@ def _span(span: Any, where: str) -> tuple[tuple[tuple[str, Any], ...], dict[str,
     tags = expect(span.get("tags") or {}, dict, f"{where}.tags", "an object of string tags")
     for key, value in tags.items():
         if not isinstance(value, str):
-            raise ShapeError(f"{where}.tags.{key}", f"expected a string, got {value!r}"[:80])
+            raise ShapeError(f"{where}.tags.{key}", f"expected a string, got {json_type(value)}")
         if key in _MAPPED or key == "service.name":
             continue
         if _is_resource(key):

@@ -426,3 +426,16 @@ def test_convert_refuses_otlp_json(tmp_path: Path) -> None:
     proc = _cli("convert", SCENARIOS / NAIVE / "dump.json", "-o", tmp_path / "out.json")
     assert proc.returncode == 3 and "already OTLP/JSON" in proc.stderr
     assert not (tmp_path / "out.json").exists()
+
+
+def test_errors_never_quote_attribute_values(tmp_path: Path) -> None:
+    secret = "sk-live-0123456789"
+    bad_tag = {"key": "api.key", "type": "int64", "value": secret}
+    jaeger = json.loads(json.dumps(_JAEGER_EXAMPLE))
+    jaeger["data"][0]["spans"][0]["tags"].append(bad_tag)
+    zipkin = [dict(_ZIPKIN_SPAN, tags={"api.key": {"value": secret}})]
+    for name, doc in (("j.json", jaeger), ("z.json", zipkin)):
+        _write(tmp_path, name, json.dumps(doc))
+        proc = _cli("analyze", name, cwd=tmp_path)
+        assert proc.returncode == 3
+        assert secret not in proc.stderr and "got a" in proc.stderr, proc.stderr

@@ -237,3 +237,58 @@ def test_run_node_app_on_zipkin(tmp_path: Path, mode: str, gaps: list[tuple[str,
     assert set(report["run"]["connections"]) == {"zipkin/json"}
     assert [(g["parent_name"], g["orphan_name"]) for g in report["gaps"]] == gaps
     assert report["summary"]["spans"] >= 16
+
+
+def test_a_refused_body_never_echoes_tag_values(tmp_path: Path) -> None:
+    secret = "sk-live-0123456789"
+    with Receiver(tmp_path / "dump.json", grpc_port=None, http_port=None, zipkin_port=0) as receiver:
+        assert receiver.zipkin_port
+        status, text, _ = _post(receiver.zipkin_port, json.dumps([dict(_SPAN, tags={"token": [secret]})]).encode())
+    assert status == 400 and "tags.token" in text and secret not in text
+    assert receiver.receipts_path is not None
+    assert secret not in receiver.receipts_path.read_text()
+
+
+# -- listen's default Zipkin port ------------------------------------------------------------------
+def _listen_briefly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, default_port: int) -> tuple[int, str, str]:
+    import io
+
+    from rich.console import Console
+
+    from ctxdoctor.receiver import command
+
+    monkeypatch.setattr(command, "ZIPKIN_PORT", default_port)
+    out, err = io.StringIO(), io.StringIO()
+    rc = command.listen(
+        port=0,
+        http_port=0,
+        output=tmp_path / "dump.json",
+        duration=0.2,
+        console=Console(file=out, width=300),
+        err=Console(file=err, width=300),
+    )
+    return int(rc), out.getvalue(), err.getvalue()
+
+
+def test_listen_takes_zipkins_port_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port that is free now stands for 9411
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    rc, out, _ = _listen_briefly(tmp_path, monkeypatch, free)
+    assert rc == 0
+    assert f"Zipkin on 127.0.0.1:{free} (POST /api/v2/spans)" in out
+    assert f"OTEL_EXPORTER_ZIPKIN_ENDPOINT=http://127.0.0.1:{free}/api/v2/spans" in out
+
+
+def test_listen_goes_on_without_zipkin_when_its_port_is_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a Zipkin (or a Collector) already on the port
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        rc, out, err = _listen_briefly(tmp_path, monkeypatch, s.getsockname()[1])
+    assert rc == 0
+    assert "Zipkin on" not in out
+    assert "is taken, so Zipkin is not received; name a free one with --zipkin-port" in err
