@@ -46,6 +46,36 @@ _EM_ROUNDS = 20
 _LR_CAP = 1e5
 
 
+class ModelParams(msgspec.Struct, frozen=True):
+    """Structural switches of the model that the accuracy benchmark chooses between.
+
+    Each is a rule about the shape of an app rather than evidence in its spans, so each has to
+    earn its place in leave-one-family-out figures (bench/accuracy.py); the defaults are the
+    choice made on the whole corpus (bench/README.md has the figures).
+    """
+
+    #: Skip candidates whose trace is headed by another suspect root of the orphan's own unit
+    #: (assumes a dispatcher's trace starts at an entry point: false for batch jobs and tests).
+    peer_unit_exclusion: bool = False
+    #: Skip candidates in units that only run suspect roots ("workers do not hand work out").
+    worker_unit_exclusion: bool = False
+    #: A non-periodic root in a unit that only runs suspect roots is likelier handed-over work.
+    worker_unit_prior: bool = False
+
+    def describe(self) -> str:
+        on = [k for k in ("peer_unit_exclusion", "worker_unit_exclusion", "worker_unit_prior") if getattr(self, k)]
+        return "rules: " + (", ".join(on) if on else "none")
+
+    @staticmethod
+    def variants() -> list[ModelParams]:
+        return [
+            ModelParams(peer_unit_exclusion=a, worker_unit_exclusion=b, worker_unit_prior=c)
+            for a in (False, True)
+            for b in (False, True)
+            for c in (False, True)
+        ]
+
+
 class _Candidate(msgspec.Struct, gc=False):
     parent: Span
     rel: Relation
@@ -108,7 +138,7 @@ class _Sweep(msgspec.Struct):
     worker_units: set[int]  # ids of units with no entry spans whose roots are all suspects
 
 
-def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
+def _sweep(spans: list[Span], suspects_in: list[Span], model: ModelParams) -> _Sweep:
     """Candidates of each suspect, and the duty cycle of each candidate name, in one partition.
 
     Spans active at a suspect's start are found by placing each span's interval over the sorted
@@ -143,7 +173,14 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
             # busy in a worker unit (workers run work, they do not hand it out) is concurrency,
             # not the dispatcher. A dispatcher's trace starts at an entry point.
             peer = root_of.get(a.trace_id)
-            if a.trace_id == r.trace_id or (peer is not None and (peer[0] == unit or peer[1] == kind or peer[2])):
+            if a.trace_id == r.trace_id or (
+                peer is not None
+                and (
+                    peer[1] == kind
+                    or (model.peer_unit_exclusion and peer[0] == unit)
+                    or (model.worker_unit_exclusion and peer[2])
+                )
+            ):
                 continue
             cur = best.get(a.trace_id)
             if cur is None or a.start > cur.start or (a.start == cur.start and a.end < cur.end):
@@ -252,11 +289,10 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
 
     One trace at a time, so only that trace's event list is ever held.
     """
-    by_trace: dict[int, list[tuple[int, _Candidate]]] = defaultdict(list)
+    by_trace: dict[int, list[tuple[Span, _Candidate]]] = defaultdict(list)
     for sus in suspects:
-        t = sus.span.start
         for c in sus.candidates:
-            by_trace[c.parent.trace_id].append((t, c))
+            by_trace[c.parent.trace_id].append((sus.span, c))
     members: dict[int, list[Span]] = defaultdict(list)
     for s in spans:
         if s.trace_id in by_trace:
@@ -267,7 +303,8 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
         ev = sorted([(m.start, m.name, 0) for m in members[tid]] + [(m.end, m.name, 1) for m in members.pop(tid)])
         ts = [e[0] for e in ev]
         parents: dict[int, Span] = {}
-        for t, c in items:
+        for r, c in items:
+            t = r.start
             i = bisect_right(ts, t) - 1
             last = ev[i]
             nxt = ts[i + 1] if i + 1 < len(ts) else c.parent.end
@@ -300,6 +337,9 @@ _MIN_PHASE = 0.05
 #: Strength of the prior that dispatching parent names occur as chance predicts (duty cycles).
 _NAME_PRIOR = 4.0
 _ONE_THREAD_TIMING_CAP = 1.0
+#: Share of waiting dispatchers that end right after the work (the rest do more work first):
+#: the exponential part of the end-gap density.
+_WAIT_WEIGHT = 0.7
 #: Likelihood ratio for a root in a dedicated worker unit (no entry spans, only such roots) that
 #: is not periodic: work handed to a worker, rather than a job the unit runs on its own.
 _WORKER_UNIT_LR = 4.0
@@ -354,7 +394,10 @@ def _pair_lr(q: _Pair, prm: _Params) -> float:
     # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
     lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
     if q.contained:
-        f_end = 0.7 * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end + 0.3 / max(q.pdur - q.rdur, 1.0)
+        # A dispatcher that waits for its work ends soon after it; by chance the root's end
+        # lands anywhere in the room the candidate leaves after the root's own length.
+        f_end = _WAIT_WEIGHT * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end
+        f_end += (1 - _WAIT_WEIGHT) / max(q.pdur - q.rdur, 1.0)
         lr *= prm.contained * f_end * q.pdur
     else:
         # Work that outlives its dispatcher is allowed (fire-and-forget) but is no evidence:
@@ -377,7 +420,7 @@ class _Scored(msgspec.Struct):
     weights: list[float]  # per candidate: posterior that it is the parent
 
 
-def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
+def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Params, list[_Scored]]:
     """Fit the group's dispatch pattern; score each root and each of its candidates."""
     counts: dict[str, int] = defaultdict(int)
     for sus in group:
@@ -397,7 +440,7 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
     prm = _Params(
         share=0.5,
         names={nm: n / total for nm, n in counts.items()},
-        tau_lag=max(floor, float(lags[len(lags) // 2])),
+        tau_lag=max(floor, float(lags[len(lags) // 2])) if lags else 2.0 * MS,
         tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else 2.0 * MS,
         resolution=res,
     )
@@ -406,7 +449,7 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
     cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), 0.05) for nm in counts}
     duty_sum = sum(sweep.duty.get(nm, 1.0) for nm in counts)
     chance_names = {nm: sweep.duty.get(nm, 1.0) / duty_sum for nm in counts}
-    worker = 1.0 if _periodic(group) else _WORKER_UNIT_LR
+    worker = _WORKER_UNIT_LR if model.worker_unit_prior and not _periodic(group) else 1.0
     unit_lr = [worker if id(sus.span.unit) in sweep.worker_units else 1.0 for sus in group]
     pairs: list[list[_Pair]] = []
     for sus in group:
@@ -532,16 +575,16 @@ def plan_search(spans: Sequence[Span]) -> SearchPlan:
     return SearchPlan([(members, part_suspects[key]) for key, members in parts.items()], dict(group_sizes))
 
 
-def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]:
+def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[Orphan]:
     orphans: list[Orphan] = []
-    sweep = _sweep(members, part_suspects)
+    sweep = _sweep(members, part_suspects, model)
     groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in sweep.suspects:
         groups[(sus.span.unit.service, sus.span.name)].append(sus)
     for group in groups.values():
         if not any(sus.candidates for sus in group):
             continue
-        prm, scored = _em(group, sweep)
+        prm, scored = _em(group, sweep, model)
         for sus, sc in zip(group, scored, strict=True):
             if sc.posterior <= 0:
                 continue
@@ -564,14 +607,44 @@ def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]
     return orphans
 
 
-def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
+def find_orphans(
+    spans: Sequence[Span], model: ModelParams | None = None
+) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
     """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
 
     Returns every suspect with at least one candidate parent, with its confidence; the caller
     applies the reporting threshold.
     """
+    model = model or ModelParams()
     plan = plan_search(spans)
     # The suspects with at least one candidate parent, partition by partition, most confident first.
-    orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects)]
+    orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects, model)]
     orphans.sort(key=lambda o: (-o.confidence, o.span.start))
-    return orphans, plan.group_sizes
+    return _acyclic(orphans), plan.group_sizes
+
+
+def _acyclic(orphans: list[Orphan]) -> list[Orphan]:
+    """Drop the weaker of two findings that would make a trace its own ancestor.
+
+    Once a dispatcher can itself be a root, two roots can each look dispatched from the other's
+    trace (a batch item busy while a pool thread starts the previous item's work, and the
+    reverse). Each orphan hangs its trace under another trace, so the findings form parent
+    pointers between traces; taken most confident first, one that closes a loop is the
+    direction the evidence supports less. ``orphans`` must be sorted most confident first.
+    """
+    up: dict[int, int] = {}
+    kept: list[Orphan] = []
+    for o in orphans:
+        if o.parent is None:
+            kept.append(o)
+            continue
+        child, t = o.span.trace_id, o.parent.trace_id
+        seen = 0
+        while t != child and t in up and seen <= len(up):
+            t = up[t]
+            seen += 1
+        if t == child:
+            continue
+        up[child] = o.parent.trace_id
+        kept.append(o)
+    return kept
