@@ -151,7 +151,8 @@ def load_cells(include_corpus: bool = True, include_fixtures: bool = False, only
             env = spec.get("env", {})
             inflight = next((int(env[k]) for k in ("CTX_CONCURRENCY", "CTX_CALLERS", "CTX_INFLIGHT") if k in env), 1)
             truth = [json.loads(x) for x in (folder / "truth.jsonl").read_text().splitlines() if x.strip()]
-            fams = [f"suite=fixtures", f"runtime={spec['runtime']}", f"mode={'naive' if spec['kind'] == 'naive' else 'fixed'}"]
+            mode = "naive" if spec["kind"] == "naive" else "fixed"
+            fams = ["suite=fixtures", f"runtime={spec['runtime']}", f"mode={mode}"]
             cells.append(Cell(folder.name, spec["kind"], inflight, fams, list(read_paths([folder / "dump.json"]).spans),
                               truth))
     return cells
@@ -318,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     bands = [x for i in everyone for x in table[i][k_all].bands]
     for lo, hi in BANDS:
         sel = [r for c, r in bands if lo <= c < hi]
-        print(f"[{lo:.1f}, {min(hi, 1.0):.1f})        {len(sel):>6} {sum(sel):>8}  {fmt(sum(sel) / len(sel) if sel else None)}")
+        share = fmt(sum(sel) / len(sel) if sel else None)
+        print(f"[{lo:.1f}, {min(hi, 1.0):.1f})        {len(sel):>6} {sum(sel):>8}  {share}")
 
     def at_least(x: float | None, bar: float) -> bool:
         return x is not None and x >= bar

@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         try:
             meta = record_cell(c, args.out)
-            print(f"[{i}/{len(cells)}] {c.name}: {meta['received_spans']} spans, {meta['record_seconds']} s", flush=True)
+            spans, seconds = meta["received_spans"], meta["record_seconds"]
+            print(f"[{i}/{len(cells)}] {c.name}: {spans} spans, {seconds} s", flush=True)
         except (_record.RecordError, OSError) as exc:
             failed += 1
             print(f"[{i}/{len(cells)}] {c.name}: FAILED {str(exc)[:400]}", flush=True)

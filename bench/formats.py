@@ -82,10 +82,8 @@ def main() -> None:
                 }
             )
     base = rows[0]["cpu_s"]
-    print(
     head = ("format", "spans", "MB", "wall s", "cpu s", "k spans/s (cpu)", "x OTLP/JSON", "load")
     print("{:10s} {:>7s} {:>6s} {:>7s} {:>6s} {:>16s} {:>11s} {:>5s}".format(*head))
-    )
     for r in rows:
         print(
             f"{r['format']:10s} {r['spans']:7d} {r['mb']:6.1f} {r['wall_s']:7.2f} {r['cpu_s']:6.2f} "
