@@ -261,13 +261,13 @@ def _periodic(group: list[_Suspect]) -> bool:
     for sus in group:
         by_unit[sus.span.unit].append(sus.span.start)
     for starts in by_unit.values():
-        if len(starts) < 5:
+        if len(starts) < _PERIODIC_MIN:
             continue
         starts.sort()
         gaps = [b - a for a, b in pairwise(starts)]
         mean = sum(gaps) / len(gaps)
         sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps))
-        if mean > 0 and sd / mean < 0.1:
+        if mean > 0 and sd / mean < _PERIODIC_CV:
             return True
     return False
 
@@ -343,6 +343,30 @@ _WAIT_WEIGHT = 0.7
 #: Likelihood ratio for a root in a dedicated worker unit (no entry spans, only such roots) that
 #: is not periodic: work handed to a worker, rather than a job the unit runs on its own.
 _WORKER_UNIT_LR = 4.0
+#: Share of dispatched roots whose start waited in a queue (a busy pool, a process starting):
+#: their lag is spread like a chance root's, so lag evidence is a mixture.
+_QUEUED = 0.5
+#: Overshoot share below which a root outliving its candidate counts no further against it.
+_MIN_OVERSHOOT = 0.02
+#: No time scale is learned below this (or the clock's resolution): scheduling noise.
+_TAU_FLOOR = 0.1 * MS
+#: Where the time scales start when a group offers nothing to start them from.
+_TAU_START = 2.0 * MS
+#: Weight, in roots, of the previous round's time scale (keeps a scale from collapsing to 0).
+_TAU_PRIOR = 0.2
+#: Duty cycles below this are treated as this: one rare span must not make any root look dispatched.
+_MIN_DUTY = 0.05
+#: EM starts from an even share of dispatched roots, so that neither basin is favoured.
+_START_SHARE = 0.5
+#: Beta prior on the dispatched share of a group: mean 0.25, worth 4 roots.
+_SHARE_PRIOR = (1.0, 3.0)
+_MAX_SHARE = 0.99
+#: Beta prior on the share of dispatchers that wait for their work: mean 0.7, worth 2 roots.
+_WAITED_PRIOR = (1.4, 0.6)
+#: A group's roots are periodic with at least this many in one unit, and gaps this regular
+#: (standard deviation over mean).
+_PERIODIC_MIN = 5
+_PERIODIC_CV = 0.1
 
 
 class _Params(msgspec.Struct):
@@ -391,8 +415,8 @@ def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
 def _pair_lr(q: _Pair, prm: _Params) -> float:
     """Likelihood ratio: the candidate dispatched the root, against the root started inside it by chance."""
     # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
-    # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
-    lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    # dispatched one soon after the anchor (or, queued, anywhere: the ``_QUEUED`` uniform part).
+    lr = _QUEUED + (1 - _QUEUED) * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
     if q.contained:
         # A dispatcher that waits for its work ends soon after it; by chance the root's end
         # lands anywhere in the room the candidate leaves after the root's own length.
@@ -402,7 +426,7 @@ def _pair_lr(q: _Pair, prm: _Params) -> float:
     else:
         # Work that outlives its dispatcher is allowed (fire-and-forget) but is no evidence:
         # a short root overshooting a long span's end says nothing about dispatch.
-        lr *= min(1.0, (1.0 - prm.contained) / max(0.02, min(1.0, q.rdur / q.pdur)))
+        lr *= min(1.0, (1.0 - prm.contained) / max(_MIN_OVERSHOOT, min(1.0, q.rdur / q.pdur)))
     if q.one_thread:
         # On one thread (an event loop) callbacks and timers that fire in the same tick start
         # and end together whether or not one dispatched the other: timing proves little, so
@@ -436,17 +460,17 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
         if any(c.parent.end >= sus.span.end for c in sus.candidates)
     )
     res = _resolution(group)
-    floor = max(0.1 * MS, res)
+    floor = max(_TAU_FLOOR, res)
     prm = _Params(
-        share=0.5,
+        share=_START_SHARE,
         names={nm: n / total for nm, n in counts.items()},
-        tau_lag=max(floor, float(lags[len(lags) // 2])) if lags else 2.0 * MS,
-        tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else 2.0 * MS,
+        tau_lag=max(floor, float(lags[len(lags) // 2])) if lags else _TAU_START,
+        tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else _TAU_START,
         resolution=res,
     )
     # Under chance a root lands inside a span of name X as often as X is active; and the parent
     # names of chance roots are spread like the duty cycles, which is the prior of the names.
-    cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), 0.05) for nm in counts}
+    cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), _MIN_DUTY) for nm in counts}
     duty_sum = sum(sweep.duty.get(nm, 1.0) for nm in counts)
     chance_names = {nm: sweep.duty.get(nm, 1.0) / duty_sum for nm in counts}
     worker = _WORKER_UNIT_LR if model.worker_unit_prior and not _periodic(group) else 1.0
@@ -496,7 +520,7 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
                 w_gap += post * best.end_gap
             w_lag += post * best.lag
         n = len(group)
-        prm.share = min(0.99, (post_sum + 1.0) / (n + 4.0))
+        prm.share = min(_MAX_SHARE, (post_sum + _SHARE_PRIOR[0]) / (n + sum(_SHARE_PRIOR)))
         mass_sum = sum(name_mass.values())
         prm.names = {
             nm: (name_mass.get(nm, 0.0) + _NAME_PRIOR * chance_names[nm]) / (mass_sum + _NAME_PRIOR) for nm in counts
@@ -506,9 +530,9 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
             chance = max(sweep.phases.get(key, 1.0), _MIN_PHASE)
             anchors[key] = (mass + _ANCHOR_PRIOR * chance) / (name_mass[key[0]] + _ANCHOR_PRIOR) / chance
         prm.anchors = anchors
-        prm.contained = (w_in + 1.4) / (w_sum + 2.0)
-        prm.tau_end = max(floor, (w_gap + 0.2 * prm.tau_end) / (w_in + 0.2))
-        prm.tau_lag = max(floor, (w_lag + 0.2 * prm.tau_lag) / (w_sum + 0.2))
+        prm.contained = (w_in + _WAITED_PRIOR[0]) / (w_sum + sum(_WAITED_PRIOR))
+        prm.tau_end = max(floor, (w_gap + _TAU_PRIOR * prm.tau_end) / (w_in + _TAU_PRIOR))
+        prm.tau_lag = max(floor, (w_lag + _TAU_PRIOR * prm.tau_lag) / (w_sum + _TAU_PRIOR))
         now = (prm.share, prm.contained, prm.tau_end, prm.tau_lag)
         if all(abs(a - b) <= 1e-4 * max(abs(b), 1e-9) for a, b in zip(now, previous, strict=True)):
             break  # converged
