@@ -57,6 +57,16 @@ class MissingParent(msgspec.Struct, frozen=True):
     fix: Fix | None = None
 
 
+class LostGroup(msgspec.Struct, frozen=True):
+    """Spans of one name in one service whose parent (remote or local) never arrived: the unit a
+    CI report lists and fixes, since they share a cause."""
+
+    service: str
+    span_name: str
+    parent_remote: bool
+    members: tuple[MissingParent, ...]
+
+
 class Gap(msgspec.Struct, frozen=True):
     """A propagation gap: one recurring (dispatching span -> orphan) pattern."""
 
@@ -76,6 +86,30 @@ class Gap(msgspec.Struct, frozen=True):
         return self.occurrences / self.roots_with_name if self.roots_with_name else 0.0
 
 
+class Leak(msgspec.Struct, frozen=True):
+    """A span recorded under the wrong parent: a context captured at set-up time (a listener, a
+    timer, a pool callback) and reused for later, unrelated work."""
+
+    span: Span
+    wrong_parent: Span
+    likely_parent: Span | None  # where it belongs (another trace); None: it should have been a root
+    confidence: float
+    evidence: tuple[str, ...]
+    fix: Fix
+
+
+class SilentDispatch(msgspec.Struct, frozen=True):
+    """A span that handed work across a boundary to a worker that exported nothing back."""
+
+    span: Span
+    boundary: Boundary
+    hole_start: int  # Unix ns: the uncovered stretch where the worker's spans belong
+    hole_end: int
+    confidence: float
+    evidence: tuple[str, ...]
+    fix: Fix
+
+
 class Summary(msgspec.Struct, frozen=True):
     spans: int
     traces: int
@@ -87,6 +121,8 @@ class Summary(msgspec.Struct, frozen=True):
     broken_fragments: int  # suspected orphans + lost parents
     orphan_ratio: float  # broken_fragments / fragments
     allowed_roots: int = 0  # roots that would be suspected orphans but match an allow rule
+    leaked_spans: int = 0  # spans under the wrong parent; each is a broken fragment
+    silent_dispatches: int = 0  # spans whose worker exported nothing back (not in the ratio)
 
 
 class Allow(msgspec.Struct, frozen=True):
@@ -132,6 +168,10 @@ class Report(msgspec.Struct, frozen=True):
     settings: Settings
     warnings: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    #: The lost parents (``missing_parents`` with ``lost``), grouped, largest group first.
+    lost_groups: tuple[LostGroup, ...] = ()
+    leaks: tuple[Leak, ...] = ()
+    silent_dispatches: tuple[SilentDispatch, ...] = ()
 
     @property
     def gate_failed(self) -> bool:

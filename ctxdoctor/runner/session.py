@@ -22,10 +22,10 @@ from rich.console import Console
 from ctxdoctor.errors import InputError, UsageError
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Report, Settings
+from ctxdoctor.render.ci import publish
 from ctxdoctor.runner.env import EnvPlan, child_env
 from ctxdoctor.runner.mux import PortMux
 from ctxdoctor.runner.process import Command, CommandNotFound, Outcome
-from ctxdoctor.runner.publish import publish
 
 HOST = "127.0.0.1"
 #: Exports are over once none has arrived for this long (after the command exited).
@@ -47,6 +47,10 @@ class RunOptions:
     zipkin_port: int = 0
     #: After the command exits: how long to wait, at most, for its leftover processes and exports.
     drain: float = 10.0
+    #: Reading processes for a big dump (0: one per CPU).
+    jobs: int = 0
+    #: Only warnings and errors on stderr (``--quiet``); the report is not printed either.
+    quiet: bool = False
 
 
 def _signal_name(signum: int) -> str:
@@ -158,10 +162,11 @@ def run(
         if outcome.received:
             how += f" (after ctxdoctor passed on {', '.join(_signal_name(s) for s in outcome.received)})"
         via = ", ".join(f"{p}: {n} connection{'s' if n != 1 else ''}" for p, n in protocols.items())
-        log(
-            f"the command {how} after {outcome.duration:.1f}s; received {stats.spans} spans in {stats.requests} "
-            f"requests{f' ({via})' if via else ''}; dump: {opts.output}"
-        )
+        if not opts.quiet:
+            log(
+                f"the command {how} after {outcome.duration:.1f}s; received {stats.spans} spans in {stats.requests} "
+                f"requests{f' ({via})' if via else ''}; dump: {opts.output}"
+            )
     if start_error is not None:
         return start_error
     if stats.spans == 0:
@@ -212,10 +217,14 @@ def run(
 
 
 def _banner(plan: EnvPlan, port: int, zipkin_port: int | None, opts: RunOptions, log: Any) -> None:
-    zipkin = f" and Zipkin on {HOST}:{zipkin_port}" if zipkin_port else ""
-    log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}{zipkin}; writing {opts.output}")
+    if not opts.quiet:
+        zipkin = f" and Zipkin on {HOST}:{zipkin_port}" if zipkin_port else ""
+        log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}{zipkin}; writing {opts.output}")
     for name, value in plan.set.items():
-        log(f"  {name}={value}" + (" (replaces the value you set)" if name in plan.replaced else ""))
+        if name in plan.replaced:
+            log(f"  {name}={value} (replaces the value you set)")
+        elif not opts.quiet:
+            log(f"  {name}={value}")
     for note in plan.notes:
         log(f"note: {note}")
 
@@ -245,17 +254,13 @@ def _drain(cmd: Command, receiver: Any, bound: float, log: Any) -> None:
 
 
 def _analyse(path: Path, opts: RunOptions, console: Console) -> Report:
-    from ctxdoctor import fresh
-    from ctxdoctor.diagnose import diagnose
-    from ctxdoctor.readers import read_paths
+    from ctxdoctor.analysis import analyze_paths
     from ctxdoctor.render import get_renderer
 
     try:
-        # A big dump is read and diagnosed in parallel, which takes a fresh process (see fresh.py).
-        report = fresh.analyse(path, opts.settings) if fresh.worth_it(path) else None
-        if report is None:
-            dump = read_paths([path])
-            report = diagnose(dump.spans, opts.settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
+        # This process has run a gRPC server: a dump big enough to read in parallel is read in a
+        # fresh interpreter (see ctxdoctor.analysis).
+        report = analyze_paths([path], opts.settings, jobs=opts.jobs, fresh_process=True)
     except InputError as exc:  # the receiver wrote it: this would be a bug, but say what broke
         raise InputError(path, f"cannot read back the run's dump: {exc.message}") from None
     # An empty dump is the run's own finding (no spans arrived), said elsewhere in plainer words.

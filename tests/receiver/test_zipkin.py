@@ -27,7 +27,7 @@ from ctxdoctor.model import Span
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import Receiver
 from ctxdoctor.receiver.sink import read_receipts
-from tests.apps.listen import Listen
+from tests.helpers import Listen
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_APPS = ROOT / "fixtures" / "apps" / "node"
