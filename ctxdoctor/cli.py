@@ -321,6 +321,13 @@ def run_command(
         show_default=False,
         help="Port for the receiver, gRPC and HTTP on one port (default: a free one).",
     ),
+    zipkin_port: int = typer.Option(
+        0,
+        "--zipkin-port",
+        metavar="PORT",
+        show_default=False,
+        help="Port for Zipkin v2 JSON, POST /api/v2/spans (default: a free one).",
+    ),
     drain: float = typer.Option(
         10.0,
         "--drain",
@@ -350,6 +357,7 @@ def run_command(
         json_path=report_json,
         keep_endpoint=keep_endpoint,
         port=port,
+        zipkin_port=zipkin_port,
         drain=drain,
         jobs=jobs,
         quiet=quiet,
@@ -365,6 +373,13 @@ def listen(
     port: int = typer.Option(4317, "--port", metavar="PORT", help="OTLP/gRPC port (Python exporters' default)."),
     http_port: int = typer.Option(
         4318, "--http-port", metavar="PORT", help="OTLP/HTTP port (Node.js exporters' default)."
+    ),
+    zipkin_port: int | None = typer.Option(
+        None,
+        "--zipkin-port",
+        metavar="PORT",
+        show_default=False,
+        help="Zipkin v2 JSON port, POST /api/v2/spans (default: 9411, skipped with a notice when it is taken).",
     ),
     output: Path = _OutputDumpOpt,
     dump_format: _DumpFormatChoice | None = typer.Option(
@@ -408,6 +423,7 @@ def listen(
         host=host,
         port=port,
         http_port=http_port,
+        zipkin_port=zipkin_port,
         output=output,
         duration=duration,
         max_spans=max_spans,
@@ -426,7 +442,9 @@ def listen(
 @app.command(cls=_Command, short_help="Turn a proto dump into OTLP/JSON lines.")
 def convert(
     source: Path = typer.Argument(
-        ..., metavar="DUMP", help="A dump in the Collector's proto format (listen -o dump.pb) or a journal."
+        ...,
+        metavar="DUMP",
+        help="A dump in the Collector's proto format (listen -o dump.pb), a journal, or Jaeger, Zipkin or Tempo JSON.",
     ),
     output: Path | None = typer.Option(
         None,
@@ -438,8 +456,10 @@ def convert(
     quiet: bool = _QuietOpt,
     color: bool = _ColorOpt,
 ) -> ExitCode:
-    """Turn a proto dump into OTLP/JSON lines, exactly as listen writes them (for jq, or the Collector)."""
+    """Turn a proto dump, or another system's JSON, into OTLP/JSON lines (for jq, or the Collector)."""
     _set_output(quiet, color)
+    from ctxdoctor.readers import reader_of
+    from ctxdoctor.readers.documents import DocumentReader, write_otlp_json
     from ctxdoctor.receiver.convert import convert_file
     from ctxdoctor.receiver.receiver import PROTO_SUFFIXES
 
@@ -449,6 +469,20 @@ def convert(
         output = source.with_suffix(".json")
     if output.resolve() == source.resolve():
         raise UsageError(f"--output {output} is the source itself")
+    if source.is_file():
+        try:
+            reader = reader_of(source)
+        except InputError:
+            reader = None  # the proto converter says what is wrong with it
+        if isinstance(reader, DocumentReader):
+            requests, spans = write_otlp_json(reader, source, output)
+            _stderr().print(
+                f"converted {requests} requests ({spans} spans) from {source} ({reader.title}) to {output}",
+                highlight=False,
+                markup=False,
+                soft_wrap=True,
+            )
+            return ExitCode.OK
     done = convert_file(source, output)
     err = _stderr()
     if done.truncated is not None:

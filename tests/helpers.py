@@ -339,6 +339,7 @@ def mutate(data: bytes, rnd: random.Random) -> bytes:
 # -- ``ctxdoctor listen`` as a real process ----------------------------------------------------------
 
 _BANNER = re.compile(r"OTLP/gRPC on \S+?:(\d+), OTLP/HTTP on \S+?:(\d+)")
+_ZIPKIN = re.compile(r"Zipkin on \S+?:(\d+)")
 
 
 class Listen:
@@ -348,7 +349,7 @@ class Listen:
         *args: str,
         env: dict[str, str] | None = None,
         preexec_fn: Callable[[], None] | None = None,
-        ports: Sequence[str] = ("--port", "0", "--http-port", "0"),
+        ports: Sequence[str] = ("--port", "0", "--http-port", "0", "--zipkin-port", "0"),
         wait: bool = True,
         cwd: Path | None = None,
     ) -> None:
@@ -375,7 +376,7 @@ class Listen:
         ]
         for t in self._readers:
             t.start()
-        self.grpc_port = self.http_port = 0
+        self.grpc_port = self.http_port = self.zipkin_port = 0
         if wait:
             self._wait_banner()
 
@@ -402,6 +403,8 @@ class Listen:
             m = _BANNER.search(line)
             if m:
                 self.grpc_port, self.http_port = int(m.group(1)), int(m.group(2))
+                z = _ZIPKIN.search(line)
+                self.zipkin_port = int(z.group(1)) if z else 0
                 return
 
     @property
@@ -411,6 +414,10 @@ class Listen:
     @property
     def http_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def zipkin_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.zipkin_port}/api/v2/spans"
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0) -> tuple[int, str, str]:
         """Signal it (unless it already exited) and return (exit code, stdout, stderr)."""

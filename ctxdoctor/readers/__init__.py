@@ -19,12 +19,19 @@ from ctxdoctor.model import Span
 from ctxdoctor.readers import parallel
 from ctxdoctor.readers._workers import CAN_FORK, usable_cpus
 from ctxdoctor.readers.interface import PROGRESS_EVERY, Reader, ReadWarning, reporting
+from ctxdoctor.readers.jaeger import JaegerReader
 from ctxdoctor.readers.otlp_json import OtlpJsonReader
 from ctxdoctor.readers.otlp_proto import OtlpProtoReader
+from ctxdoctor.readers.sniffing import looks_like
+from ctxdoctor.readers.tempo import TempoReader
+from ctxdoctor.readers.zipkin import ZipkinReader
 from ctxdoctor.units import UnitTable
 
 #: Tried in order; the first whose ``sniff`` accepts the head of the stream reads it.
-READERS: tuple[Reader, ...] = (OtlpJsonReader(), OtlpProtoReader())
+READERS: tuple[Reader, ...] = (JaegerReader(), TempoReader(), ZipkinReader(), OtlpJsonReader(), OtlpProtoReader())
+#: How much of a stream the readers' ``sniff`` sees: enough for the first key of a JSON
+#: document however it is indented.
+SNIFF_BYTES = 512
 
 _GZIP_MAGIC = b"\x1f\x8b"
 #: Bytes of a file's start kept to judge a file that yields no span (see ``check_is_trace_dump``).
@@ -148,7 +155,7 @@ def _splittable(path: Path) -> int | None:
     """The index of the reader of a plain (not compressed) file, which may then be cut."""
     try:
         with path.open("rb") as f:
-            head = f.read(64)
+            head = f.read(SNIFF_BYTES)
     except OSError:
         return None
     if head[:2] == _GZIP_MAGIC or not head.strip():
@@ -190,28 +197,46 @@ def read_file(
         try:
             # Enough to tell the format apart and, for a file that yields no span, what it is.
             lead = stream.peek(_LEAD)[:_LEAD]
-            head = lead[:64]
+            head = lead[:SNIFF_BYTES]
         except (OSError, EOFError) as exc:
             raise InputError(path, f"cannot read: {exc}") from None
         if not head.strip():
             warn(ReadWarning(str(path), "file is empty"))
             return
-        for reader in READERS:
-            if reader.sniff(head):
-                counted = _Counted(emit)
-                try:
-                    reader.read(str(path), stream, units, counted, warn)
-                except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-                    # Compressed data that is corrupt or cut short: where in the file, not a traceback.
-                    raise InputError(
-                        path, f"the gzip data is corrupt or truncated ({exc})", offset=raw.tell()
-                    ) from None
-                except OSError as exc:
-                    raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
-                if counted.spans == 0:
-                    check_is_trace_dump(path, lead)
-                return
-        raise InputError(path, not_a_trace_dump(head), offset=0)
+        reader = reader_for(path, head)
+        counted = _Counted(emit)
+        try:
+            reader.read(str(path), stream, units, counted, warn)
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            # Compressed data that is corrupt or cut short: where in the file, not a traceback.
+            raise InputError(path, f"the gzip data is corrupt or truncated ({exc})", offset=raw.tell()) from None
+        except OSError as exc:
+            raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+        if counted.spans == 0 and isinstance(reader, OtlpJsonReader):
+            # The other formats' readers say themselves when a valid document holds no span.
+            check_is_trace_dump(path, lead)
+
+
+def reader_of(path: Path) -> Reader:
+    """The reader of a file, by its (decompressed) content. Raises ``InputError``."""
+    try:
+        raw, stream = _open(path)
+        with raw, stream:
+            head = stream.peek(SNIFF_BYTES)[:SNIFF_BYTES]
+    except (OSError, EOFError) as exc:
+        raise InputError(path, f"cannot read: {exc}") from None
+    if not head.strip():
+        raise InputError(path, "file is empty")
+    return reader_for(path, head)
+
+
+def reader_for(path: Path, head: bytes) -> Reader:
+    """The reader of a file whose (decompressed) content starts with ``head``, by content alone.
+    Raises ``InputError`` naming what the file looks like when no reader takes it."""
+    for reader in READERS:
+        if reader.sniff(head):
+            return reader
+    raise InputError(path, not_a_trace_dump(head), offset=0)
 
 
 class _Counted:
@@ -245,37 +270,9 @@ def check_is_trace_dump(path: Path, head: bytes) -> None:
 
 def not_a_trace_dump(head: bytes) -> str:
     """Why a file is refused, naming what it looks like (from its first bytes, decompressed)."""
-    expected = (
-        "expected OTLP/JSON lines (objects with resourceSpans) or the Collector file exporter's "
-        "proto format (4-byte length + ExportTraceServiceRequest)"
+    return (
+        f"not a trace dump: it looks like {looks_like(head)}; expected OTLP/JSON lines "
+        '({"resourceSpans": ...}), the Collector file exporter\'s proto format (4-byte length + '
+        'ExportTraceServiceRequest), Jaeger JSON ({"data": [...]}), Zipkin v2 JSON ([{"traceId", ...}]) '
+        'or a Grafana Tempo answer ({"batches": ...} or {"trace": ...}); see docs/formats.md'
     )
-    return f"not a trace dump: it looks like {_looks_like(head)}; {expected}"
-
-
-def _looks_like(head: bytes) -> str:
-    text = head.lstrip()
-    if text[:1] == b"{":
-        keys = _json_keys(text)
-        return f"a JSON object with keys {', '.join(keys[:5])}" if keys else "a JSON object"
-    if text[:1] == b"[":
-        return "a JSON array"
-    if text[:4] == b"\x28\xb5\x2f\xfd":
-        return "zstd-compressed data"
-    if text[:4] == b"PK\x03\x04":
-        return "a zip archive"
-    try:
-        text.decode("utf-8")
-    except UnicodeDecodeError:
-        return "binary data"
-    return "text"
-
-
-def _json_keys(text: bytes) -> list[str]:
-    """The names of the keys in the first bytes of a JSON object, in order and without values
-    (values may be secrets), shown only when they look like identifiers."""
-    keys = []
-    for m in _KEY.finditer(text):
-        k = m.group(1).decode("ascii")
-        if k not in keys:
-            keys.append(k)
-    return keys

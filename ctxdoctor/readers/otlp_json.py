@@ -18,6 +18,7 @@ import msgspec
 from ctxdoctor.errors import InputError
 from ctxdoctor.model import Span, SpanKind, Unit
 from ctxdoctor.readers.interface import ReadWarning, SpanSink
+from ctxdoctor.readers.sniffing import OTLP_KEYS, first_key
 from ctxdoctor.units import RESOURCE_KEYS, SPAN_THREAD_KEYS, Scalar, UnitTable
 
 
@@ -93,6 +94,7 @@ _FLAGS_SEEN: dict[int, int] = {}
 _SNAKE_MARKERS = (b'"resource_spans"', b'"scope_spans"', b'"trace_id"', b'"span_id"')
 _KIND_NAMES = {k.name: int(k) for k in SpanKind} | {f"SPAN_KIND_{k.name}": int(k) for k in SpanKind}
 _HEX = re.compile(r"[0-9a-fA-F]*")
+_FIRST_KEYS = OTLP_KEYS | {None}
 
 
 class SpanError(ValueError):
@@ -343,7 +345,9 @@ class OtlpJsonReader:
     name = "otlp-json"
 
     def sniff(self, head: bytes) -> bool:
-        return head.lstrip()[:1] in (b"{", b"")
+        # Other systems' JSON documents are objects too: only OTLP's own first key (or none in
+        # sight, or ``{}``) is taken, so that they are never read as an empty dump.
+        return head.lstrip()[:1] in (b"{", b"") and first_key(head) in _FIRST_KEYS
 
     def read(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from ctxdoctor.receiver.grpc_server import PortInUse
 from ctxdoctor.receiver.live import LiveState, LiveView
 from ctxdoctor.receiver.receiver import Receiver, dump_format_for
 from ctxdoctor.receiver.sink import DumpWriteError
+from ctxdoctor.receiver.zipkin import DEFAULT_PORT as ZIPKIN_PORT
+from ctxdoctor.receiver.zipkin import PATH as ZIPKIN_PATH
 
 
 def _url_host(host: str) -> str:
@@ -31,10 +34,21 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def env_hints(host: str, grpc_port: int, http_port: int) -> list[tuple[str, str]]:
+def zipkin_default_port(host: str) -> int | None:
+    """Zipkin's port when nothing listens on it yet, else None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, ZIPKIN_PORT))
+        except OSError:
+            return None
+    return ZIPKIN_PORT
+
+
+def env_hints(host: str, grpc_port: int, http_port: int, zipkin_port: int | None = None) -> list[tuple[str, str]]:
     """(who, shell line) pairs telling apps where to export."""
     h = _url_host(host)
-    return [
+    hints = [
         (
             "Node.js (http/protobuf, the SDK default)",
             f"export OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf "
@@ -46,6 +60,14 @@ def env_hints(host: str, grpc_port: int, http_port: int) -> list[tuple[str, str]
             f"OTEL_EXPORTER_OTLP_ENDPOINT=http://{h}:{grpc_port}",
         ),
     ]
+    if zipkin_port:
+        hints.append(
+            (
+                "apps on a Zipkin exporter",
+                f"export OTEL_TRACES_EXPORTER=zipkin OTEL_EXPORTER_ZIPKIN_ENDPOINT=http://{h}:{zipkin_port}{ZIPKIN_PATH}",
+            )
+        )
+    return hints
 
 
 def listen(
@@ -53,6 +75,7 @@ def listen(
     host: str = "127.0.0.1",
     port: int = 4317,
     http_port: int = 4318,
+    zipkin_port: int | None = None,
     output: Path = Path("dump.json"),
     duration: float | None = None,
     max_spans: int | None = None,
@@ -66,11 +89,23 @@ def listen(
     console: Console,
     err: Console,
 ) -> ExitCode:
-    """Run the receiver until a signal, ``duration`` or ``max_spans``; then print the report."""
-    for name, value in (("--port", port), ("--http-port", http_port)):
+    """Run the receiver until a signal, ``duration`` or ``max_spans``; then print the report.
+
+    ``zipkin_port`` None: Zipkin's own port, 9411, unless something already listens there (a
+    Zipkin, a Collector), which is then said and left alone rather than failing the OTLP receiver.
+    """
+    zipkin_note = None
+    if zipkin_port is None:
+        zipkin_port = zipkin_default_port(host)
+        if zipkin_port is None:
+            zipkin_note = f"port {ZIPKIN_PORT} is taken, so Zipkin is not received; name a free one with --zipkin-port"
+    for name, value in (("--port", port), ("--http-port", http_port), ("--zipkin-port", zipkin_port or 0)):
         if not 0 <= value <= 65535:
             err.print(f"error: {name} {value} is not a TCP port (0-65535)", markup=False, highlight=False)
             return ExitCode.USAGE
+    if zipkin_port and zipkin_port in (port, http_port):
+        err.print(f"error: --zipkin-port {zipkin_port} is also an OTLP port", markup=False, highlight=False)
+        return ExitCode.USAGE
     if port == http_port and port != 0:
         err.print(
             f"error: --port and --http-port are both {port}; OTLP/gRPC and OTLP/HTTP need separate ports",
@@ -91,6 +126,7 @@ def listen(
         host=host,
         grpc_port=port,
         http_port=http_port,
+        zipkin_port=zipkin_port,
         max_message_bytes=int(max_message_mib * (1 << 20)),
         max_spans=max_spans,
         log=log,
@@ -129,14 +165,18 @@ def listen(
         assert receiver.grpc_port is not None and receiver.http_port is not None
         console.print(
             f"ctxdoctor listen: OTLP/gRPC on {host}:{receiver.grpc_port}, OTLP/HTTP on "
-            f"{host}:{receiver.http_port} (POST /v1/traces), writing {output}"
+            f"{host}:{receiver.http_port} (POST /v1/traces), "
+            + (f"Zipkin on {host}:{receiver.zipkin_port} (POST {ZIPKIN_PATH}), " if receiver.zipkin_port else "")
+            + f"writing {output}"
             + (" (Collector proto format)" if receiver.dump_format == "proto" else ""),
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
         console.print("Point your apps here (exporters default to localhost:4317/4318 already):", highlight=False)
-        for who, line in env_hints(host, receiver.grpc_port, receiver.http_port):
+        if zipkin_note is not None:
+            log(zipkin_note)
+        for who, line in env_hints(host, receiver.grpc_port, receiver.http_port, receiver.zipkin_port):
             console.print(f"  {who}:", highlight=False, markup=False)
             console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)
         stop_conditions = []

@@ -105,6 +105,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class HttpServer:
+    #: What answers each request when not OTLP/HTTP's handler: another protocol served the same
+    #: way on its own port (``receiver.zipkin``).
+    handler_class: type[BaseHTTPRequestHandler] | None = None
+
     def __init__(
         self,
         ingest: Ingest,
@@ -130,7 +134,7 @@ class HttpServer:
         self.stopping = False
         self._warned_h2: set[str] = set()
         try:
-            self._httpd = _Server((host, port), _Handler, self)
+            self._httpd = _Server((host, port), self.handler_class or _Handler, self)
         except OSError:
             from ctxdoctor.receiver.grpc_server import PortInUse, bind_reason
 

@@ -65,7 +65,8 @@ class Receiver:
     """Serve OTLP/gRPC and OTLP/HTTP on ``host``, writing every accepted request to ``output``.
 
     ``grpc_port``/``http_port`` 0 picks a free port (read the bound ones from the attributes);
-    ``None`` disables that transport. Leaving the ``with`` block stops accepting, lets in-flight
+    ``None`` disables that transport; ``zipkin_port`` also serves Zipkin v2 JSON (off by default).
+    Leaving the ``with`` block stops accepting, lets in-flight
     requests finish, and completes the dump. While running, ``flush()`` waits until the dump
     holds everything acknowledged so far.
     """
@@ -89,6 +90,7 @@ class Receiver:
         stall_timeout: float = 5.0,
         dump_format: DumpFormat = "json",
         overwrite: bool = True,
+        zipkin_port: int | None = None,
     ) -> None:
         """``grace``: how long stopping waits for requests in flight, on each transport, before
         it cuts them. ``overwrite=False``: refuse (``OutputExists``) to replace a dump that holds
@@ -120,6 +122,9 @@ class Receiver:
         self._ingest: Ingest | None = None
         self._grpc: GrpcServer | None = None
         self._http: HttpServer | None = None
+        self._zipkin_requested = zipkin_port
+        self._zipkin: HttpServer | None = None
+        self.zipkin_port: int | None = None
         self._converter: subprocess.Popen[bytes] | None = None
         self._progress = Progress()
         self._progress_cond = threading.Condition()
@@ -171,6 +176,15 @@ class Receiver:
             ingest.on_internal_error = self.log
             self._ingest = ingest
             grpc_port, http_port = self._requested
+            # Zipkin first: a server that was never started is closed, not shut down, if a later
+            # port cannot be bound.
+            if self._zipkin_requested is not None:
+                from ctxdoctor.receiver.zipkin import ZipkinServer
+
+                self._zipkin = ZipkinServer(
+                    ingest, self.host, self._zipkin_requested, max_message_bytes=self.max_message_bytes, log=self.log
+                )
+                self.zipkin_port = self._zipkin.port
             if grpc_port is not None:
                 self._grpc = GrpcServer(
                     ingest, self.host, grpc_port, max_message_bytes=self.max_message_bytes, inflate=self.inflate
@@ -201,6 +215,8 @@ class Receiver:
                 self._grpc.stop(0)
             if self._http is not None:
                 self._http.stop(0)
+            if self._zipkin is not None:
+                self._zipkin.stop(0)
             for f in opened:
                 f.close()
             if self._converter is not None:
@@ -216,6 +232,8 @@ class Receiver:
             self._grpc.start()
         if self._http is not None:
             self._http.start()
+        if self._zipkin is not None:
+            self._zipkin.start()
         return self
 
     def _set_aside_stale_journal(self) -> None:
@@ -282,6 +300,8 @@ class Receiver:
             threads.append(threading.Thread(target=grpc_server.stop, args=(self.grace,), name="stop-grpc"))
         if self._http is not None:
             threads.append(threading.Thread(target=self._http.stop, args=(self.grace,), name="stop-http"))
+        if self._zipkin is not None:
+            threads.append(threading.Thread(target=self._zipkin.stop, args=(self.grace,), name="stop-zipkin"))
         for t in threads:
             t.start()
         for t in threads:

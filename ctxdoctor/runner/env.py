@@ -23,6 +23,9 @@ The policy, in full (README "ctxdoctor run" repeats it):
   does, which is what a missing-parent diagnosis is about), samplers, resource attributes.
 * ``CTXDOCTOR_OTLP_ENDPOINT=http://127.0.0.1:PORT`` is always added, for scripts and for
   ``--keep-endpoint`` set-ups that route the exporter themselves.
+* ``OTEL_EXPORTER_ZIPKIN_ENDPOINT`` is set to the run's Zipkin port (``/api/v2/spans``), by the
+  same rules as the traces endpoint, so that an app exporting with ``OTEL_TRACES_EXPORTER=zipkin``
+  is received too.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ TRACES_PROTOCOL = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
 PROTOCOL = "OTEL_EXPORTER_OTLP_PROTOCOL"
 BASE_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OWN_ENDPOINT = "CTXDOCTOR_OTLP_ENDPOINT"
+ZIPKIN_ENDPOINT = "OTEL_EXPORTER_ZIPKIN_ENDPOINT"
+ZIPKIN_PATH = "/api/v2/spans"
 TRACES_PATH = "/v1/traces"
 
 
@@ -61,7 +66,9 @@ def traces_protocol(env: Mapping[str, str]) -> str | None:
     return value.lower() if value else None
 
 
-def child_env(parent: Mapping[str, str], host: str, port: int, *, keep_endpoint: bool = False) -> EnvPlan:
+def child_env(
+    parent: Mapping[str, str], host: str, port: int, *, keep_endpoint: bool = False, zipkin_port: int | None = None
+) -> EnvPlan:
     """The environment for the command: ``parent`` plus the receiver's endpoint, per the policy above."""
     env = dict(parent)
     base = f"http://{host}:{port}"
@@ -69,7 +76,10 @@ def child_env(parent: Mapping[str, str], host: str, port: int, *, keep_endpoint:
     env[OWN_ENDPOINT] = base
     if not keep_endpoint:
         endpoint = base if plan.protocol == "grpc" else base + TRACES_PATH
-        for name, value in ((TRACES_ENDPOINT, endpoint), (TRACES_INSECURE, "true")):
+        redirect = [(TRACES_ENDPOINT, endpoint), (TRACES_INSECURE, "true")]
+        if zipkin_port:
+            redirect.append((ZIPKIN_ENDPOINT, f"http://{host}:{zipkin_port}{ZIPKIN_PATH}"))
+        for name, value in redirect:
             if name in parent and parent[name] != value:
                 plan.replaced.append(name)
             env[name] = value
@@ -80,7 +90,8 @@ def child_env(parent: Mapping[str, str], host: str, port: int, *, keep_endpoint:
             f"(also in ${OWN_ENDPOINT})"
         )
     exporters = _get(parent, "OTEL_TRACES_EXPORTER")
-    if exporters is not None and "otlp" not in [e.strip().lower() for e in exporters.split(",")]:
+    chosen = [e.strip().lower() for e in exporters.split(",")] if exporters is not None else []
+    if exporters is not None and "otlp" not in chosen and not (zipkin_port and "zipkin" in chosen):
         plan.notes.append(
             "OTEL_TRACES_EXPORTER does not include 'otlp', so SDKs configured from the environment "
             "will not send spans here"

@@ -43,6 +43,8 @@ class RunOptions:
     json_path: Path | None = None
     keep_endpoint: bool = False
     port: int = 0
+    #: Zipkin v2 JSON's port (0: a free one); the command is told it in OTEL_EXPORTER_ZIPKIN_ENDPOINT.
+    zipkin_port: int = 0
     #: After the command exits: how long to wait, at most, for its leftover processes and exports.
     drain: float = 10.0
     #: Reading processes for a big dump (0: one per CPU).
@@ -94,6 +96,8 @@ def run(
         raise UsageError("nothing to run: put the command after --, e.g. ctxdoctor run -- npm test")
     if not 0 <= opts.port <= 65535:
         raise UsageError(f"--port {opts.port} is not a TCP port (0-65535)")
+    if not 0 <= opts.zipkin_port <= 65535:
+        raise UsageError(f"--zipkin-port {opts.zipkin_port} is not a TCP port (0-65535)")
     parent_env = dict(os.environ if environ is None else environ)
 
     def log(message: str) -> None:
@@ -104,6 +108,7 @@ def run(
         host=HOST,
         grpc_port=0,
         http_port=0,
+        zipkin_port=opts.zipkin_port,
         receipts=False,
         log=log,
         dump_format=dump_format_for(opts.output),
@@ -122,8 +127,10 @@ def run(
             mux = PortMux(HOST, receiver.grpc_port, receiver.http_port, port=opts.port, log=log).start()
         except OSError as exc:
             raise UsageError(f"cannot listen on {HOST}:{opts.port}: {exc.strerror or exc}") from None
-        plan = child_env(parent_env, HOST, mux.port, keep_endpoint=opts.keep_endpoint)
-        _banner(plan, mux.port, opts, log)
+        plan = child_env(
+            parent_env, HOST, mux.port, keep_endpoint=opts.keep_endpoint, zipkin_port=receiver.zipkin_port
+        )
+        _banner(plan, mux.port, receiver.zipkin_port, opts, log)
         cmd = Command(opts.command, plan.env)
         cmd.install_handlers()
         try:
@@ -164,7 +171,8 @@ def run(
         return start_error
     if stats.spans == 0:
         log(
-            "no spans arrived. Check that the command's SDK exports OTLP (OTEL_TRACES_EXPORTER unset or 'otlp') "
+            "no spans arrived. Check that the command's SDK exports OTLP or Zipkin (OTEL_TRACES_EXPORTER unset, "
+            "'otlp' or 'zipkin') "
             "and reads the standard environment; an exporter given an endpoint in code is not redirected."
         )
     if not receiver.dump_complete:
@@ -208,9 +216,10 @@ def run(
     return exit_code(outcome, start_error, report)
 
 
-def _banner(plan: EnvPlan, port: int, opts: RunOptions, log: Any) -> None:
+def _banner(plan: EnvPlan, port: int, zipkin_port: int | None, opts: RunOptions, log: Any) -> None:
     if not opts.quiet:
-        log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}; writing {opts.output}")
+        zipkin = f" and Zipkin on {HOST}:{zipkin_port}" if zipkin_port else ""
+        log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}{zipkin}; writing {opts.output}")
     for name, value in plan.set.items():
         if name in plan.replaced:
             log(f"  {name}={value} (replaces the value you set)")
