@@ -487,7 +487,7 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
     """Fit the group's dispatch pattern; score each root and each of its candidates."""
     counts: dict[str, int] = defaultdict(int)
     for sus in group:
-        for nm in {c.parent.name for c in sus.candidates}:
+        for nm in sorted({c.parent.name for c in sus.candidates}):
             counts[nm] += 1
     total = sum(counts.values())
     # Start the time scales at what the tightest candidate of each root shows: the dispatcher is

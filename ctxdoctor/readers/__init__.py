@@ -271,8 +271,23 @@ def check_is_trace_dump(path: Path, head: bytes) -> None:
 def not_a_trace_dump(head: bytes) -> str:
     """Why a file is refused, naming what it looks like (from its first bytes, decompressed)."""
     return (
-        f"not a trace dump: it looks like {looks_like(head)}; expected OTLP/JSON lines "
+        f"not a trace dump: it looks like {_described(head)}; expected OTLP/JSON lines "
         '({"resourceSpans": ...}), the Collector file exporter\'s proto format (4-byte length + '
         'ExportTraceServiceRequest), Jaeger JSON ({"data": [...]}), Zipkin v2 JSON ([{"traceId", ...}]) '
         'or a Grafana Tempo answer ({"batches": ...} or {"trace": ...}); see docs/formats.md'
     )
+
+
+def _described(head: bytes) -> str:
+    """What the file looks like, with the names of its first keys (never their values: they may
+    be secrets) when it is a JSON object."""
+    what = looks_like(head)
+    text = head.lstrip()
+    if text[:1] != b"{":
+        return what
+    keys: list[str] = []
+    for m in _KEY.finditer(text):
+        k = m.group(1).decode("ascii")
+        if k not in keys:
+            keys.append(k)
+    return f"{what}, with keys {', '.join(keys[:5])}" if keys else what

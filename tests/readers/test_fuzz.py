@@ -20,7 +20,7 @@ from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver.decode import BadRequest, parse_json, parse_protobuf
 from ctxdoctor.receiver.encode import TranscodeError, Transcoder, screen_request
-from tests.scenarios import SCENARIOS
+from tests.helpers import SCENARIOS
 
 BUDGET_S = 2.5
 MAX_CASES = 400

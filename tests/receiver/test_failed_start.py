@@ -11,8 +11,7 @@ import pytest
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import Receiver
 from ctxdoctor.receiver.sink import OutputExists
-from tests.apps.listen import Listen
-from tests.scenarios import SCENARIOS
+from tests.helpers import SCENARIOS, Listen
 
 EARLIER = (SCENARIOS / "node-worker-threads-naive" / "dump.json").read_bytes()
 RECEIPTS = b'{"time":1.0,"protocol":"grpc","peer":"127.0.0.1:1","compression":null,"bytes":10,"spans":2}\n'
