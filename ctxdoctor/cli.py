@@ -222,6 +222,10 @@ def run_command(
     drain: float = typer.Option(
         10.0, "--drain", min=0.0, help="After the command exits, wait at most this long for its last exports."
     ),
+    no_probe: bool = typer.Option(
+        False, "--no-probe", help="Do not load the probe into the command (NODE_OPTIONS/PYTHONPATH left as they are)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", help="Let the probe say on stderr what it could not watch."),
 ) -> int:
     """Run COMMAND with its traces sent to ctxdoctor, then diagnose them and gate.
 
@@ -244,6 +248,8 @@ def run_command(
         keep_endpoint=keep_endpoint,
         port=port,
         drain=drain,
+        probe=not no_probe,
+        verbose=verbose,
     )
     return run_session(opts, console=_stdout(), err=_stderr(), environ=environ)
 

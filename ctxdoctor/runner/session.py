@@ -45,6 +45,9 @@ class RunOptions:
     port: int = 0
     #: After the command exits: how long to wait, at most, for its leftover processes and exports.
     drain: float = 10.0
+    #: Load the probe into the command (see runner/probe.py); ``--no-probe`` turns it off.
+    probe: bool = True
+    verbose: bool = False
 
 
 def _signal_name(signum: int) -> str:
@@ -119,6 +122,7 @@ def run(
         except OSError as exc:
             raise UsageError(f"cannot listen on {HOST}:{opts.port}: {exc.strerror or exc}") from None
         plan = child_env(parent_env, HOST, mux.port, keep_endpoint=opts.keep_endpoint)
+        facts = _start_probe(plan.env, opts, log)
         _banner(plan, mux.port, opts, log)
         cmd = Command(opts.command, plan.env)
         cmd.install_handlers()
@@ -167,7 +171,7 @@ def run(
             "the dump could not be completed; analysing the journal of every acknowledged request: "
             f"{receiver.result_path}"
         )
-    report = _analyse(receiver.result_path, opts, console)
+    report = _analyse(receiver.result_path, opts, console, facts)
     extra = {
         "run": {
             "program": os.path.basename(opts.command[0]),
@@ -181,6 +185,7 @@ def run(
             "dump": str(receiver.result_path),
             "env_set": plan.set,
             "env_replaced": plan.replaced,
+            "probe": str(facts) if facts is not None else None,
         }
     }
     summary_extra = []
@@ -235,7 +240,38 @@ def _drain(cmd: Command, receiver: Any, bound: float, log: Any) -> None:
             return
 
 
-def _analyse(path: Path, opts: RunOptions, console: Console) -> Report:
+def _start_probe(env: dict[str, str], opts: RunOptions, log: Any) -> Path | None:
+    """Load the probe into the command's environment; its facts go next to the dump."""
+    if not opts.probe:
+        return None
+    from ctxdoctor.runner.probe import add_probe, facts_path
+
+    facts = facts_path(opts.output)
+    try:
+        facts.parent.mkdir(parents=True, exist_ok=True)
+        facts.write_bytes(b"")  # this run's facts only
+    except OSError as exc:
+        log(f"the probe is off: cannot write {facts}: {exc.strerror or exc}")
+        return None
+    add_probe(env, facts, verbose=opts.verbose)
+    log(f"probe: NODE_OPTIONS and PYTHONPATH load it in front of yours; facts: {facts} (--no-probe: off)")
+    return facts
+
+
+def _observe(report: Report, path: Path, facts_file: Path | None) -> Report:
+    """Apply what the probe saw; the statistical report stands alone when it saw nothing."""
+    from ctxdoctor.diagnose.observed import apply_observations
+    from ctxdoctor.probe.facts import read_facts
+    from ctxdoctor.readers import read_paths
+
+    facts = read_facts(facts_file) if facts_file is not None else None
+    if facts is None or not facts.units:
+        return report
+    spans = read_paths([path]).spans if report.summary.spans else []
+    return apply_observations(report, spans, facts)
+
+
+def _analyse(path: Path, opts: RunOptions, console: Console, facts: Path | None = None) -> Report:
     from ctxdoctor import fresh
     from ctxdoctor.diagnose import diagnose
     from ctxdoctor.readers import read_paths
@@ -247,6 +283,7 @@ def _analyse(path: Path, opts: RunOptions, console: Console) -> Report:
         if report is None:
             dump = read_paths([path])
             report = diagnose(dump.spans, opts.settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
+        report = _observe(report, path, facts)
     except InputError as exc:  # the receiver wrote it: this would be a bug, but say what broke
         raise InputError(path, f"cannot read back the run's dump: {exc.message}") from None
     # An empty dump is the run's own finding (no spans arrived), said elsewhere in plainer words.
