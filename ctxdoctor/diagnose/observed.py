@@ -99,6 +99,10 @@ def _tie_python(facts: Facts) -> dict[tuple[int, int], Dispatch]:
     return tied
 
 
+def _starts_unit(d: Dispatch) -> bool:
+    return d.api == "worker_threads.Worker" or d.api.startswith("child_process.")
+
+
 def _tie_node(facts: Facts) -> dict[tuple[int, int], Dispatch]:
     """Root span -> its dispatch, per worker thread or child process, first come first served.
 
@@ -113,6 +117,11 @@ def _tie_node(facts: Facts) -> dict[tuple[int, int], Dispatch]:
             queues[(d.child_pid, 0)].append(d)
         elif d.target_tid is not None:
             queues[(d.pid, d.target_tid)].append(d)
+    for key, queue in queues.items():
+        # A worker or child the app also sends messages to does its work per message: starting it
+        # (new Worker, fork) was set-up, and its first root belongs to the first message.
+        if any(not _starts_unit(d) for d in queue):
+            queues[key] = [d for d in queue if not _starts_unit(d)]
     tied: dict[tuple[int, int], Dispatch] = {}
     claimed: set[str] = set()
     for s in sorted(facts.starts, key=lambda s: s.t):

@@ -35,6 +35,7 @@ class _Line(msgspec.Struct, frozen=True, omit_defaults=True):
     pid: int
     rt: str
     t: int | str = 0
+    t_posted: int | str | None = None  # when a pool's task was sent on (after waiting in its queue)
     tid: int | None = None
     id: str | None = None
     api: str = ""
@@ -158,6 +159,8 @@ def decode(lines: Iterable[bytes]) -> Facts:
         try:
             rec = dec.decode(raw)
             t = int(rec.t)
+            if rec.t_posted is not None:
+                int(rec.t_posted)
         except (msgspec.DecodeError, ValueError):
             skipped += 1
             continue
@@ -179,7 +182,7 @@ def decode(lines: Iterable[bytes]) -> Facts:
                     id=rec.id,
                     runtime=rec.rt,
                     api=rec.api,
-                    t=t,
+                    t=int(rec.t_posted) if rec.t_posted is not None else t,
                     pid=rec.pid,
                     tid=rec.tid,
                     span=_ref(rec.span),

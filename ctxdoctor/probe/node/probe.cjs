@@ -188,6 +188,9 @@ function install() {
   }
 
   // --- the app's line: the first stack frame outside Node.js, node_modules and the probe --------
+  // Whether a library (a frame in node_modules) stood between the app's line and the dispatch:
+  // then the library made the call (a pool starting its threads), not the app's own task.
+  let lastViaLibrary = false;
   function site() {
     const limit = Error.stackTraceLimit;
     const prepare = Error.prepareStackTrace;
@@ -202,6 +205,7 @@ function install() {
       Error.stackTraceLimit = limit;
       Error.prepareStackTrace = prepare;
     }
+    lastViaLibrary = false;
     if (!Array.isArray(frames)) return null;
     for (const f of frames) {
       let file = f.getFileName();
@@ -211,7 +215,11 @@ function install() {
           file = require('node:url').fileURLToPath(file);
         } catch {}
       }
-      if (file.startsWith(HERE) || file.includes(`${path.sep}node_modules${path.sep}`)) continue;
+      if (file.startsWith(HERE)) continue;
+      if (file.includes(`${path.sep}node_modules${path.sep}`)) {
+        lastViaLibrary = true;
+        continue;
+      }
       if (!path.isAbsolute(file)) continue;
       return { file, line: f.getLineNumber(), column: f.getColumnNumber(), function: f.getFunctionName() || f.getMethodName() || '<anonymous>' };
     }
@@ -237,6 +245,7 @@ function install() {
     try {
       rec.carrier = carrierIn.some((v) => hasCarrier(v));
     } catch {}
+    rec.task = rec.site !== null && !lastViaLibrary;
     Object.assign(rec, extra);
     return rec;
   }
@@ -248,10 +257,6 @@ function install() {
   const siblings = new WeakMap();
   const portThread = new WeakMap();
 
-  function markSite(rec) {
-    return rec.site !== null;
-  }
-
   // --- worker_threads -------------------------------------------------------------------------
   try {
     const OrigWorker = wt.Worker;
@@ -261,7 +266,6 @@ function install() {
         super(filename, options);
         try {
           rec.target_tid = this.threadId;
-          rec.task = markSite(rec) && !rec.site.file.includes(`${path.sep}node_modules${path.sep}`);
           emit(rec);
         } catch (error) {
           skip('noting a Worker', error);
@@ -324,7 +328,6 @@ function install() {
       rec.api = `${known.api} -> ${api}`;
     } else {
       rec = dispatch(api, [value], {});
-      rec.task = markSite(rec);
     }
     rec.target_tid = targetTid;
     rec.t_posted = now();
@@ -387,7 +390,6 @@ function install() {
           rec.inherit_env = !(opts && opts.env);
           if (rec.inherit_env) rec.carrier = Boolean(process.env.TRACEPARENT);
           rec.command = String(args[0]).split(/[\\/]/).pop().slice(0, 80);
-          rec.task = markSite(rec);
         } catch (error) {
           skip(`child_process.${name}`, error);
         }
@@ -398,6 +400,7 @@ function install() {
             emit(rec);
           } catch {}
         }
+        watchSend(child);
         return child;
       };
       Object.defineProperty(wrapped, 'name', { value: name });
@@ -405,20 +408,31 @@ function install() {
         wrapped[Symbol.for('nodejs.util.promisify.custom')] = original[Symbol.for('nodejs.util.promisify.custom')];
       cp[name] = wrapped;
     }
-    const send = cp.ChildProcess.prototype.send;
-    cp.ChildProcess.prototype.send = function (message) {
-      try {
-        const rec = dispatch('ChildProcess.send', [message], {});
-        rec.child_pid = this.pid;
-        rec.task = markSite(rec);
-        emit(rec);
-      } catch (error) {
-        skip('ChildProcess.send', error);
-      }
-      return send.apply(this, arguments);
-    };
   } catch (error) {
     skip('child_process', error);
+  }
+
+  // Node.js gives each child with an IPC channel its own `send` (set up per instance, not on the
+  // prototype): observe that one.
+  function watchSend(child) {
+    try {
+      const send = child && child.send;
+      if (typeof send !== 'function' || send[MARK]) return;
+      const wrapped = function (message) {
+        try {
+          const rec = dispatch('ChildProcess.send', [message], {});
+          rec.child_pid = child.pid;
+          emit(rec);
+        } catch (error) {
+          skip('ChildProcess.send', error);
+        }
+        return send.apply(this, arguments);
+      };
+      wrapped[MARK] = true;
+      child.send = wrapped;
+    } catch (error) {
+      skip('ChildProcess.send', error);
+    }
   }
 
   try {
