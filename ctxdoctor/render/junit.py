@@ -47,6 +47,8 @@ def _gap_text(g: Gap) -> str:
         f"seen: {g.occurrences} of {g.roots_with_name} '{g.orphan_name}' roots, confidence {g.confidence:.2f}",
     ]
     if ex is not None:
+        if ex.dispatch_site is not None:
+            lines.append(f"dispatched at: {ex.dispatch_site.label()} ({ex.dispatch_api}; observed by the probe)")
         lines.append(f"why: {'; '.join(ex.evidence)}" if ex.evidence else f"boundary: {ex.boundary_evidence}")
     lines += ["", _fix_text(g.fix.title, g.fix.steps, g.fix.snippet)]
     return "\n".join(lines)
@@ -141,6 +143,23 @@ def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
             f"{SUITE}.gaps.{g.service}",
             f"{g.parent_name} -> {g.orphan_name}",
             ("ctxdoctor.PropagationGap", message, body) if failing else None,
+            body,
+        )
+    for w in report.silent_workers:
+        where = w.site.label() if w.site else "unknown site"
+        message = f"{w.api} at {where} sent work to {w.workers} worker(s) with no OpenTelemetry SDK"
+        body = "\n".join(
+            [
+                message,
+                f"dispatches: {w.dispatches} ({w.with_span} inside a span); every span made there is dropped",
+                "",
+                _fix_text(w.fix.title, w.fix.steps, w.fix.snippet),
+            ]
+        )
+        case(
+            f"{SUITE}.silent-workers",
+            f"{w.api} at {where}",
+            ("ctxdoctor.SilentWorker", message, body) if failing else None,
             body,
         )
     for (service, name, remote), members in lost_groups(report.missing_parents):
