@@ -175,6 +175,9 @@ def _silent_workers(facts: Facts) -> list[SilentWorker]:
             continue  # a Python thread shares its process's SDK
         if target is None or target.sdk or not target.exited:
             continue  # not seen, or it has an SDK, or it may yet register one
+        source = units.get((d.pid, d.tid if d.runtime == "node" else None))
+        if source is None or not source.sdk:
+            continue  # an app that traces nowhere has no silent workers, only "no SDK anywhere"
         groups[(d.runtime, d.api, d.site)].append((d, target))
     out = []
     for (runtime, api, site), members in groups.items():

@@ -100,7 +100,7 @@ def _site(depth: int) -> tuple[dict[str, Any] | None, str]:
                     col = None
             return {"file": path, "line": f.f_lineno, "column": col, "function": f.f_code.co_name}, api
         if path.startswith(_STDLIB):
-            api = f.f_code.co_name
+            api = f.f_code.co_name + ("@mp" if "multiprocessing" in path else "")
         frame = f.f_back
     return None, api
 
@@ -144,6 +144,7 @@ def _has_carrier(values: Any) -> bool:
 
 
 def _dispatch(api: str, default_api: str, args: Any, **extra: Any) -> str:
+    """Note one dispatch; ``api`` empty means: name it after the runtime function the app called."""
     ident = f"{os.getpid()}-{next(_counter)}"
     site, called = _site(3)
     _emit(
@@ -163,13 +164,25 @@ def _dispatch(api: str, default_api: str, args: Any, **extra: Any) -> str:
 
 
 def _api_name(called: str, default: str) -> str:
+    """The public API the app called, from the last runtime function on the stack before its line."""
     if called == "to_thread":
         return "asyncio.to_thread"
     if called == "run_in_executor":
         return "loop.run_in_executor"
-    if called in ("apply", "apply_async", "map", "map_async", "starmap", "starmap_async", "imap", "imap_unordered"):
-        return f"multiprocessing.Pool.{called}"
+    if called == "map":
+        return "ThreadPoolExecutor.map"
+    if called.endswith("@mp"):
+        return f"multiprocessing.Pool.{called[:-3]}"
     return default
+
+
+def _called_by_app() -> bool:
+    """Whether the app itself called the API (not a pool, the SDK or another library setting up)."""
+    try:
+        path = sys._getframe(2).f_code.co_filename
+    except ValueError:
+        return False
+    return not path.startswith(_NOT_APP) and not any(h in path for h in _LIB_HINTS)
 
 
 def _current_dispatch() -> str | None:
@@ -323,7 +336,7 @@ def _thread_start(original: Any) -> Any:
             return original(self)
         target = getattr(self, "_target", None)
         args = (target, *(getattr(self, "_args", ()) or ()), *((getattr(self, "_kwargs", None) or {}).values()))
-        ident = _dispatch("threading.Thread.start", "threading.Thread.start", args)
+        ident = _dispatch("threading.Thread.start", "threading.Thread.start", args, task=_called_by_app())
         _thread_dispatch[self] = ident
         result = original(self)
         _emit({"ev": "target", "id": ident, "tid": self.ident, "t": _now()})
@@ -369,7 +382,7 @@ def _process_start(original: Any) -> Any:
             return original(self)
         target = getattr(self, "_target", None)
         args = (target, *getattr(self, "_args", ()))
-        ident = _dispatch("multiprocessing.Process.start", "multiprocessing.Process.start", args)
+        ident = _dispatch("multiprocessing.Process.start", "multiprocessing.Process.start", args, task=_called_by_app())
         _local.busy = True
         try:
             original(self)
