@@ -197,20 +197,40 @@ def _silent_workers(facts: Facts) -> list[SilentWorker]:
     return out
 
 
+#: Helpers the runtime itself starts (they never trace, by design).
+_RUNTIME_HELPERS = (
+    "multiprocessing.resource_tracker",
+    "multiprocessing.forkserver",
+    "multiprocessing.semaphore_tracker",
+)
+
+
 def _silent_processes(facts: Facts, spans: Sequence[Span]) -> list[SilentProcess]:
-    exported = {s.unit.pid for s in spans if s.unit.pid is not None}
-    started = {s.pid for s in facts.starts}
-    with_sdk = {u.pid for u in facts.units if u.sdk}
+    """Processes that lived at least ``SILENT_AFTER_S`` and never started a span.
+
+    From the sampled process tree when there is one (real lifetimes, any program; a process with
+    children of its own is a wrapper, a shell or npm, and is left out), else from the probe's
+    own view of the Node.js and Python processes. A process "started a span" when a span in the
+    dump carries its ``process.pid`` or the probe saw a span begin there.
+    """
+    active = {s.unit.pid for s in spans if s.unit.pid is not None} | {s.pid for s in facts.starts}
     out = []
-    for u in facts.units:
-        if not u.main or u.pid in exported or u.pid in started:
-            continue
-        lifetime = (u.last_t - u.first_t) / 1e9
-        if lifetime < SILENT_AFTER_S:
-            continue
-        if u.pid in with_sdk and u.pid in exported:
-            continue
-        out.append(SilentProcess(pid=u.pid, command=u.command, lifetime_s=round(lifetime, 3), parent_pid=u.ppid))
+    if facts.processes:
+        for p in facts.processes:
+            lifetime = p.last_seen - p.started
+            if p.has_children or p.pid in active or lifetime < SILENT_AFTER_S:
+                continue
+            if any(h in p.command for h in _RUNTIME_HELPERS):
+                continue
+            out.append(
+                SilentProcess(pid=p.pid, command=p.command, lifetime_s=round(lifetime, 3), parent_pid=p.parent_pid)
+            )
+    else:
+        for u in facts.units:
+            lifetime = (u.last_t - u.first_t) / 1e9
+            if not u.main or u.pid in active or lifetime < SILENT_AFTER_S:
+                continue
+            out.append(SilentProcess(pid=u.pid, command=u.command, lifetime_s=round(lifetime, 3), parent_pid=u.ppid))
     out.sort(key=lambda p: p.pid)
     return out
 

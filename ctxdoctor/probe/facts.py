@@ -103,11 +103,23 @@ class Unit(msgspec.Struct, frozen=True):
     exited: bool
 
 
+class SeenProcess(msgspec.Struct, frozen=True):
+    """A process of the command's tree, as ``runner/ptree.py`` sampled it (any program, probed or not)."""
+
+    pid: int
+    parent_pid: int | None
+    command: str
+    started: float  # Unix seconds
+    last_seen: float
+    has_children: bool
+
+
 class Facts(msgspec.Struct, frozen=True):
     dispatches: tuple[Dispatch, ...]
     starts: tuple[Start, ...]
     units: tuple[Unit, ...]
     skipped_lines: int = 0
+    processes: tuple[SeenProcess, ...] = ()
 
 
 def _site(s: _Site | None) -> DispatchSite | None:

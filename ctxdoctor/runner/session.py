@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from rich.console import Console
@@ -22,10 +22,14 @@ from rich.console import Console
 from ctxdoctor.errors import InputError, UsageError
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Report, Settings
+from ctxdoctor.probe.facts import SeenProcess
 from ctxdoctor.runner.env import EnvPlan, child_env
 from ctxdoctor.runner.mux import PortMux
 from ctxdoctor.runner.process import Command, CommandNotFound, Outcome
 from ctxdoctor.runner.publish import publish
+
+if TYPE_CHECKING:
+    from ctxdoctor.runner.ptree import ProcessSampler
 
 HOST = "127.0.0.1"
 #: Exports are over once none has arrived for this long (after the command exited).
@@ -114,6 +118,7 @@ def run(
     mux: PortMux | None = None
     outcome: Outcome | None = None
     start_error: int | None = None
+    processes: tuple[SeenProcess, ...] = ()
     started = time.monotonic()
     try:
         assert receiver.grpc_port is not None and receiver.http_port is not None
@@ -133,8 +138,11 @@ def run(
                 log(str(exc))
                 start_error = NOT_FOUND if "not found" in str(exc) else NOT_EXECUTABLE
             else:
+                sampler = _sample_tree(cmd, facts)
                 outcome = cmd.wait()
                 _drain(cmd, receiver, opts.drain, log)
+                if sampler is not None:
+                    processes = sampler.stop()
         finally:
             cmd.restore_handlers()
     finally:
@@ -171,7 +179,7 @@ def run(
             "the dump could not be completed; analysing the journal of every acknowledged request: "
             f"{receiver.result_path}"
         )
-    report = _analyse(receiver.result_path, opts, console, facts)
+    report = _analyse(receiver.result_path, opts, console, facts, processes)
     extra = {
         "run": {
             "program": os.path.basename(opts.command[0]),
@@ -258,7 +266,17 @@ def _start_probe(env: dict[str, str], opts: RunOptions, log: Any) -> Path | None
     return facts
 
 
-def _observe(report: Report, path: Path, facts_file: Path | None) -> Report:
+def _sample_tree(cmd: Command, facts: Path | None) -> ProcessSampler | None:
+    """With the probe on, also watch the command's process tree (lifetimes of silent processes)."""
+    proc = getattr(cmd, "proc", None)
+    if facts is None or proc is None:
+        return None
+    from ctxdoctor.runner.ptree import ProcessSampler
+
+    return ProcessSampler(proc.pid).start()
+
+
+def _observe(report: Report, path: Path, facts_file: Path | None, processes: tuple[SeenProcess, ...]) -> Report:
     """Apply what the probe saw; the statistical report stands alone when it saw nothing."""
     from ctxdoctor.diagnose.observed import apply_observations
     from ctxdoctor.probe.facts import read_facts
@@ -267,11 +285,18 @@ def _observe(report: Report, path: Path, facts_file: Path | None) -> Report:
     facts = read_facts(facts_file) if facts_file is not None else None
     if facts is None or not facts.units:
         return report
+    facts = msgspec.structs.replace(facts, processes=processes)
     spans = read_paths([path]).spans if report.summary.spans else []
     return apply_observations(report, spans, facts)
 
 
-def _analyse(path: Path, opts: RunOptions, console: Console, facts: Path | None = None) -> Report:
+def _analyse(
+    path: Path,
+    opts: RunOptions,
+    console: Console,
+    facts: Path | None = None,
+    processes: tuple[SeenProcess, ...] = (),
+) -> Report:
     from ctxdoctor import fresh
     from ctxdoctor.diagnose import diagnose
     from ctxdoctor.readers import read_paths
@@ -283,7 +308,7 @@ def _analyse(path: Path, opts: RunOptions, console: Console, facts: Path | None 
         if report is None:
             dump = read_paths([path])
             report = diagnose(dump.spans, opts.settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
-        report = _observe(report, path, facts)
+        report = _observe(report, path, facts, processes)
     except InputError as exc:  # the receiver wrote it: this would be a bug, but say what broke
         raise InputError(path, f"cannot read back the run's dump: {exc.message}") from None
     # An empty dump is the run's own finding (no spans arrived), said elsewhere in plainer words.
