@@ -49,8 +49,19 @@ def run_scenario(name: str, tmp: Path, *args: str, timeout: float = 120, **env: 
     if spec["protocol"] != "grpc":
         environ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = spec["protocol"]
     proc = subprocess.run(
-        [sys.executable, "-m", "ctxdoctor", "run", "-o", str(tmp / "dump.json"), "--report-json",
-         str(tmp / "report.json"), *args, "--", *argv(spec)],
+        [
+            sys.executable,
+            "-m",
+            "ctxdoctor",
+            "run",
+            "-o",
+            str(tmp / "dump.json"),
+            "--report-json",
+            str(tmp / "report.json"),
+            *args,
+            "--",
+            *argv(spec),
+        ],
         cwd=ROOT,
         env=environ,
         stdin=subprocess.DEVNULL,
