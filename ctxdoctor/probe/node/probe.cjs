@@ -196,7 +196,7 @@ function install() {
     const prepare = Error.prepareStackTrace;
     let frames;
     try {
-      Error.stackTraceLimit = 30;
+      Error.stackTraceLimit = 16;
       Error.prepareStackTrace = (_e, s) => s;
       const holder = {};
       Error.captureStackTrace(holder, site);

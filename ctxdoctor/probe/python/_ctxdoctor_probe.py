@@ -23,6 +23,7 @@ returns its result. Anything it cannot do is skipped (one line on stderr under
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import itertools
 import json
 import os
@@ -59,6 +60,10 @@ def _skip(what: str, exc: BaseException) -> None:
             sys.stderr.write(f"ctxdoctor probe: skipped {what}: {exc!r}\n")
 
 
+#: One encoder, reused: ``json.dumps`` builds a new one per call when given separators.
+_json = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+
+
 def _emit(rec: dict[str, Any]) -> None:
     """One ``os.write`` on an ``O_APPEND`` descriptor per fact: whole lines, even across processes."""
     global _fd, _fd_pid
@@ -69,7 +74,7 @@ def _emit(rec: dict[str, Any]) -> None:
             _fd_pid = pid
         rec["pid"] = pid
         rec["rt"] = "python"
-        os.write(_fd, (json.dumps(rec, separators=(",", ":")) + "\n").encode())
+        os.write(_fd, (_json.encode(rec) + "\n").encode())
     except Exception as exc:
         _skip("writing facts", exc)
 
@@ -90,19 +95,33 @@ def _site(depth: int) -> tuple[dict[str, Any] | None, str]:
         f = frame
         path = f.f_code.co_filename
         if not path.startswith(_NOT_APP) and not any(h in path for h in _LIB_HINTS) and not path.startswith("<"):
-            col = None
-            positions = getattr(f.f_code, "co_positions", None)
-            if positions is not None:
-                try:
-                    pos = next(itertools.islice(positions(), f.f_lasti // 2, None))
-                    col = (pos[2] or 0) + 1 if pos[2] is not None else None
-                except Exception:
-                    col = None
-            return {"file": path, "line": f.f_lineno, "column": col, "function": f.f_code.co_name}, api
+            return {"file": path, "line": f.f_lineno, "column": _column(f), "function": f.f_code.co_name}, api
         if path.startswith(_STDLIB):
             api = f.f_code.co_name + ("@mp" if "multiprocessing" in path else "")
         frame = f.f_back
     return None, api
+
+
+_columns: dict[tuple[Any, int], int | None] = {}
+
+
+def _column(f: Any) -> int | None:
+    """The 1-based column of the call (Python 3.11+), cached per instruction: a dispatch site
+    is usually hit many times, and finding the position walks the code object's table."""
+    key = (f.f_code, f.f_lasti)
+    if key in _columns:
+        return _columns[key]
+    col = None
+    positions = getattr(f.f_code, "co_positions", None)
+    if positions is not None:
+        try:
+            pos = next(itertools.islice(positions(), f.f_lasti // 2, None))
+            col = pos[2] + 1 if pos[2] is not None else None
+        except Exception:
+            col = None
+    if len(_columns) < 4096:
+        _columns[key] = col
+    return col
 
 
 def _active() -> dict[str, str] | None:
@@ -123,8 +142,6 @@ def _active() -> dict[str, str] | None:
 def _has_carrier(values: Any) -> bool:
     """A W3C carrier among the arguments (one level into dicts, lists and tuples), or a copied context."""
     try:
-        import contextvars
-
         for v in values:
             if isinstance(v, dict) and (
                 "traceparent" in v or any(isinstance(x, dict) and "traceparent" in x for x in v.values())
@@ -145,22 +162,25 @@ def _has_carrier(values: Any) -> bool:
 
 def _dispatch(api: str, default_api: str, args: Any, **extra: Any) -> str:
     """Note one dispatch; ``api`` empty means: name it after the runtime function the app called."""
-    ident = f"{os.getpid()}-{next(_counter)}"
-    site, called = _site(3)
-    _emit(
-        {
-            "ev": "dispatch",
-            "id": ident,
-            "api": _api_name(called, default_api) if api == "" else api,
-            "t": _now(),
-            "tid": threading.get_ident(),
-            "span": _active(),
-            "carrier": _has_carrier(args),
-            "site": site,
-            **extra,
-        }
-    )
-    return ident
+    rec = _dispatch_record(api, default_api, args, **extra)
+    _emit(rec)
+    return str(rec["id"])
+
+
+def _dispatch_record(api: str, default_api: str, args: Any, **extra: Any) -> dict[str, Any]:
+    """The dispatch fact, for callers that complete it (the far end's id) before writing it once."""
+    site, called = _site(1)  # the walk skips the probe's own frames
+    return {
+        "ev": "dispatch",
+        "id": f"{os.getpid()}-{next(_counter)}",
+        "api": _api_name(called, default_api) if api == "" else api,
+        "t": _now(),
+        "tid": threading.get_ident(),
+        "span": _active(),
+        "carrier": _has_carrier(args),
+        "site": site,
+        **extra,
+    }
 
 
 def _api_name(called: str, default: str) -> str:
@@ -336,11 +356,13 @@ def _thread_start(original: Any) -> Any:
             return original(self)
         target = getattr(self, "_target", None)
         args = (target, *(getattr(self, "_args", ()) or ()), *((getattr(self, "_kwargs", None) or {}).values()))
-        ident = _dispatch("threading.Thread.start", "threading.Thread.start", args, task=_called_by_app())
-        _thread_dispatch[self] = ident
-        result = original(self)
-        _emit({"ev": "target", "id": ident, "tid": self.ident, "t": _now()})
-        return result
+        rec = _dispatch_record("threading.Thread.start", "threading.Thread.start", args, task=_called_by_app())
+        _thread_dispatch[self] = rec["id"]
+        try:
+            return original(self)
+        finally:
+            rec["target_tid"] = self.ident
+            _emit(rec)
 
     return start
 
