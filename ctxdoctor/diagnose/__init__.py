@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ctxdoctor.diagnose.gaps import group_gaps
 from ctxdoctor.diagnose.missing import find_missing_parents
-from ctxdoctor.diagnose.orphans import find_orphans
+from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
@@ -41,6 +41,7 @@ def diagnose(
     *,
     warnings: Sequence[str] = (),
     files: Sequence[str] = (),
+    model: ModelParams | None = None,
 ) -> Report:
     """Find context-loss roots, missing parents and the gaps they form.
 
@@ -59,7 +60,7 @@ def diagnose(
     root_spans = [s for s in spans if s.parent_span_id == 0]
     roots = len(root_spans)
     missing = find_missing_parents(spans, absent, root_spans)
-    candidates, group_sizes = find_orphans(spans)
+    candidates, group_sizes = find_orphans(spans, model)
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
     # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above
     # untouched and only keep those roots out of the findings and the ratio.

@@ -46,6 +46,36 @@ _EM_ROUNDS = 20
 _LR_CAP = 1e5
 
 
+class ModelParams(msgspec.Struct, frozen=True):
+    """Structural switches of the model that the accuracy benchmark chooses between.
+
+    Each is a rule about the shape of an app rather than evidence in its spans, so each has to
+    earn its place in leave-one-family-out figures (bench/accuracy.py); the defaults are the
+    choice made on the whole corpus (bench/README.md has the figures).
+    """
+
+    #: Skip candidates whose trace is headed by another suspect root of the orphan's own unit
+    #: (assumes a dispatcher's trace starts at an entry point: false for batch jobs and tests).
+    peer_unit_exclusion: bool = False
+    #: Skip candidates in units that only run suspect roots ("workers do not hand work out").
+    worker_unit_exclusion: bool = False
+    #: A non-periodic root in a unit that only runs suspect roots is likelier handed-over work.
+    worker_unit_prior: bool = False
+
+    def describe(self) -> str:
+        on = [k for k in ("peer_unit_exclusion", "worker_unit_exclusion", "worker_unit_prior") if getattr(self, k)]
+        return "rules: " + (", ".join(on) if on else "none")
+
+    @staticmethod
+    def variants() -> list[ModelParams]:
+        return [
+            ModelParams(peer_unit_exclusion=a, worker_unit_exclusion=b, worker_unit_prior=c)
+            for a in (False, True)
+            for b in (False, True)
+            for c in (False, True)
+        ]
+
+
 class _Candidate(msgspec.Struct, gc=False):
     parent: Span
     rel: Relation
@@ -108,7 +138,7 @@ class _Sweep(msgspec.Struct):
     worker_units: set[int]  # ids of units with no entry spans whose roots are all suspects
 
 
-def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
+def _sweep(spans: list[Span], suspects_in: list[Span], model: ModelParams) -> _Sweep:
     """Candidates of each suspect, and the duty cycle of each candidate name, in one partition.
 
     Spans active at a suspect's start are found by placing each span's interval over the sorted
@@ -143,7 +173,14 @@ def _sweep(spans: list[Span], suspects_in: list[Span]) -> _Sweep:
             # busy in a worker unit (workers run work, they do not hand it out) is concurrency,
             # not the dispatcher. A dispatcher's trace starts at an entry point.
             peer = root_of.get(a.trace_id)
-            if a.trace_id == r.trace_id or (peer is not None and (peer[0] == unit or peer[1] == kind or peer[2])):
+            if a.trace_id == r.trace_id or (
+                peer is not None
+                and (
+                    peer[1] == kind
+                    or (model.peer_unit_exclusion and peer[0] == unit)
+                    or (model.worker_unit_exclusion and peer[2])
+                )
+            ):
                 continue
             cur = best.get(a.trace_id)
             if cur is None or a.start > cur.start or (a.start == cur.start and a.end < cur.end):
@@ -224,13 +261,13 @@ def _periodic(group: list[_Suspect]) -> bool:
     for sus in group:
         by_unit[sus.span.unit].append(sus.span.start)
     for starts in by_unit.values():
-        if len(starts) < 5:
+        if len(starts) < _PERIODIC_MIN:
             continue
         starts.sort()
         gaps = [b - a for a, b in pairwise(starts)]
         mean = sum(gaps) / len(gaps)
         sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps))
-        if mean > 0 and sd / mean < 0.1:
+        if mean > 0 and sd / mean < _PERIODIC_CV:
             return True
     return False
 
@@ -252,11 +289,10 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
 
     One trace at a time, so only that trace's event list is ever held.
     """
-    by_trace: dict[int, list[tuple[int, _Candidate]]] = defaultdict(list)
+    by_trace: dict[int, list[tuple[Span, _Candidate]]] = defaultdict(list)
     for sus in suspects:
-        t = sus.span.start
         for c in sus.candidates:
-            by_trace[c.parent.trace_id].append((t, c))
+            by_trace[c.parent.trace_id].append((sus.span, c))
     members: dict[int, list[Span]] = defaultdict(list)
     for s in spans:
         if s.trace_id in by_trace:
@@ -267,7 +303,8 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
         ev = sorted([(m.start, m.name, 0) for m in members[tid]] + [(m.end, m.name, 1) for m in members.pop(tid)])
         ts = [e[0] for e in ev]
         parents: dict[int, Span] = {}
-        for t, c in items:
+        for r, c in items:
+            t = r.start
             i = bisect_right(ts, t) - 1
             last = ev[i]
             nxt = ts[i + 1] if i + 1 < len(ts) else c.parent.end
@@ -300,9 +337,36 @@ _MIN_PHASE = 0.05
 #: Strength of the prior that dispatching parent names occur as chance predicts (duty cycles).
 _NAME_PRIOR = 4.0
 _ONE_THREAD_TIMING_CAP = 1.0
+#: Share of waiting dispatchers that end right after the work (the rest do more work first):
+#: the exponential part of the end-gap density.
+_WAIT_WEIGHT = 0.7
 #: Likelihood ratio for a root in a dedicated worker unit (no entry spans, only such roots) that
 #: is not periodic: work handed to a worker, rather than a job the unit runs on its own.
 _WORKER_UNIT_LR = 4.0
+#: Share of dispatched roots whose start waited in a queue (a busy pool, a process starting):
+#: their lag is spread like a chance root's, so lag evidence is a mixture.
+_QUEUED = 0.5
+#: Overshoot share below which a root outliving its candidate counts no further against it.
+_MIN_OVERSHOOT = 0.02
+#: No time scale is learned below this (or the clock's resolution): scheduling noise.
+_TAU_FLOOR = 0.1 * MS
+#: Where the time scales start when a group offers nothing to start them from.
+_TAU_START = 2.0 * MS
+#: Weight, in roots, of the previous round's time scale (keeps a scale from collapsing to 0).
+_TAU_PRIOR = 0.2
+#: Duty cycles below this are treated as this: one rare span must not make any root look dispatched.
+_MIN_DUTY = 0.05
+#: EM starts from an even share of dispatched roots, so that neither basin is favoured.
+_START_SHARE = 0.5
+#: Beta prior on the dispatched share of a group: mean 0.25, worth 4 roots.
+_SHARE_PRIOR = (1.0, 3.0)
+_MAX_SHARE = 0.99
+#: Beta prior on the share of dispatchers that wait for their work: mean 0.7, worth 2 roots.
+_WAITED_PRIOR = (1.4, 0.6)
+#: A group's roots are periodic with at least this many in one unit, and gaps this regular
+#: (standard deviation over mean).
+_PERIODIC_MIN = 5
+_PERIODIC_CV = 0.1
 
 
 class _Params(msgspec.Struct):
@@ -351,15 +415,18 @@ def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
 def _pair_lr(q: _Pair, prm: _Params) -> float:
     """Likelihood ratio: the candidate dispatched the root, against the root started inside it by chance."""
     # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
-    # dispatched one soon after the anchor (or, queued, anywhere: the 0.5 uniform part).
-    lr = 0.5 + 0.5 * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    # dispatched one soon after the anchor (or, queued, anywhere: the ``_QUEUED`` uniform part).
+    lr = _QUEUED + (1 - _QUEUED) * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
     if q.contained:
-        f_end = 0.7 * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end + 0.3 / max(q.pdur - q.rdur, 1.0)
+        # A dispatcher that waits for its work ends soon after it; by chance the root's end
+        # lands anywhere in the room the candidate leaves after the root's own length.
+        f_end = _WAIT_WEIGHT * math.exp(-q.end_gap / prm.tau_end) / prm.tau_end
+        f_end += (1 - _WAIT_WEIGHT) / max(q.pdur - q.rdur, 1.0)
         lr *= prm.contained * f_end * q.pdur
     else:
         # Work that outlives its dispatcher is allowed (fire-and-forget) but is no evidence:
         # a short root overshooting a long span's end says nothing about dispatch.
-        lr *= min(1.0, (1.0 - prm.contained) / max(0.02, min(1.0, q.rdur / q.pdur)))
+        lr *= min(1.0, (1.0 - prm.contained) / max(_MIN_OVERSHOOT, min(1.0, q.rdur / q.pdur)))
     if q.one_thread:
         # On one thread (an event loop) callbacks and timers that fire in the same tick start
         # and end together whether or not one dispatched the other: timing proves little, so
@@ -377,7 +444,7 @@ class _Scored(msgspec.Struct):
     weights: list[float]  # per candidate: posterior that it is the parent
 
 
-def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
+def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Params, list[_Scored]]:
     """Fit the group's dispatch pattern; score each root and each of its candidates."""
     counts: dict[str, int] = defaultdict(int)
     for sus in group:
@@ -393,20 +460,20 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
         if any(c.parent.end >= sus.span.end for c in sus.candidates)
     )
     res = _resolution(group)
-    floor = max(0.1 * MS, res)
+    floor = max(_TAU_FLOOR, res)
     prm = _Params(
-        share=0.5,
+        share=_START_SHARE,
         names={nm: n / total for nm, n in counts.items()},
-        tau_lag=max(floor, float(lags[len(lags) // 2])),
-        tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else 2.0 * MS,
+        tau_lag=max(floor, float(lags[len(lags) // 2])) if lags else _TAU_START,
+        tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else _TAU_START,
         resolution=res,
     )
     # Under chance a root lands inside a span of name X as often as X is active; and the parent
     # names of chance roots are spread like the duty cycles, which is the prior of the names.
-    cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), 0.05) for nm in counts}
+    cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), _MIN_DUTY) for nm in counts}
     duty_sum = sum(sweep.duty.get(nm, 1.0) for nm in counts)
     chance_names = {nm: sweep.duty.get(nm, 1.0) / duty_sum for nm in counts}
-    worker = 1.0 if _periodic(group) else _WORKER_UNIT_LR
+    worker = _WORKER_UNIT_LR if model.worker_unit_prior and not _periodic(group) else 1.0
     unit_lr = [worker if id(sus.span.unit) in sweep.worker_units else 1.0 for sus in group]
     pairs: list[list[_Pair]] = []
     for sus in group:
@@ -453,7 +520,7 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
                 w_gap += post * best.end_gap
             w_lag += post * best.lag
         n = len(group)
-        prm.share = min(0.99, (post_sum + 1.0) / (n + 4.0))
+        prm.share = min(_MAX_SHARE, (post_sum + _SHARE_PRIOR[0]) / (n + sum(_SHARE_PRIOR)))
         mass_sum = sum(name_mass.values())
         prm.names = {
             nm: (name_mass.get(nm, 0.0) + _NAME_PRIOR * chance_names[nm]) / (mass_sum + _NAME_PRIOR) for nm in counts
@@ -463,9 +530,9 @@ def _em(group: list[_Suspect], sweep: _Sweep) -> tuple[_Params, list[_Scored]]:
             chance = max(sweep.phases.get(key, 1.0), _MIN_PHASE)
             anchors[key] = (mass + _ANCHOR_PRIOR * chance) / (name_mass[key[0]] + _ANCHOR_PRIOR) / chance
         prm.anchors = anchors
-        prm.contained = (w_in + 1.4) / (w_sum + 2.0)
-        prm.tau_end = max(floor, (w_gap + 0.2 * prm.tau_end) / (w_in + 0.2))
-        prm.tau_lag = max(floor, (w_lag + 0.2 * prm.tau_lag) / (w_sum + 0.2))
+        prm.contained = (w_in + _WAITED_PRIOR[0]) / (w_sum + sum(_WAITED_PRIOR))
+        prm.tau_end = max(floor, (w_gap + _TAU_PRIOR * prm.tau_end) / (w_in + _TAU_PRIOR))
+        prm.tau_lag = max(floor, (w_lag + _TAU_PRIOR * prm.tau_lag) / (w_sum + _TAU_PRIOR))
         now = (prm.share, prm.contained, prm.tau_end, prm.tau_lag)
         if all(abs(a - b) <= 1e-4 * max(abs(b), 1e-9) for a, b in zip(now, previous, strict=True)):
             break  # converged
@@ -532,16 +599,16 @@ def plan_search(spans: Sequence[Span]) -> SearchPlan:
     return SearchPlan([(members, part_suspects[key]) for key, members in parts.items()], dict(group_sizes))
 
 
-def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]:
+def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[Orphan]:
     orphans: list[Orphan] = []
-    sweep = _sweep(members, part_suspects)
+    sweep = _sweep(members, part_suspects, model)
     groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in sweep.suspects:
         groups[(sus.span.unit.service, sus.span.name)].append(sus)
     for group in groups.values():
         if not any(sus.candidates for sus in group):
             continue
-        prm, scored = _em(group, sweep)
+        prm, scored = _em(group, sweep, model)
         for sus, sc in zip(group, scored, strict=True):
             if sc.posterior <= 0:
                 continue
@@ -564,14 +631,44 @@ def _search_part(members: list[Span], part_suspects: list[Span]) -> list[Orphan]
     return orphans
 
 
-def find_orphans(spans: Sequence[Span]) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
+def find_orphans(
+    spans: Sequence[Span], model: ModelParams | None = None
+) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
     """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
 
     Returns every suspect with at least one candidate parent, with its confidence; the caller
     applies the reporting threshold.
     """
+    model = model or ModelParams()
     plan = plan_search(spans)
     # The suspects with at least one candidate parent, partition by partition, most confident first.
-    orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects)]
+    orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects, model)]
     orphans.sort(key=lambda o: (-o.confidence, o.span.start))
-    return orphans, plan.group_sizes
+    return _acyclic(orphans), plan.group_sizes
+
+
+def _acyclic(orphans: list[Orphan]) -> list[Orphan]:
+    """Drop the weaker of two findings that would make a trace its own ancestor.
+
+    Once a dispatcher can itself be a root, two roots can each look dispatched from the other's
+    trace (a batch item busy while a pool thread starts the previous item's work, and the
+    reverse). Each orphan hangs its trace under another trace, so the findings form parent
+    pointers between traces; taken most confident first, one that closes a loop is the
+    direction the evidence supports less. ``orphans`` must be sorted most confident first.
+    """
+    up: dict[int, int] = {}
+    kept: list[Orphan] = []
+    for o in orphans:
+        if o.parent is None:
+            kept.append(o)
+            continue
+        child, t = o.span.trace_id, o.parent.trace_id
+        seen = 0
+        while t != child and t in up and seen <= len(up):
+            t = up[t]
+            seen += 1
+        if t == child:
+            continue
+        up[child] = o.parent.trace_id
+        kept.append(o)
+    return kept
