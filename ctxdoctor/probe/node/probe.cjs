@@ -320,9 +320,18 @@ function install() {
     }
   }
 
+  // The pool's message wraps the app's task (piscina: `task`) or its arguments (workerpool: `params`).
+  function taskOf(value) {
+    if (!value || typeof value !== 'object') return undefined;
+    for (const v of [value, value.task, value.params]) {
+      if (v && typeof v === 'object' && pending.has(v)) return pending.get(v);
+    }
+    return undefined;
+  }
+
   function noteMessage(api, value, targetTid) {
     let rec = null;
-    const known = value && typeof value === 'object' ? pending.get(value) || pending.get(value.task) : undefined;
+    const known = taskOf(value);
     if (known) {
       rec = known;
       rec.api = `${known.api} -> ${api}`;
@@ -352,27 +361,44 @@ function install() {
   }
 
   function hookPool(name, exported) {
-    const targets =
-      name === 'piscina'
-        ? [[exported && (exported.Piscina || exported).prototype, 'run']]
-        : [[exported && exported.Pool && exported.Pool.prototype, 'exec']];
-    for (const [proto, method] of targets) {
-      if (!proto || typeof proto[method] !== 'function' || proto[method][MARK]) continue;
-      const original = proto[method];
-      const wrapped = function () {
-        try {
-          const task = arguments[0];
-          const rec = dispatch(`${name}.${method}`, [task, arguments[1]], { task: true });
-          if (task && typeof task === 'object') pending.set(task, rec);
-          else emit(rec);
-        } catch (error) {
-          skip(`${name}.${method}`, error);
-        }
-        return original.apply(this, arguments);
-      };
-      wrapped[MARK] = true;
-      proto[method] = wrapped;
+    if (!exported) return;
+    if (name === 'piscina') {
+      hookMethod(name, (exported.Piscina || exported).prototype, 'run', 0);
+      return;
     }
+    // workerpool exports a factory, not its Pool class: reach the prototype through the first pool.
+    if (typeof exported.pool !== 'function' || exported.pool[MARK]) return;
+    const factory = exported.pool;
+    const pool = function () {
+      const instance = factory.apply(this, arguments);
+      try {
+        hookMethod(name, Object.getPrototypeOf(instance), 'exec', 1);
+      } catch (error) {
+        skip('workerpool', error);
+      }
+      return instance;
+    };
+    pool[MARK] = true;
+    exported.pool = pool;
+  }
+
+  // The pool's method the app calls; `key` is the argument the pool later posts on (the task).
+  function hookMethod(name, proto, method, key) {
+    if (!proto || typeof proto[method] !== 'function' || proto[method][MARK]) return;
+    const original = proto[method];
+    const wrapped = function () {
+      try {
+        const task = arguments[key];
+        const rec = dispatch(`${name}.${method}`, [arguments[0], arguments[1]], { task: true });
+        if (task && typeof task === 'object') pending.set(task, rec);
+        else emit(rec);
+      } catch (error) {
+        skip(`${name}.${method}`, error);
+      }
+      return original.apply(this, arguments);
+    };
+    wrapped[MARK] = true;
+    proto[method] = wrapped;
   }
 
   // --- child_process --------------------------------------------------------------------------
@@ -420,8 +446,11 @@ function install() {
       if (typeof send !== 'function' || send[MARK]) return;
       const wrapped = function (message) {
         try {
-          const rec = dispatch('ChildProcess.send', [message], {});
+          const known = taskOf(message);
+          const rec = known || dispatch('ChildProcess.send', [message], {});
+          if (known) rec.api = `${known.api} -> ChildProcess.send`;
           rec.child_pid = child.pid;
+          rec.t_posted = now();
           emit(rec);
         } catch (error) {
           skip('ChildProcess.send', error);
