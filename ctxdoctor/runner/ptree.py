@@ -28,16 +28,15 @@ class ProcessSampler:
         self._thread = threading.Thread(target=self._loop, name="ctxdoctor-ptree", daemon=True)
 
     def start(self) -> ProcessSampler:
-        try:
-            import psutil  # noqa: F401
-        except ImportError:  # the tree is a nice-to-have; the run works without it
-            return self
+        # psutil is imported on the sampler's thread: the command starts without waiting for it.
         self._thread.start()
         return self
 
     def _loop(self) -> None:
-        import psutil
-
+        try:
+            import psutil
+        except ImportError:  # the tree is a nice-to-have; the run works without it
+            return
         try:
             root = psutil.Process(self._root)
         except psutil.Error:
