@@ -79,9 +79,16 @@ const { AsyncLocalStorageContextManager } = load('@opentelemetry/context-async-h
 api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
 api.trace.setGlobalTracerProvider(new BasicTracerProvider());
 const N = Number(process.argv[process.argv.length - 1]);
-// The worker blocks and never drains its queue: a worker draining while the loop posts would
-// contend for the port's lock, and the loop would time that contention instead of the probe.
-const w = new Worker('Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)', { eval: true });
+// The worker says it is up, then blocks and never drains its queue: a worker starting or
+// draining while the loop posts would compete for the CPU and the port's lock, and the loop
+// would time that instead of the probe.
+const ready = new Int32Array(new SharedArrayBuffer(4));
+const w = new Worker(
+  'const { workerData: r } = require("node:worker_threads"); Atomics.store(r, 0, 1); Atomics.notify(r, 0);' +
+    ' Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);',
+  { eval: true, workerData: ready },
+);
+Atomics.wait(ready, 0, 0, 60000);
 api.trace.getTracer('bench').startActiveSpan('dispatching', (span) => {
   const msg = { n: 1 };
   for (let i = 0; i < 200; i++) w.postMessage(msg);

@@ -191,23 +191,34 @@ function install() {
   // Whether a library (a frame in node_modules) stood between the app's line and the dispatch:
   // then the library made the call (a pool starting its threads), not the app's own task.
   let lastViaLibrary = false;
-  function site() {
-    const limit = Error.stackTraceLimit;
+  const asFrames = (_e, frames) => frames;
+  function frames(limit) {
+    const saved = Error.stackTraceLimit;
     const prepare = Error.prepareStackTrace;
-    let frames;
     try {
-      Error.stackTraceLimit = 16;
-      Error.prepareStackTrace = (_e, s) => s;
+      Error.stackTraceLimit = limit;
+      Error.prepareStackTrace = asFrames;
       const holder = {};
       Error.captureStackTrace(holder, site);
-      frames = holder.stack;
+      return holder.stack;
     } finally {
-      Error.stackTraceLimit = limit;
+      Error.stackTraceLimit = saved;
       Error.prepareStackTrace = prepare;
     }
+  }
+
+  // The app's line is nearly always within a few frames of the dispatch; a short stack is much
+  // cheaper to capture, and a deep one is taken only when the short one holds no app frame.
+  function site() {
+    let found = appFrame(frames(6));
+    if (found === undefined) found = appFrame(frames(24));
+    return found || null;
+  }
+
+  function appFrame(stack) {
     lastViaLibrary = false;
-    if (!Array.isArray(frames)) return null;
-    for (const f of frames) {
+    if (!Array.isArray(stack)) return null;
+    for (const f of stack) {
       let file = f.getFileName();
       if (!file || file.startsWith('node:') || file.startsWith(HERE)) continue;
       if (file.startsWith('file://')) {
@@ -221,9 +232,14 @@ function install() {
         continue;
       }
       if (!path.isAbsolute(file)) continue;
-      return { file, line: f.getLineNumber(), column: f.getColumnNumber(), function: f.getFunctionName() || f.getMethodName() || '<anonymous>' };
+      return {
+        file,
+        line: f.getLineNumber(),
+        column: f.getColumnNumber(),
+        function: f.getFunctionName() || f.getMethodName() || '<anonymous>',
+      };
     }
-    return null;
+    return stack.length >= 6 ? undefined : null; // undefined: the stack was cut short, look deeper
   }
 
   function hasCarrier(value, depth = 0) {
