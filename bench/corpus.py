@@ -145,6 +145,10 @@ def design(seed: int = 11) -> list[Cell]:
                         pick["inflight"] = "1"  # pytest runs one test case at a time
                     protocol = "grpc" if runtime == "python" else rng.choice(["http/protobuf", "grpc"])
                     cells.append(Cell(runtime=runtime, seed=n, protocol=protocol, **pick))
+    # Alternate the runtimes, so that a recording cut short still covers both.
+    py = [c for c in cells if c.runtime == "python"]
+    node = [c for c in cells if c.runtime == "nodejs"]
+    cells = [c for pair in zip(py, node, strict=False) for c in pair] + py[len(node) :] + node[len(py) :]
     seen: set[str] = set()
     unique = []
     for c in cells:
@@ -206,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--only", action="append", default=[], help="glob over cell names (repeatable)")
     ap.add_argument("--force", action="store_true", help="re-record cells already cached")
+    ap.add_argument("--stale-before", type=float, metavar="EPOCH",
+                    help="with --force: re-record only cells cached before this Unix time")
     ap.add_argument("--out", type=Path, default=CACHE)
     ap.add_argument("--seed", type=int, default=11, help="seed of the design")
     ap.add_argument("--no-priority", action="store_true", help="do not raise the recorder's scheduling priority")
@@ -223,7 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     failed = 0
     for i, c in enumerate(cells, 1):
-        if not args.force and (args.out / c.name / "cell.json").exists():
+        cached = args.out / c.name / "cell.json"
+        if cached.exists() and (
+            not args.force or (args.stale_before is not None and cached.stat().st_mtime >= args.stale_before)
+        ):
             continue
         if c.runtime == "nodejs" and not NODE_APP.exists():
             print(f"[{i}/{len(cells)}] {c.name}: skipped (no Node.js matrix app)", flush=True)

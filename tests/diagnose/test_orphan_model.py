@@ -1,0 +1,170 @@
+"""Each piece of the orphan model on its own (docs/diagnosis.md names them).
+
+Hand-made spans, labelled as such: every test builds the smallest timeline that shows one piece
+of evidence, so that a change to the likelihood that flips its direction fails here first.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ctxdoctor.diagnose import orphans as m
+from ctxdoctor.findings import Orphan
+from ctxdoctor.model import Span, SpanKind, Unit
+from ctxdoctor.units import Boundary, Relation
+
+MS = m.MS
+UNIT = Unit(service="svc", resource=0, pid=1)
+
+
+def span(trace: int, sid: int, name: str, start_ms: float, end_ms: float, parent: int = 0,
+         kind: int = SpanKind.INTERNAL, unit: Unit = UNIT) -> Span:
+    return Span(trace_id=trace, span_id=sid, parent_span_id=parent, name=name, kind=kind,
+                start=int(start_ms * MS), end=int(end_ms * MS), flags=0, unit=unit)
+
+
+def pair(lag_ms: float, gap_ms: float, contained: bool, end_gap_ms: float, pdur_ms: float, rdur_ms: float,
+         one_thread: bool = False) -> m._Pair:
+    return m._Pair(name="P", key=("P", ("P", 0)), lag=lag_ms * MS, gap=gap_ms * MS, contained=contained,
+                   end_gap=end_gap_ms * MS, pdur=pdur_ms * MS, rdur=rdur_ms * MS, one_thread=one_thread, per_name=1)
+
+
+PRM = m._Params(tau_lag=0.5 * MS, tau_end=0.5 * MS, resolution=1000.0)
+
+
+# --- dispatch lag ---------------------------------------------------------------------------------
+
+
+def test_a_start_right_after_the_anchor_is_evidence_of_dispatch() -> None:
+    near = m._pair_lr(pair(0.1, 40, False, 0, 50, 5), PRM)
+    far = m._pair_lr(pair(30, 40, False, 0, 50, 5), PRM)
+    assert near > 10 * far
+
+
+def test_a_lag_as_long_as_the_quiet_interval_is_only_the_queued_share() -> None:
+    # The dispatched side keeps a uniform part (work that waited in a queue): a late start is
+    # weak evidence, never strong counter-evidence.
+    lr = m._pair_lr(pair(39.9, 40, False, 0, 200, 5), PRM)
+    assert lr == pytest.approx(m._QUEUED, rel=0.05)
+
+
+# --- the dispatcher waits: end alignment ----------------------------------------------------------
+
+
+def test_a_dispatcher_ending_right_after_the_work_is_evidence() -> None:
+    aligned = m._pair_lr(pair(20, 40, True, 0.1, 50, 10), PRM)
+    anywhere = m._pair_lr(pair(20, 40, True, 25, 50, 10), PRM)
+    assert aligned > 5 * anywhere
+
+
+def test_work_that_fills_its_dispatcher_is_evidence_even_unaligned() -> None:
+    # The uniform (not waiting) part spreads a chance end over the room the root leaves.
+    fills = m._pair_lr(pair(20, 40, True, 20, 100, 95), PRM)
+    small = m._pair_lr(pair(20, 40, True, 20, 100, 5), PRM)
+    assert fills > small
+
+
+def test_outliving_the_candidate_is_no_evidence_for_it() -> None:
+    assert m._pair_lr(pair(20, 40, False, 0, 50, 200), PRM) <= 1.0
+
+
+def test_one_thread_timing_is_capped() -> None:
+    # Callbacks of one event loop start and end together whether or not one dispatched the other.
+    lr = m._pair_lr(pair(0.01, 40, True, 0.01, 50, 49, one_thread=True), PRM)
+    assert lr == m._ONE_THREAD_TIMING_CAP
+
+
+# --- group pieces ---------------------------------------------------------------------------------
+
+
+def test_periodic_roots_are_recognised() -> None:
+    group = [m._Suspect(span(i + 10, i + 10, "tick", 20 * i, 20 * i + 3), []) for i in range(8)]
+    assert m._periodic(group)
+    jittery = [m._Suspect(span(i + 10, i + 10, "tick", 20 * i + (7 if i % 2 else 0), 20 * i + 12), [])
+               for i in range(8)]
+    assert not m._periodic(jittery)
+
+
+def test_union_length_counts_overlaps_once() -> None:
+    spans = [span(1, 1, "a", 0, 10), span(2, 2, "a", 5, 15), span(3, 3, "a", 20, 30)]
+    assert m._union_length(spans) == 25 * MS
+
+
+def test_keep_prefers_latest_started_and_soonest_ending() -> None:
+    r = span(100, 100, "R", 50, 60)
+    cands = [m._Candidate(span(i, i, "P", i * 0.01, 61 + i), Relation.SAME_PROCESS) for i in range(200)]
+    kept = m._keep(r, cands)
+    assert len(kept) <= m.MAX_CANDIDATES
+    assert max(c.parent.start for c in cands) in {c.parent.start for c in kept}
+    assert min(c.parent.end for c in cands) in {c.parent.end for c in kept}
+
+
+# --- joint consistency ----------------------------------------------------------------------------
+
+
+def orphan(child: Span, parent: Span, conf: float) -> Orphan:
+    return Orphan(span=child, parent=parent, boundary=Boundary.THREAD, boundary_evidence="", confidence=conf,
+                  parent_confidence=1.0, candidates=1)
+
+
+def test_two_roots_cannot_each_be_dispatched_from_the_other() -> None:
+    a, b = span(1, 1, "A", 0, 10), span(2, 2, "B", 1, 9)
+    strong, weak = orphan(b, a, 0.9), orphan(a, b, 0.6)
+    assert m._acyclic([strong, weak]) == [strong]
+
+
+def test_a_longer_loop_is_cut_at_its_weakest_link() -> None:
+    a, b, c = span(1, 1, "A", 0, 10), span(2, 2, "B", 1, 9), span(3, 3, "C", 2, 8)
+    ab, bc, ca = orphan(b, a, 0.9), orphan(c, b, 0.8), orphan(a, c, 0.7)
+    assert m._acyclic([ab, bc, ca]) == [ab, bc]
+
+
+def test_chains_without_loops_are_kept() -> None:
+    a, b, c = span(1, 1, "A", 0, 10), span(2, 2, "B", 1, 9), span(3, 3, "C", 2, 8)
+    chain = [orphan(b, a, 0.9), orphan(c, b, 0.8)]
+    assert m._acyclic(chain) == chain
+
+
+# --- the whole search on small timelines ----------------------------------------------------------
+
+
+def dispatch_timeline(n: int, lag_ms: float, root_dispatcher: bool) -> list[Span]:
+    """``n`` dispatchers, each handing one work item to another thread of the same process."""
+    spans: list[Span] = []
+    for i in range(n):
+        t0 = i * 30.0
+        tid, wid = 1000 + i, 5000 + i
+        if root_dispatcher:
+            spans.append(span(tid, tid, "process_batch", t0, t0 + 20))
+            parent = tid
+        else:
+            spans.append(span(tid, tid, "POST /jobs", t0, t0 + 21, kind=SpanKind.SERVER))
+            spans.append(span(tid, tid + 1, "process_batch", t0 + 0.5, t0 + 20, parent=tid))
+            parent = tid + 1
+        spans.append(span(tid, tid + 2, "SELECT", t0 + 1, t0 + 3, parent=parent, kind=SpanKind.CLIENT))
+        spans.append(span(wid, wid, "crunch", t0 + 3 + lag_ms, t0 + 19.8))
+    return spans
+
+
+@pytest.mark.parametrize("root_dispatcher", [False, True])
+def test_dispatched_work_is_found_whether_or_not_the_dispatcher_is_a_root(root_dispatcher: bool) -> None:
+    orphans, _ = m.find_orphans(dispatch_timeline(20, 0.05, root_dispatcher))
+    found = {o.span.name: o for o in orphans if o.confidence >= 0.5}
+    assert set(found) == {"crunch"}, [(o.span.name, o.confidence) for o in orphans]
+    assert all(o.parent is not None and o.parent.name == "process_batch" for o in orphans if o.span.name == "crunch")
+
+
+def test_roots_unrelated_to_the_busy_spans_stay_roots() -> None:
+    # A job whose starts fall at random places in the dispatchers' time, with random lengths.
+    spans = [s for s in dispatch_timeline(20, 0.05, False) if s.name != "crunch"]
+    for k in range(20):
+        start = 7.3 * k + 2.1 * (k % 3)
+        spans.append(span(9000 + k, 9000 + k, "refresh_cache", start, start + 1 + (k * 37 % 11)))
+    orphans, _ = m.find_orphans(spans)
+    assert not [o for o in orphans if o.confidence >= 0.5], [(o.span.name, o.confidence) for o in orphans]
+
+
+def test_model_switches_are_distinct_variants() -> None:
+    variants = m.ModelParams.variants()
+    assert len(set(variants)) == len(variants) == 8
+    assert m.ModelParams() in variants
