@@ -151,7 +151,8 @@ def load_cells(include_corpus: bool = True, include_fixtures: bool = False, only
             env = spec.get("env", {})
             inflight = next((int(env[k]) for k in ("CTX_CONCURRENCY", "CTX_CALLERS", "CTX_INFLIGHT") if k in env), 1)
             truth = [json.loads(x) for x in (folder / "truth.jsonl").read_text().splitlines() if x.strip()]
-            fams = ["suite=fixtures", f"runtime={spec['runtime']}", f"mode={'naive' if spec['kind'] == 'naive' else 'fixed'}"]
+            mode = "naive" if spec["kind"] == "naive" else "fixed"
+            fams = ["suite=fixtures", f"runtime={spec['runtime']}", f"mode={mode}"]
             cells.append(Cell(folder.name, spec["kind"], inflight, fams, list(read_paths([folder / "dump.json"]).spans),
                               truth))
     return cells
