@@ -13,9 +13,10 @@ import time
 
 from ctxdoctor.probe.facts import SeenProcess
 
-#: How often the tree is read. A process that lives less than this may be missed; a silent
-#: process only matters when it lived a good deal longer (see diagnose/observed.py).
-INTERVAL_S = 0.25
+#: How often the tree is read (each read scans /proc). A process that lives less than this may
+#: be missed; a silent process only matters when it lived longer (see diagnose/observed.py).
+#: The first read comes after one interval, so a command that ends at once costs nothing.
+INTERVAL_S = 0.5
 
 
 class ProcessSampler:
@@ -33,6 +34,8 @@ class ProcessSampler:
         return self
 
     def _loop(self) -> None:
+        if self._stop.wait(INTERVAL_S):
+            return
         try:
             import psutil
         except ImportError:  # the tree is a nice-to-have; the run works without it
@@ -41,13 +44,11 @@ class ProcessSampler:
             root = psutil.Process(self._root)
         except psutil.Error:
             return
-        while True:
-            self._sample(psutil, root)
-            if self._stop.wait(INTERVAL_S):
-                self._sample(psutil, root)
-                return
+        self._sample(root)
+        while not self._stop.wait(INTERVAL_S):
+            self._sample(root)
 
-    def _sample(self, psutil: object, root: object) -> None:
+    def _sample(self, root: object) -> None:
         import psutil as ps
 
         now = time.time()
