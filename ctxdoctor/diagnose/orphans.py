@@ -138,7 +138,9 @@ class _Sweep(msgspec.Struct):
     worker_units: set[int]  # ids of units with no entry spans whose roots are all suspects
 
 
-def _sweep(spans: list[Span], suspects_in: list[Span], model: ModelParams) -> _Sweep:
+def _sweep(
+    spans: list[Span], suspects_in: list[Span], model: ModelParams, reference: list[Span] | None = None
+) -> _Sweep:
     """Candidates of each suspect, and the duty cycle of each candidate name, in one partition.
 
     Spans active at a suspect's start are found by placing each span's interval over the sorted
@@ -158,10 +160,13 @@ def _sweep(spans: list[Span], suspects_in: list[Span], model: ModelParams) -> _S
         if i < n and starts[i] <= a.end:
             for k in range(i, bisect_right(starts, a.end, i)):
                 active_at[k].append(a)
-    workers = _worker_units(spans, suspects_in)
+    # ``reference``: the real suspects, when ``suspects_in`` are their time-shifted copies (the
+    # copies must see the same peers and workers as the roots they stand for).
+    real = suspects_in if reference is None else reference
+    workers = _worker_units(spans, real)
     # The unit and kind of the trace each suspect root heads, and whether that unit only runs
     # such roots (a worker).
-    root_of = {r.trace_id: (id(r.unit), (r.unit.service, r.name), id(r.unit) in workers) for r in suspects_in}
+    root_of = {r.trace_id: (id(r.unit), (r.unit.service, r.name), id(r.unit) in workers) for r in real}
     rel_cache: dict[tuple[int, int], Relation | None] = {}
     suspects: list[_Suspect] = []
     for r, active in zip(suspects_in, active_at, strict=True):
@@ -256,7 +261,12 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
 
 
 def _periodic(group: list[_Suspect]) -> bool:
-    """Roots that recur at a fixed interval in their unit: a timer, whatever the load."""
+    """Roots that recur at a fixed interval in their unit: a timer, whatever the load.
+
+    Robustly: half of the gaps between starts lie within ``_PERIODIC_CV`` of their median (a
+    scaled median absolute deviation), so a tick delayed by a busy scheduler, or one skipped,
+    does not hide the period.
+    """
     by_unit: dict[Unit, list[int]] = defaultdict(list)
     for sus in group:
         by_unit[sus.span.unit].append(sus.span.start)
@@ -264,10 +274,12 @@ def _periodic(group: list[_Suspect]) -> bool:
         if len(starts) < _PERIODIC_MIN:
             continue
         starts.sort()
-        gaps = [b - a for a, b in pairwise(starts)]
-        mean = sum(gaps) / len(gaps)
-        sd = math.sqrt(sum((g - mean) ** 2 for g in gaps) / len(gaps))
-        if mean > 0 and sd / mean < _PERIODIC_CV:
+        gaps = sorted(b - a for a, b in pairwise(starts))
+        median = gaps[len(gaps) // 2]
+        if median <= 0:
+            continue
+        deviations = sorted(abs(g - median) for g in gaps)
+        if _MAD_SCALE * deviations[len(deviations) // 2] / median < _PERIODIC_CV:
             return True
     return False
 
@@ -364,9 +376,19 @@ _MAX_SHARE = 0.99
 #: Beta prior on the share of dispatchers that wait for their work: mean 0.7, worth 2 roots.
 _WAITED_PRIOR = (1.4, 0.6)
 #: A group's roots are periodic with at least this many in one unit, and gaps this regular
-#: (standard deviation over mean).
+#: (robust coefficient of variation: scaled median absolute deviation over median).
 _PERIODIC_MIN = 5
-_PERIODIC_CV = 0.1
+#: Roots of a group (at most) moved to random times to measure what chance alone scores, and
+#: copies of each: the calibration's resolution is 1 / (roots x copies).
+_PLACEBO_ROOTS = 100
+_PLACEBO_SHIFTS = 8
+#: Storey's lambda: p-values above it are taken to come from chance roots.
+_STOREY_LAMBDA = 0.5
+#: Trace ids of the shifted copies start here, above any 128-bit trace id.
+_PLACEBO_TRACE = 1 << 128
+_PERIODIC_CV = 0.25
+#: Scales a median absolute deviation to a standard deviation for normal data.
+_MAD_SCALE = 1.4826
 
 
 class _Params(msgspec.Struct):
@@ -379,6 +401,9 @@ class _Params(msgspec.Struct):
     names: dict[str, float] = {}  # parent name -> share of the dispatched roots
     resolution: float = 1.0  # clock resolution of the timestamps (ns): no time scale is finer
     anchors: dict[Key, float] = {}  # (parent name, anchor) -> P(anchor | name, dispatched) / P(anchor | chance)
+    cover: dict[str, float] = {}  # parent name -> 1 / its duty cycle
+    timer_driven: bool = False  # the group's roots recur at a fixed interval: a timer starts them
+    worker_lr: float = 1.0  # for roots in worker units (``ModelParams.worker_unit_prior``)
 
 
 class _Pair(msgspec.Struct, gc=False):
@@ -416,7 +441,11 @@ def _pair_lr(q: _Pair, prm: _Params) -> float:
     """Likelihood ratio: the candidate dispatched the root, against the root started inside it by chance."""
     # Dispatch lag: a chance start lands uniformly in the quiet interval after the anchor, a
     # dispatched one soon after the anchor (or, queued, anywhere: the ``_QUEUED`` uniform part).
-    lr = _QUEUED + (1 - _QUEUED) * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    # A timer decides when a periodic root starts; that it starts right after some event of a
+    # busy trace (a thread that just blocked, handing over the interpreter or the event loop)
+    # is scheduling, not dispatch. Only where it ends can still be evidence.
+    lag_lr = _QUEUED + (1 - _QUEUED) * math.exp(-q.lag / prm.tau_lag) / prm.tau_lag * q.gap
+    lr = 1.0 if prm.timer_driven else lag_lr
     if q.contained:
         # A dispatcher that waits for its work ends soon after it; by chance the root's end
         # lands anywhere in the room the candidate leaves after the root's own length.
@@ -460,6 +489,7 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
         if any(c.parent.end >= sus.span.end for c in sus.candidates)
     )
     res = _resolution(group)
+    periodic = _periodic(group)
     floor = max(_TAU_FLOOR, res)
     prm = _Params(
         share=_START_SHARE,
@@ -467,13 +497,14 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
         tau_lag=max(floor, float(lags[len(lags) // 2])) if lags else _TAU_START,
         tau_end=max(floor, float(end_gaps[len(end_gaps) // 2])) if end_gaps else _TAU_START,
         resolution=res,
+        timer_driven=periodic,
     )
     # Under chance a root lands inside a span of name X as often as X is active; and the parent
     # names of chance roots are spread like the duty cycles, which is the prior of the names.
     cover = {nm: 1.0 / max(sweep.duty.get(nm, 1.0), _MIN_DUTY) for nm in counts}
     duty_sum = sum(sweep.duty.get(nm, 1.0) for nm in counts)
     chance_names = {nm: sweep.duty.get(nm, 1.0) / duty_sum for nm in counts}
-    worker = _WORKER_UNIT_LR if model.worker_unit_prior and not _periodic(group) else 1.0
+    worker = _WORKER_UNIT_LR if model.worker_unit_prior and not periodic else 1.0
     unit_lr = [worker if id(sus.span.unit) in sweep.worker_units else 1.0 for sus in group]
     pairs: list[list[_Pair]] = []
     for sus in group:
@@ -537,7 +568,71 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
         if all(abs(a - b) <= 1e-4 * max(abs(b), 1e-9) for a, b in zip(now, previous, strict=True)):
             break  # converged
         previous = now
+    prm.cover = cover
+    prm.worker_lr = worker
     return prm, scored
+
+
+def _like(sus: _Suspect, prm: _Params, workers: set[int]) -> float:
+    """How much likelier the root's candidates make dispatch than chance, under fitted ``prm``."""
+    total = 0.0
+    for c in sus.candidates:
+        q = _pair(sus.span, c, prm.resolution)
+        q.per_name = sus.active_by_name.get(q.name, 1)
+        weight = prm.names.get(q.name, 0.0) * prm.cover.get(q.name, 1.0) * prm.anchors.get(q.key, 1.0)
+        total += weight * _pair_lr(q, prm) / q.per_name
+    return total * (prm.worker_lr if id(sus.span.unit) in workers else 1.0)
+
+
+def _shifted(group: list[_Suspect], lo: int, hi: int, first_id: int) -> list[Span]:
+    """Copies of (a sample of) the group's roots moved to other times in the window.
+
+    Each copy keeps its unit, name and length and starts somewhere else, by a circular shift of
+    a pseudo-random amount derived from its span id: a root that has nothing to do with the
+    spans around it. Each copy heads a trace of its own (ids from ``first_id``).
+    """
+    step = max(1, len(group) // _PLACEBO_ROOTS)
+    out: list[Span] = []
+    for sus in group[::step][:_PLACEBO_ROOTS]:
+        r = sus.span
+        dur = r.end - r.start
+        width = hi - lo - dur
+        if width <= 0:
+            continue
+        for k in range(_PLACEBO_SHIFTS):
+            start = lo + (r.start - lo + (r.span_id * (2 * k + 1) * 0x9E3779B97F4A7C15 >> 17) % width) % width
+            out.append(msgspec.structs.replace(r, trace_id=first_id + len(out), start=start, end=start + dur))
+    return out
+
+
+def _calibrate(likes: list[float], placebo: list[float]) -> list[float]:
+    """Confidence per root: one less its local false-discovery rate against the shifted copies.
+
+    A root's p-value is the share of copies (roots placed at random) that look at least as
+    dispatched; the share of chance roots in the group comes from the p-values above one half
+    (Storey's estimate, with one pseudo-root), and the rate follows Benjamini-Hochberg's step-up,
+    capped by the root's own p-value.
+    Timing that any busy process offers by coincidence (a dense stream of events near every
+    start) scores the copies as high as the roots, and so earns nothing.
+    """
+    n, m = len(likes), len(placebo)
+    if not n:
+        return []
+    if not m:
+        return [0.0] * n
+    ranked = sorted(placebo)
+    q = [(1 + m - bisect_left(ranked, x)) / (1 + m) if x > 0 else 1.0 for x in likes]
+    pi0 = min(1.0, (sum(1 for x in q if x > _STOREY_LAMBDA) + 1) / ((1 - _STOREY_LAMBDA) * n + 1))
+    order = sorted(range(n), key=q.__getitem__)
+    fdr = [1.0] * n
+    running = 1.0
+    for rank in range(n, 0, -1):
+        i = order[rank - 1]
+        running = min(running, pi0 * q[i] * n / rank)
+        fdr[i] = min(1.0, running)
+    # The step-up rate is a set's: a root that scores like chance must not borrow confidence
+    # from strong neighbours, so none is more confident than its own p-value allows.
+    return [min(1.0 - f, 1.0 - x) for f, x in zip(fdr, q, strict=True)]
 
 
 def _evidence(r: Span, c: _Candidate, m_same: int, prm: _Params, duty: float) -> tuple[str, ...]:
@@ -605,12 +700,26 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in sweep.suspects:
         groups[(sus.span.unit.service, sus.span.name)].append(sus)
-    for group in groups.values():
-        if not any(sus.candidates for sus in group):
-            continue
-        prm, scored = _em(group, sweep, model)
-        for sus, sc in zip(group, scored, strict=True):
-            if sc.posterior <= 0:
+    fitted = {key: _em(group, sweep, model) for key, group in groups.items() if any(s.candidates for s in group)}
+    # What chance scores: every fitted group's roots moved to random times within the time the
+    # group's roots occur (a job that only runs while the app is busy is compared with that
+    # busy time, not with start-up and shutdown), in one pass for all groups.
+    copies: dict[tuple[str, str], list[Span]] = {}
+    for key in fitted:
+        g = groups[key]
+        lo, hi = min(x.span.start for x in g), max(x.span.end for x in g)
+        copies[key] = _shifted(g, lo, hi, _PLACEBO_TRACE + sum(len(c) for c in copies.values()))
+    placebo = _sweep(members, [c for cs in copies.values() for c in cs], model, reference=part_suspects)
+    placebo_groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
+    for sus in placebo.suspects:
+        placebo_groups[(sus.span.unit.service, sus.span.name)].append(sus)
+    for key, (prm, scored) in fitted.items():
+        group = groups[key]
+        likes = [_like(sus, prm, sweep.worker_units) for sus in group]
+        chance = [_like(sus, prm, sweep.worker_units) for sus in placebo_groups.get(key, [])]
+        calibrated = _calibrate(likes, chance)
+        for sus, sc, conf in zip(group, scored, calibrated, strict=True):
+            if sc.posterior <= 0 or conf <= 0:
                 continue
             i = max(range(len(sc.weights)), key=sc.weights.__getitem__)
             c = sus.candidates[i]
@@ -622,7 +731,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
                     parent=c.parent,
                     boundary=bnd,
                     boundary_evidence=why,
-                    confidence=sc.posterior,
+                    confidence=conf,
                     parent_confidence=sc.weights[i] / sc.posterior,
                     candidates=len(sus.candidates),
                     evidence=_evidence(sus.span, c, m_same, prm, sweep.duty.get(c.parent.name, 1.0)),

@@ -78,11 +78,15 @@ def test_one_thread_timing_is_capped() -> None:
 
 
 def test_periodic_roots_are_recognised() -> None:
-    group = [m._Suspect(span(i + 10, i + 10, "tick", 20 * i, 20 * i + 3), []) for i in range(8)]
+    group = [m._Suspect(span(i + 10, i + 10, "tick", 20 * i + (0.5 if i % 3 else 0), 20 * i + 3), []) for i in range(8)]
     assert m._periodic(group)
-    jittery = [m._Suspect(span(i + 10, i + 10, "tick", 20 * i + (7 if i % 2 else 0), 20 * i + 12), [])
-               for i in range(8)]
-    assert not m._periodic(jittery)
+    # A tick delayed by a busy scheduler does not hide the period; starts at random do not make one.
+    delayed = [m._Suspect(span(i + 10, i + 10, "tick", 20 * i + (35 if i == 4 else 0), 20 * i + 40), [])
+               for i in range(9)]
+    assert m._periodic(delayed)
+    starts = [0, 3, 17, 21, 50, 52, 90, 131, 140]
+    scattered = [m._Suspect(span(i + 10, i + 10, "job", t, t + 1), []) for i, t in enumerate(starts)]
+    assert not m._periodic(scattered)
 
 
 def test_union_length_counts_overlaps_once() -> None:
@@ -152,6 +156,26 @@ def test_dispatched_work_is_found_whether_or_not_the_dispatcher_is_a_root(root_d
     found = {o.span.name: o for o in orphans if o.confidence >= 0.5}
     assert set(found) == {"crunch"}, [(o.span.name, o.confidence) for o in orphans]
     assert all(o.parent is not None and o.parent.name == "process_batch" for o in orphans if o.span.name == "crunch")
+
+
+def test_calibration_against_shifted_copies() -> None:
+    # Roots that score like copies at random times are chance; roots far above them are not.
+    chance = [float(x % 7) for x in range(400)]
+    assert max(m._calibrate([3.0, 4.0, 5.0, 2.0], chance)) < 0.5
+    confident = m._calibrate([50.0] * 20 + [1.0] * 5, chance)
+    assert min(confident[:20]) > 0.9 and max(confident[20:]) < 0.5
+    assert m._calibrate([0.0], chance) == [0.0]
+
+
+def test_shifted_copies_keep_unit_name_and_length_inside_the_window() -> None:
+    group = [m._Suspect(span(i + 10, i + 10, "crunch", 100 + 5 * i, 103 + 5 * i), []) for i in range(10)]
+    copies = m._shifted(group, 100 * MS, 160 * MS, m._PLACEBO_TRACE)
+    assert len(copies) == 10 * m._PLACEBO_SHIFTS
+    for c in copies:
+        assert c.name == "crunch" and c.unit == UNIT and c.end - c.start == 3 * MS
+        assert c.start >= 100 * MS and c.end <= 160 * MS
+        assert c.trace_id >= m._PLACEBO_TRACE
+    assert len({c.start for c in copies}) > len(copies) // 2
 
 
 def test_roots_unrelated_to_the_busy_spans_stay_roots() -> None:
