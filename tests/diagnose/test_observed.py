@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
+
 from ctxdoctor.diagnose import diagnose
 from ctxdoctor.diagnose.observed import SEEN, SILENT_AFTER_S, apply_observations
-from ctxdoctor.findings import Allow, Settings
+from ctxdoctor.findings import Allow, Orphan, Report, Settings
 from ctxdoctor.model import Span, SpanKind, Unit
 from ctxdoctor.probe.facts import SeenProcess, decode
+from ctxdoctor.units import Boundary
 
 T0 = 1_700_000_000_000_000_000
 MS = 1_000_000
@@ -138,10 +141,22 @@ def test_an_observed_dispatch_names_the_parent_the_site_and_the_api() -> None:
     ]
 
 
+def _suspected(spans: list[Span]) -> Report:
+    """The statistics' view, written out: both worker roots suspected (inferred, confidence 0.8)."""
+    base = diagnose(spans)
+    by_id = {s.span_id: s for s in spans}
+    orphans = tuple(
+        Orphan(by_id[root], by_id[parent], Boundary.THREAD, "same process", 0.8, 0.9, 2)
+        for root, parent in ((101, 11), (102, 12))
+    )
+    fragments = base.summary.fragments
+    summary = msgspec.structs.replace(base.summary, suspected_orphans=2, broken_fragments=2, orphan_ratio=2 / fragments)
+    return msgspec.structs.replace(base, orphans=orphans, summary=summary)
+
+
 def test_a_dispatch_made_outside_any_span_drops_the_statistical_suspect() -> None:
     spans = two_requests()
-    statistical = diagnose(spans)
-    assert {o.span.span_id for o in statistical.orphans} == {101, 102}
+    statistical = _suspected(spans)
     report = apply_observations(statistical, spans, decode(worker_facts(first_parent=None)))
     assert [o.span.span_id for o in report.orphans] == [102]
     assert report.observation is not None and report.observation.dropped == 1
