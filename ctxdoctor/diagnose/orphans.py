@@ -64,15 +64,18 @@ class ModelParams(msgspec.Struct, frozen=True):
 
     def describe(self) -> str:
         on = [k for k in ("peer_unit_exclusion", "worker_unit_exclusion", "worker_unit_prior") if getattr(self, k)]
-        return "rules: " + (", ".join(on) if on else "none")
+        return "rules: " + (", ".join(on) if on else "none") + f"; confidence: {self.confidence}"
+
+    #: Where a root's confidence comes from: the group's EM posterior ("posterior"), its
+    #: calibration against time-shifted copies ("calibrated"), or the lesser of the two ("both").
+    confidence: str = "both"
 
     @staticmethod
     def variants() -> list[ModelParams]:
         return [
-            ModelParams(peer_unit_exclusion=a, worker_unit_exclusion=b, worker_unit_prior=c)
-            for a in (False, True)
-            for b in (False, True)
-            for c in (False, True)
+            ModelParams(worker_unit_exclusion=b, worker_unit_prior=c, confidence=k)
+            for b, c in ((False, False), (True, True))
+            for k in ("posterior", "calibrated", "both")
         ]
 
 
@@ -382,6 +385,12 @@ _PERIODIC_MIN = 5
 #: copies of each: the calibration's resolution is 1 / (roots x copies).
 _PLACEBO_ROOTS = 100
 _PLACEBO_SHIFTS = 8
+#: The copies move by up to this many of the group's dispatch time scales, and at least
+#: ``_JITTER_FLOOR``.
+_JITTER_SCALES = 4.0
+_JITTER_FLOOR = 2.0 * MS
+#: Share of whole-millisecond starts from which a group's clock is taken to be a millisecond one.
+_GRID_SHARE = 0.9
 #: Storey's lambda: p-values above it are taken to come from chance roots.
 _STOREY_LAMBDA = 0.5
 #: Trace ids of the shifted copies start here, above any 128-bit trace id.
@@ -584,25 +593,36 @@ def _like(sus: _Suspect, prm: _Params, workers: set[int]) -> float:
     return total * (prm.worker_lr if id(sus.span.unit) in workers else 1.0)
 
 
-def _shifted(group: list[_Suspect], lo: int, hi: int, first_id: int) -> list[Span]:
-    """Copies of (a sample of) the group's roots moved to other times in the window.
+def _shifted(group: list[_Suspect], prm: _Params, first_id: int) -> list[Span]:
+    """Copies of (a sample of) the group's roots, each moved a little: what chance scores.
 
-    Each copy keeps its unit, name and length and starts somewhere else, by a circular shift of
-    a pseudo-random amount derived from its span id: a root that has nothing to do with the
-    spans around it. Each copy heads a trace of its own (ids from ``first_id``).
+    A jitter, not a move to anywhere: each copy starts between half and all of ``_jitter(prm)``
+    earlier or later (a pseudo-random amount derived from its span id), far enough to break an
+    alignment at the dispatch time scale, near enough to keep the activity around it. Roots
+    start when their process is busy, so a copy placed at a random time would meet fewer busy
+    spans than any real root and make every root look dispatched. Each copy keeps its unit,
+    name and length and heads a trace of its own (ids from ``first_id``).
     """
+    jitter = _jitter(prm)
+    # Roots stamped on a millisecond clock stay on it: coincidences on a coarse grid are as
+    # common for the copies as for the roots.
+    grid = MS if sum(1 for x in group if x.span.start % MS == 0) >= _GRID_SHARE * len(group) else 1
     step = max(1, len(group) // _PLACEBO_ROOTS)
     out: list[Span] = []
     for sus in group[::step][:_PLACEBO_ROOTS]:
         r = sus.span
         dur = r.end - r.start
-        width = hi - lo - dur
-        if width <= 0:
-            continue
         for k in range(_PLACEBO_SHIFTS):
-            start = lo + (r.start - lo + (r.span_id * (2 * k + 1) * 0x9E3779B97F4A7C15 >> 17) % width) % width
+            h = (r.span_id * (2 * k + 1) * 0x9E3779B97F4A7C15 >> 17) & 0xFFFF
+            offset = max(grid, round(jitter * (0.5 + 0.5 * h / 0xFFFF) / grid) * grid)
+            start = r.start + (offset if k % 2 else -offset)
             out.append(msgspec.structs.replace(r, trace_id=first_id + len(out), start=start, end=start + dur))
     return out
+
+
+def _jitter(prm: _Params) -> float:
+    """How far the copies move: several of the group's dispatch time scales."""
+    return max(_JITTER_SCALES * max(prm.tau_lag, prm.tau_end), _JITTER_FLOOR, _JITTER_SCALES * prm.resolution)
 
 
 def _calibrate(likes: list[float], placebo: list[float]) -> list[float]:
@@ -701,14 +721,10 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     for sus in sweep.suspects:
         groups[(sus.span.unit.service, sus.span.name)].append(sus)
     fitted = {key: _em(group, sweep, model) for key, group in groups.items() if any(s.candidates for s in group)}
-    # What chance scores: every fitted group's roots moved to random times within the time the
-    # group's roots occur (a job that only runs while the app is busy is compared with that
-    # busy time, not with start-up and shutdown), in one pass for all groups.
+    # What chance scores: every fitted group's roots jittered, in one pass for all groups.
     copies: dict[tuple[str, str], list[Span]] = {}
-    for key in fitted:
-        g = groups[key]
-        lo, hi = min(x.span.start for x in g), max(x.span.end for x in g)
-        copies[key] = _shifted(g, lo, hi, _PLACEBO_TRACE + sum(len(c) for c in copies.values()))
+    for key, (prm, _) in fitted.items():
+        copies[key] = _shifted(groups[key], prm, _PLACEBO_TRACE + sum(len(c) for c in copies.values()))
     placebo = _sweep(members, [c for cs in copies.values() for c in cs], model, reference=part_suspects)
     placebo_groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in placebo.suspects:
@@ -718,7 +734,8 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
         likes = [_like(sus, prm, sweep.worker_units) for sus in group]
         chance = [_like(sus, prm, sweep.worker_units) for sus in placebo_groups.get(key, [])]
         calibrated = _calibrate(likes, chance)
-        for sus, sc, conf in zip(group, scored, calibrated, strict=True):
+        for sus, sc, cal in zip(group, scored, calibrated, strict=True):
+            conf = {"posterior": sc.posterior, "calibrated": cal}.get(model.confidence, min(sc.posterior, cal))
             if sc.posterior <= 0 or conf <= 0:
                 continue
             i = max(range(len(sc.weights)), key=sc.weights.__getitem__)
