@@ -27,12 +27,18 @@ $(NODE_STAMP): $(NODE_APPS)/package.json $(NODE_APPS)/package-lock.json
 
 node: $(NODE_STAMP)
 
-# The whole loop, live: the thumbnail service hands work to worker threads without passing the
-# context (CTX_MODE=naive), ctxdoctor receives its spans, names the gap and prints the fix.
+# The whole loop, live, twice: the thumbnail service hands work to worker threads from inside a
+# request (a SERVER span) without passing the context; then the seed's processInWorker as written,
+# where the dispatching span is itself a root (a batch script, a CLI command, a test case).
+# ctxdoctor receives the spans, names the gap and prints the fix.
 DEMO_ENV := CTX_MODE=naive CTX_TASKS=6 CTX_CONCURRENCY=2
+DEMO_ROOT_ENV := CTX_MODE=naive CTX_DISPATCHER=root CTX_HANDOFF=thread CTX_WAIT=await CTX_ITEMS=6 CTX_INFLIGHT=2
 demo: $(STAMP)
 	@if command -v node >/dev/null 2>&1 && $(MAKE) --no-print-directory node; then \
+		echo "== 1. dispatching span under a SERVER span (a request handler)"; \
 		$(DEMO_ENV) $(BIN)/ctxdoctor run --output $(VENV)/demo-dump.json -- node $(NODE_APPS)/worker_threads.js; \
+		echo; echo "== 2. dispatching span is itself a root (the seed's processInWorker in a batch script)"; \
+		$(DEMO_ROOT_ENV) $(BIN)/ctxdoctor run --output $(VENV)/demo-root-dump.json -- node $(NODE_APPS)/matrix.js; \
 	else \
 		echo "Node.js is not available: diagnosing the dump this app recorded instead."; \
 		$(BIN)/ctxdoctor analyze fixtures/scenarios/node-worker-threads-naive/dump.json; \

@@ -1,1 +1,1 @@
-"""Benchmarks for ctxdoctor (issue 6). Not part of the installed package; see bench/README.md."""
+"""Benchmarks for ctxdoctor. Not part of the installed package; see bench/README.md."""

@@ -1,12 +1,12 @@
-"""Benchmark ``ctxdoctor analyze`` against the floor and a simple reference (issue 6).
+"""Benchmark ``ctxdoctor analyze`` against the floor and a simple reference.
 
-    .venv/bin/python bench/analyze.py                     # 100k and 1M spans (the issue's targets)
+    .venv/bin/python bench/analyze.py                     # 100k and 1M spans (the targets)
     .venv/bin/python bench/analyze.py --sizes 10k         # smoke mode, a few seconds
     .venv/bin/python bench/analyze.py --sizes 10m         # the 10M-span, rotated-files check (long)
 
 Generates (or reuses from ``bench/.cache/``) seeded dumps, then runs every pass as its own child
 process, in the same run, so the figures are comparable and each peak RSS is that pass's alone.
-Prints a table with the ratios and the issue's targets, and writes the figures as JSON to
+Prints a table with the ratios and the targets, and writes the figures as JSON to
 ``bench/out/analyze-<date>.json``. See bench/README.md for what each figure means.
 """
 
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "bench" / ".cache"
 DEFAULT_OUT = ROOT / "bench" / "out"
 
-# The issue's targets, measured on the 1M-span dump.
+# The targets, measured on the 1M-span dump.
 TARGET_SIZE = "1m"
 TARGET_FLOOR_RATIO = 1.0  # ctxdoctor wall / orjson floor wall, at most
 TARGET_REFERENCE_SPEEDUP = 4.0  # reference wall / ctxdoctor wall, at least
@@ -243,12 +243,22 @@ def targets(size: str, r: dict[str, float | None], passes: dict[str, dict[str, A
     binding = size == TARGET_SIZE
     rows: list[tuple[str, float | None, str, float, bool]] = [
         ("analyze JSON wall <= 1.0x orjson floor", r["ctxdoctor_over_floor"], "x", TARGET_FLOOR_RATIO, False),
-        ("analyze JSON >= 4x faster than reference", r["reference_over_ctxdoctor"], "x", TARGET_REFERENCE_SPEEDUP,
-         True),
+        (
+            "analyze JSON >= 4x faster than reference",
+            r["reference_over_ctxdoctor"],
+            "x",
+            TARGET_REFERENCE_SPEEDUP,
+            True,
+        ),
         ("analyze JSON peak RSS <= 350 B/span", r["ctxdoctor_bytes_per_span"], "B/span", TARGET_BYTES_PER_SPAN, False),
         # The lean mode, for the record: the default trades memory for speed (bench/README.md).
-        ("analyze JSON peak RSS <= 350 B/span, --jobs 1", r.get("ctxdoctor_1job_bytes_per_span"), "B/span",
-         TARGET_BYTES_PER_SPAN, False),
+        (
+            "analyze JSON peak RSS <= 350 B/span, --jobs 1",
+            r.get("ctxdoctor_1job_bytes_per_span"),
+            "B/span",
+            TARGET_BYTES_PER_SPAN,
+            False,
+        ),
         ("analyze proto >= 1M spans/s", r["ctxdoctor_proto_spans_per_s"], "spans/s", TARGET_PROTO_SPANS_PER_S, True),
     ]
     out = []
@@ -263,11 +273,20 @@ def targets(size: str, r: dict[str, float | None], passes: dict[str, dict[str, A
         p = passes.get("ctxdoctor")
         ok = bool(p and p["ok"] and p["peak_rss_bytes"] < MEMORY_LIMIT_BYTES)
         out = [
-            {"target": "10M spans analysed without running out of memory (24 GiB)",
-             "value": p["peak_rss_bytes"] if p else None, "unit": "bytes", "limit": MEMORY_LIMIT_BYTES,
-             "verdict": "PASS" if ok else "FAIL"},
-            {"target": "progress bar on a TTY", "value": None, "unit": "", "limit": None,
-             "verdict": "PASS" if p and p.get("progress_bar_seen") else "FAIL"},
+            {
+                "target": "10M spans analysed without running out of memory (24 GiB)",
+                "value": p["peak_rss_bytes"] if p else None,
+                "unit": "bytes",
+                "limit": MEMORY_LIMIT_BYTES,
+                "verdict": "PASS" if ok else "FAIL",
+            },
+            {
+                "target": "progress bar on a TTY",
+                "value": None,
+                "unit": "",
+                "limit": None,
+                "verdict": "PASS" if p and p.get("progress_bar_seen") else "FAIL",
+            },
         ]
     return out
 
@@ -282,16 +301,21 @@ def _rate(v: float | None) -> str:
     return f"{v / 1e6:.2f}M" if v >= 1e6 else f"{v / 1e3:.0f}k"
 
 
-def print_size(size: str, meta: dict[str, Any], passes: dict[str, dict[str, Any]], r: dict[str, Any],
-               tg: list[dict[str, Any]]) -> None:
+def print_size(
+    size: str, meta: dict[str, Any], passes: dict[str, dict[str, Any]], r: dict[str, Any], tg: list[dict[str, Any]]
+) -> None:
     st = meta["stats"]
-    print(f"\n== {size}: {meta['spans']:,} spans in {st['lines']:,} lines; {len(meta['json_files'])} JSON file(s) "
-          f"{meta['json_bytes'] / 1e6:,.0f} MB" + (f", proto {meta['proto_bytes'] / 1e6:,.0f} MB" if meta["proto_bytes"]
-                                                    else "")
-          + f"; {st['orphans']:,} orphans, {st['missing_parent']} missing-parent spans, {st['traces']:,} traces "
-          f"(generated in {meta['generation_s']} s{', cached' if meta.get('cached') else ''})")
-    hdr = f"{'pass':<18} {'in':<5} {'wall s':>7} {'work s':>7} {'spans/s':>8} {'RSS MB':>7} {'B/span':>7} " \
-          f"{'cpu s':>6} {'load':>5}  note"
+    print(
+        f"\n== {size}: {meta['spans']:,} spans in {st['lines']:,} lines; {len(meta['json_files'])} JSON file(s) "
+        f"{meta['json_bytes'] / 1e6:,.0f} MB"
+        + (f", proto {meta['proto_bytes'] / 1e6:,.0f} MB" if meta["proto_bytes"] else "")
+        + f"; {st['orphans']:,} orphans, {st['missing_parent']} missing-parent spans, {st['traces']:,} traces "
+        f"(generated in {meta['generation_s']} s{', cached' if meta.get('cached') else ''})"
+    )
+    hdr = (
+        f"{'pass':<18} {'in':<5} {'wall s':>7} {'work s':>7} {'spans/s':>8} {'RSS MB':>7} {'B/span':>7} "
+        f"{'cpu s':>6} {'load':>5}  note"
+    )
     print(hdr)
     print("-" * len(hdr))
     for name, inp, _what in PASSES:
@@ -338,9 +362,19 @@ def print_size(size: str, meta: dict[str, Any], passes: dict[str, dict[str, Any]
     )
     for t in tg:
         val = t["value"]
-        shown = "-" if val is None else (_rate(val) if t["unit"] == "spans/s" else
-                                         f"{val / 2**30:.2f} GiB" if t["unit"] == "bytes" else
-                                         f"{val:.0f} B/span" if t["unit"] == "B/span" else f"{val:.2f}{t['unit']}")
+        shown = (
+            "-"
+            if val is None
+            else (
+                _rate(val)
+                if t["unit"] == "spans/s"
+                else f"{val / 2**30:.2f} GiB"
+                if t["unit"] == "bytes"
+                else f"{val:.0f} B/span"
+                if t["unit"] == "B/span"
+                else f"{val:.2f}{t['unit']}"
+            )
+        )
         print(f"  target {t['target']:<58} {shown:>12}  {t['verdict']}")
 
 
@@ -384,8 +418,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="run each pass N times, keep the fastest")
     ap.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE)
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--keep-cache", action="store_true",
-                    help="keep the 10M dump (~8 GB) after the run, and cached dumps of older generator versions")
+    ap.add_argument(
+        "--keep-cache",
+        action="store_true",
+        help="keep the 10M dump (~8 GB) after the run, and cached dumps of older generator versions",
+    )
     args = ap.parse_args(argv)
 
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
@@ -405,8 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now()
     doc: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "bench/analyze.py", *(argv if argv is not None else
-                                                                               sys.argv[1:])]),
+        "command": " ".join(
+            [Path(sys.executable).name, "bench/analyze.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "machine": machine(),
         "uptime_start": uptime(),
         "sizes": {},

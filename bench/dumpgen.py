@@ -225,8 +225,9 @@ class Service:
 # Span record: what both encoders consume.
 # (trace_id, span_id, parent_id, name, kind, start, end, flags, attrs, events, links, status, status_msg,
 #  unit, scope_kind)
-Rec = tuple[int, int, int, str, int, int, int, int, tuple[Attr, ...], tuple[Event, ...], tuple[Link, ...], int, str,
-            Unit, int]
+Rec = tuple[
+    int, int, int, str, int, int, int, int, tuple[Attr, ...], tuple[Event, ...], tuple[Link, ...], int, str, Unit, int
+]
 
 
 _TID = b"\x0a\x10"
@@ -335,23 +336,43 @@ _SCOPES: dict[str, tuple[tuple[str, str], ...]] = {
 SCOPE_HTTP, SCOPE_DB, SCOPE_APP, SCOPE_MSG = 0, 1, 2, 3
 
 _SDK = {
-    "nodejs": (("telemetry.sdk.name", "opentelemetry"), ("telemetry.sdk.version", "2.12.0"),
-               ("process.runtime.name", "nodejs"), ("process.runtime.version", "20.19.5"),
-               ("process.executable.name", "node")),
-    "python": (("telemetry.sdk.name", "opentelemetry"), ("telemetry.sdk.version", "1.45.2"),
-               ("process.runtime.name", "cpython"), ("process.runtime.version", "3.11.14"),
-               ("process.executable.name", "python3")),
-    "java": (("telemetry.sdk.name", "opentelemetry"), ("telemetry.sdk.version", "1.55.0"),
-             ("telemetry.distro.name", "opentelemetry-java-instrumentation"),
-             ("process.runtime.name", "OpenJDK Runtime Environment"), ("process.runtime.version", "21.0.8+9-LTS")),
-    "go": (("telemetry.sdk.name", "opentelemetry"), ("telemetry.sdk.version", "1.38.0"),
-           ("process.runtime.name", "go"), ("process.runtime.version", "go1.24.9")),
+    "nodejs": (
+        ("telemetry.sdk.name", "opentelemetry"),
+        ("telemetry.sdk.version", "2.12.0"),
+        ("process.runtime.name", "nodejs"),
+        ("process.runtime.version", "20.19.5"),
+        ("process.executable.name", "node"),
+    ),
+    "python": (
+        ("telemetry.sdk.name", "opentelemetry"),
+        ("telemetry.sdk.version", "1.45.2"),
+        ("process.runtime.name", "cpython"),
+        ("process.runtime.version", "3.11.14"),
+        ("process.executable.name", "python3"),
+    ),
+    "java": (
+        ("telemetry.sdk.name", "opentelemetry"),
+        ("telemetry.sdk.version", "1.55.0"),
+        ("telemetry.distro.name", "opentelemetry-java-instrumentation"),
+        ("process.runtime.name", "OpenJDK Runtime Environment"),
+        ("process.runtime.version", "21.0.8+9-LTS"),
+    ),
+    "go": (
+        ("telemetry.sdk.name", "opentelemetry"),
+        ("telemetry.sdk.version", "1.38.0"),
+        ("process.runtime.name", "go"),
+        ("process.runtime.version", "go1.24.9"),
+    ),
 }
 
 _FRONTEND_ROUTES: tuple[tuple[str, str, float, tuple[tuple[str, float], ...]], ...] = (
     # method+route, concrete path prefix, weight, downstream calls (service, probability)
-    ("GET /product/{id}", "/product/", 0.35, (("auth", 0.5), ("search", 0.3), ("recommendations", 0.7),
-                                              ("image-resizer", 0.6))),
+    (
+        "GET /product/{id}",
+        "/product/",
+        0.35,
+        (("auth", 0.5), ("search", 0.3), ("recommendations", 0.7), ("image-resizer", 0.6)),
+    ),
     ("GET /search", "/search?q=", 0.20, (("search", 1.0), ("image-resizer", 0.3))),
     ("GET /", "/", 0.18, (("recommendations", 0.5), ("image-resizer", 0.4))),
     ("POST /checkout", "/checkout", 0.12, (("auth", 1.0), ("checkout-api", 1.0))),
@@ -364,43 +385,100 @@ _ROUTE_WEIGHTS = [r[2] for r in _FRONTEND_ROUTES]
 def _services() -> list[Service]:
     return [
         Service("frontend", "nodejs", 4, "plain", "GET /"),
-        Service("checkout-api", "nodejs", 3, "plain", "POST /api/checkout", db="postgresql",
-                downstream=(("payments", 0.95), ("orders", 0.95), ("inventory", 0.5), ("pdf-renderer", 0.5),
-                            ("notifications", 0.5), ("shipping", 0.6))),
+        Service(
+            "checkout-api",
+            "nodejs",
+            3,
+            "plain",
+            "POST /api/checkout",
+            db="postgresql",
+            downstream=(
+                ("payments", 0.95),
+                ("orders", 0.95),
+                ("inventory", 0.5),
+                ("pdf-renderer", 0.5),
+                ("notifications", 0.5),
+                ("shipping", 0.6),
+            ),
+        ),
         Service("image-resizer", "nodejs", 3, "worker_threads", "GET /img/{id}", work="resize image", lost=0.5),
         Service("pdf-renderer", "nodejs", 2, "piscina", "POST /render/invoice", work="render invoice", lost=0.9),
         Service("notifications", "nodejs", 2, "fork", "POST /notify", work="send push", lost=0.2),
-        Service("inventory", "python", 3, "threadpool", "POST /reserve", db="postgresql", work="reserve stock",
-                lost=0.4, periodic="refresh stock cache", period_s=2.0),
-        Service("report-builder", "python", 2, "executor", "POST /reports", db="postgresql", work="build report",
-                lost=0.8),
-        Service("recommendations", "python", 2, "multiprocessing", "GET /recommendations", work="score candidates",
-                lost=0.2, periodic="reload model", period_s=30.0),
+        Service(
+            "inventory",
+            "python",
+            3,
+            "threadpool",
+            "POST /reserve",
+            db="postgresql",
+            work="reserve stock",
+            lost=0.4,
+            periodic="refresh stock cache",
+            period_s=2.0,
+        ),
+        Service(
+            "report-builder", "python", 2, "executor", "POST /reports", db="postgresql", work="build report", lost=0.8
+        ),
+        Service(
+            "recommendations",
+            "python",
+            2,
+            "multiprocessing",
+            "GET /recommendations",
+            work="score candidates",
+            lost=0.2,
+            periodic="reload model",
+            period_s=30.0,
+        ),
         Service("payments", "go", 3, "plain", "POST /v1/charges", db="postgresql"),
         Service("auth", "go", 2, "plain", "GET /v1/session", db="redis"),
-        Service("orders", "java", 3, "java", "POST /orders", db="postgresql", downstream=(("inventory", 0.3),),
-                work="persist order"),
+        Service(
+            "orders",
+            "java",
+            3,
+            "java",
+            "POST /orders",
+            db="postgresql",
+            downstream=(("inventory", 0.3),),
+            work="persist order",
+        ),
         Service("search", "java", 2, "java", "GET /search", db="elasticsearch", work="rank results"),
         Service("shipping", "python", 2, "plain", "POST /quotes", db="mysql"),
-        Service("email-sender", "python", 2, "plain", "orders process", db="postgresql",
-                periodic="retry failed emails", period_s=10.0),
+        Service(
+            "email-sender",
+            "python",
+            2,
+            "plain",
+            "orders process",
+            db="postgresql",
+            periodic="retry failed emails",
+            period_s=10.0,
+        ),
     ]
 
 
-_WORKERS = {"worker_threads": 4, "piscina": 4, "fork": 2, "threadpool": 8, "executor": 4,
-            "multiprocessing": 3, "java": 6}
+_WORKERS = {
+    "worker_threads": 4,
+    "piscina": 4,
+    "fork": 2,
+    "threadpool": 8,
+    "executor": 4,
+    "multiprocessing": 3,
+    "java": 6,
+}
 _DB_QUERIES = {
-    "postgresql": (("SELECT", "orders", "SELECT id, status, total FROM orders WHERE id = $1"),
-                   ("SELECT", "products", "SELECT id, name, price FROM products WHERE id = ANY($1)"),
-                   ("INSERT", "orders", "INSERT INTO orders (id, customer_id, total) VALUES ($1, $2, $3)"),
-                   ("UPDATE", "stock", "UPDATE stock SET reserved = reserved + $1 WHERE sku = $2")),
+    "postgresql": (
+        ("SELECT", "orders", "SELECT id, status, total FROM orders WHERE id = $1"),
+        ("SELECT", "products", "SELECT id, name, price FROM products WHERE id = ANY($1)"),
+        ("INSERT", "orders", "INSERT INTO orders (id, customer_id, total) VALUES ($1, $2, $3)"),
+        ("UPDATE", "stock", "UPDATE stock SET reserved = reserved + $1 WHERE sku = $2"),
+    ),
     "mysql": (("SELECT", "rates", "SELECT carrier, price FROM rates WHERE zone = ? AND weight <= ?"),),
     "redis": (("GET", "", "GET session:?"), ("EXPIRE", "", "EXPIRE session:? 1800")),
     "elasticsearch": (("search", "products", 'GET /products/_search {"query":{"match":{"name":"?"}}}'),),
 }
 _USER_AGENTS = (
-    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 "
-    "Safari/537.36",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
     "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/18.1 Mobile/15E148 Safari/604.1",
     "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
@@ -428,8 +506,9 @@ class Topology:
     def __init__(self, rng: random.Random):
         self.resources: list[Resource] = []
         self.services = {s.name: s for s in _services()}
-        hosts = [f"ip-10-0-{rng.randrange(1, 255)}-{rng.randrange(1, 255)}.eu-west-1.compute.internal"
-                 for _ in range(12)]
+        hosts = [
+            f"ip-10-0-{rng.randrange(1, 255)}-{rng.randrange(1, 255)}.eu-west-1.compute.internal" for _ in range(12)
+        ]
         for svc in self.services.values():
             scopes = tuple(Scope(n.format(service=svc.name), v) for n, v in _SCOPES[svc.language])
             for _ in range(svc.instances):
@@ -453,9 +532,12 @@ class Topology:
                 )
                 if svc.language in ("java", "go", "python"):
                     base += (("service.instance.id", _uuid(rng)),)
-                cmd = {"nodejs": f"/app/dist/{svc.name}/server.js", "python": f"/app/.venv/bin/gunicorn {svc.name}.app",
-                       "java": f"/opt/java/bin/java -javaagent:/otel/opentelemetry-javaagent.jar -jar {svc.name}.jar",
-                       "go": f"/usr/local/bin/{svc.name}"}[svc.language]
+                cmd = {
+                    "nodejs": f"/app/dist/{svc.name}/server.js",
+                    "python": f"/app/.venv/bin/gunicorn {svc.name}.app",
+                    "java": f"/opt/java/bin/java -javaagent:/otel/opentelemetry-javaagent.jar -jar {svc.name}.jar",
+                    "go": f"/usr/local/bin/{svc.name}",
+                }[svc.language]
                 proc_attrs = (("process.pid", pid), ("process.command_line", cmd), ("process.owner", "app"))
                 nworkers = _WORKERS.get(svc.model, 0)
                 if svc.model in ("worker_threads", "piscina"):
@@ -463,18 +545,24 @@ class Topology:
                     main_res = base + proc_attrs + (("thread.id", 0), ("thread.type", "main"))
                     proc.main = Unit(self._resource(svc, main_res, scopes), proc)
                     for w in range(1, nworkers + 1):
-                        res = self._resource(svc, base + proc_attrs + (("thread.id", w), ("thread.type", "worker")),
-                                             scopes)
+                        res = self._resource(
+                            svc, base + proc_attrs + (("thread.id", w), ("thread.type", "worker")), scopes
+                        )
                         proc.workers.append(Unit(res, proc))
                 elif svc.model in ("fork", "multiprocessing"):
                     proc.main = Unit(self._resource(svc, base + proc_attrs, scopes), proc)
                     for _ in range(nworkers):
                         cpid = rng.randrange(7, 60000)
                         child = Process(svc, cpid, host)
-                        cattrs = (("process.pid", cpid), ("process.parent_pid", pid),
-                                  ("process.command_line", cmd + (" --worker" if svc.language == "nodejs" else
-                                                                  " (multiprocessing worker)")),
-                                  ("process.owner", "app"))
+                        cattrs = (
+                            ("process.pid", cpid),
+                            ("process.parent_pid", pid),
+                            (
+                                "process.command_line",
+                                cmd + (" --worker" if svc.language == "nodejs" else " (multiprocessing worker)"),
+                            ),
+                            ("process.owner", "app"),
+                        )
                         child.main = Unit(self._resource(svc, base + cattrs, scopes), child)
                         proc.children.append(child)
                         proc.workers.append(child.main)
@@ -485,8 +573,10 @@ class Topology:
                         names = [f"pool-2-thread-{t + 1}" for t in range(nworkers)]
                         tids = [40 + t for t in range(nworkers)]
                     else:
-                        main_attrs = (("thread.id", 140_000_000_000_000 + rng.getrandbits(32)),
-                                      ("thread.name", "MainThread"))
+                        main_attrs = (
+                            ("thread.id", 140_000_000_000_000 + rng.getrandbits(32)),
+                            ("thread.name", "MainThread"),
+                        )
                         prefix = "ThreadPoolExecutor-0_" if svc.model == "threadpool" else "asyncio_"
                         names = [f"{prefix}{t}" for t in range(nworkers)]
                         tids = [140_000_000_000_000 + rng.getrandbits(32) for _ in range(nworkers)]
@@ -496,8 +586,10 @@ class Topology:
                             Unit(res, proc, (("thread.id", 31 + t), ("thread.name", f"http-nio-8080-exec-{t + 1}")))
                             for t in range(8)
                         ]
-                    proc.workers = [Unit(res, proc, (("thread.id", tid), ("thread.name", name)))
-                                    for tid, name in zip(tids, names, strict=True)]
+                    proc.workers = [
+                        Unit(res, proc, (("thread.id", tid), ("thread.name", name)))
+                        for tid, name in zip(tids, names, strict=True)
+                    ]
                 else:
                     proc.main = Unit(self._resource(svc, base + proc_attrs, scopes), proc)
                 if not proc.servers:
@@ -612,7 +704,8 @@ class Generator:
         obj: dict[str, object] = {"trace_id": f"{r[0]:032x}", "span_id": f"{r[1]:016x}", "name": r[3], "label": label}
         obj["intended_parent"] = (
             {"trace_id": f"{intended[0]:032x}", "span_id": f"{intended[1]:016x}", "name": intended[3]}
-            if intended is not None else None
+            if intended is not None
+            else None
         )
         obj["parent_remote"] = parent_remote
         self._cur_truth.append(json.dumps(obj, separators=(",", ":")))
@@ -626,11 +719,19 @@ class Generator:
         if self.rng.random() >= P_ERROR:
             return None
         etype, emsg = _ERRORS[self.rng.randrange(len(_ERRORS))]
-        ev = Event(self.now, "exception", (
-            ("exception.type", etype), ("exception.message", emsg),
-            ("exception.stacktrace", f"{etype}: {emsg}\n    at handle (/app/dist/handler.js:42:17)\n"
-                                     "    at process.processTicksAndRejections (node:internal/process/task_queues:95)"),
-        ))
+        ev = Event(
+            self.now,
+            "exception",
+            (
+                ("exception.type", etype),
+                ("exception.message", emsg),
+                (
+                    "exception.stacktrace",
+                    f"{etype}: {emsg}\n    at handle (/app/dist/handler.js:42:17)\n"
+                    "    at process.processTicksAndRejections (node:internal/process/task_queues:95)",
+                ),
+            ),
+        )
         return (ev,), STATUS_ERROR, emsg, (etype, emsg)
 
     # -- span shapes ------------------------------------------------------------------------------
@@ -639,8 +740,11 @@ class Generator:
         op, table, query = _DB_QUERIES[system][self.rng.randrange(len(_DB_QUERIES[system]))]
         dur = min(int(self.rng.lognormvariate(0.3, 0.9) * MS), 400 * MS)
         attrs: tuple[Attr, ...] = (
-            ("db.system.name", system), ("db.namespace", "shop"), ("db.operation.name", op),
-            ("db.query.text", query), ("server.address", f"{system}.shop.svc.cluster.local"),
+            ("db.system.name", system),
+            ("db.namespace", "shop"),
+            ("db.operation.name", op),
+            ("db.query.text", query),
+            ("server.address", f"{system}.shop.svc.cluster.local"),
             ("server.port", {"postgresql": 5432, "mysql": 3306, "redis": 6379}.get(system, 9200)),
         )
         if table:
@@ -650,12 +754,30 @@ class Generator:
         events, status, smsg = (err[0], err[1], err[2]) if err else ((), 0, "")
         if err:
             attrs += (("error.type", err[3][0]),)
-        self._emit((tid, self._id(), parent, name, CLIENT, t, t + dur, FLAGS_LOCAL, attrs, events, (), status, smsg,
-                    unit, SCOPE_DB), later, depth)
+        self._emit(
+            (
+                tid,
+                self._id(),
+                parent,
+                name,
+                CLIENT,
+                t,
+                t + dur,
+                FLAGS_LOCAL,
+                attrs,
+                events,
+                (),
+                status,
+                smsg,
+                unit,
+                SCOPE_DB,
+            ),
+            later,
+            depth,
+        )
         return t + dur
 
-    def _http_client(self, tid: int, parent: int, target: Service, unit: Unit, t: int, depth: int,
-                     later: bool) -> int:
+    def _http_client(self, tid: int, parent: int, target: Service, unit: Unit, t: int, depth: int, later: bool) -> int:
         sid = self._id()
         method, path = target.route.split(" ", 1)
         start = t
@@ -666,20 +788,34 @@ class Generator:
             end = t + self._ms(1, 30)
         code = 200 if self.rng.random() > 0.02 else 503
         attrs: tuple[Attr, ...] = (
-            ("http.request.method", method), ("url.full", f"http://{target.name}.shop.svc:8080{path}"),
-            ("server.address", f"{target.name}.shop.svc"), ("server.port", 8080),
+            ("http.request.method", method),
+            ("url.full", f"http://{target.name}.shop.svc:8080{path}"),
+            ("server.address", f"{target.name}.shop.svc"),
+            ("server.port", 8080),
             ("network.peer.address", f"10.0.{self.rng.randrange(256)}.{self.rng.randrange(256)}"),
             ("http.response.status_code", code),
         )
         status, smsg = (STATUS_ERROR, "") if code >= 500 else (STATUS_UNSET, "")
         if code >= 500:
             attrs += (("error.type", str(code)),)
-        self._emit((tid, sid, parent, method, CLIENT, start, end, FLAGS_LOCAL, attrs, (), (), status, smsg, unit,
-                    SCOPE_HTTP), later, depth)
+        self._emit(
+            (tid, sid, parent, method, CLIENT, start, end, FLAGS_LOCAL, attrs, (), (), status, smsg, unit, SCOPE_HTTP),
+            later,
+            depth,
+        )
         return end
 
-    def _server(self, tid: int, parent: int, flags: int, svc: Service, start: int, depth: int, later: bool,
-                route: tuple[str, str, float, tuple[tuple[str, float], ...]] | None = None) -> int:
+    def _server(
+        self,
+        tid: int,
+        parent: int,
+        flags: int,
+        svc: Service,
+        start: int,
+        depth: int,
+        later: bool,
+        route: tuple[str, str, float, tuple[tuple[str, float], ...]] | None = None,
+    ) -> int:
         proc = svc.processes[self.rng.randrange(len(svc.processes))]
         unit = proc.servers[self.rng.randrange(len(proc.servers))]
         sid = self._id()
@@ -687,8 +823,27 @@ class Generator:
         if depth < self._max_depth and svc.language == "nodejs" and self.rng.random() < 0.5:
             mw = ("middleware - query", "middleware - jsonParser", "middleware - session")[self.rng.randrange(3)]
             end = t + self._us(30, 400)
-            self._emit((tid, self._id(), sid, mw, INTERNAL, t, end, FLAGS_LOCAL, (("express.type", "middleware"),),
-                        (), (), 0, "", unit, SCOPE_HTTP), later, depth + 1)
+            self._emit(
+                (
+                    tid,
+                    self._id(),
+                    sid,
+                    mw,
+                    INTERNAL,
+                    t,
+                    end,
+                    FLAGS_LOCAL,
+                    (("express.type", "middleware"),),
+                    (),
+                    (),
+                    0,
+                    "",
+                    unit,
+                    SCOPE_HTTP,
+                ),
+                later,
+                depth + 1,
+            )
             t = end
         parent_of_body, body_depth = sid, depth + 1
         wrap = depth + 1 < self._max_depth and (svc.language == "java" or self.rng.random() < 0.4)
@@ -703,10 +858,32 @@ class Generator:
             hend = t + self._us(5, 60)
             handler = svc.route.split(" ", 1)[1].strip("/").split("/")[0] or "index"
             fn = f"{svc.name.replace('-', '_')}.handlers.{handler}"
-            attrs: tuple[Attr, ...] = (("code.function.name", fn), ("app.items", self.rng.randrange(1, 40)),
-                                       ("app.cache.hit", self.rng.random() < 0.7))
-            self._emit((tid, hsid, sid, fn if svc.language != "java" else "OrdersController.handle", INTERNAL, hstart,
-                        hend, FLAGS_LOCAL, attrs, (), (), 0, "", unit, SCOPE_APP), later, depth + 1)
+            attrs: tuple[Attr, ...] = (
+                ("code.function.name", fn),
+                ("app.items", self.rng.randrange(1, 40)),
+                ("app.cache.hit", self.rng.random() < 0.7),
+            )
+            self._emit(
+                (
+                    tid,
+                    hsid,
+                    sid,
+                    fn if svc.language != "java" else "OrdersController.handle",
+                    INTERNAL,
+                    hstart,
+                    hend,
+                    FLAGS_LOCAL,
+                    attrs,
+                    (),
+                    (),
+                    0,
+                    "",
+                    unit,
+                    SCOPE_APP,
+                ),
+                later,
+                depth + 1,
+            )
             t = hend
         end = t + self._us(20, 200)
         name = route[0] if route is not None else svc.route
@@ -714,10 +891,17 @@ class Generator:
         path = (route[1] + str(self.rng.randrange(10_000, 99_999))) if route is not None and "{" in rt else rt
         err = self._error()
         code = 500 if err else (200 if method == "GET" else 201)
-        attrs = (("http.request.method", method), ("url.path", path), ("url.scheme", "http"), ("http.route", rt),
-                 ("http.response.status_code", code), ("server.address", f"{svc.name}.shop.svc"),
-                 ("server.port", 8080), ("network.protocol.version", "1.1"),
-                 ("client.address", f"10.0.{self.rng.randrange(256)}.{self.rng.randrange(256)}"))
+        attrs = (
+            ("http.request.method", method),
+            ("url.path", path),
+            ("url.scheme", "http"),
+            ("http.route", rt),
+            ("http.response.status_code", code),
+            ("server.address", f"{svc.name}.shop.svc"),
+            ("server.port", 8080),
+            ("network.protocol.version", "1.1"),
+            ("client.address", f"10.0.{self.rng.randrange(256)}.{self.rng.randrange(256)}"),
+        )
         if route is not None:
             attrs += (("user_agent.original", _USER_AGENTS[self.rng.randrange(len(_USER_AGENTS))]),)
         events, status, smsg = (err[0], err[1], "") if err else ((), 0, "")
@@ -727,8 +911,18 @@ class Generator:
             self._root(r)
         return end
 
-    def _body(self, tid: int, parent: int, svc: Service, proc: Process, unit: Unit, t: int, depth: int,
-              calls: tuple[tuple[str, float], ...], later: bool) -> int:
+    def _body(
+        self,
+        tid: int,
+        parent: int,
+        svc: Service,
+        proc: Process,
+        unit: Unit,
+        t: int,
+        depth: int,
+        calls: tuple[tuple[str, float], ...],
+        later: bool,
+    ) -> int:
         if depth > self._max_depth:
             return t
         rng = self.rng
@@ -738,8 +932,9 @@ class Generator:
         chosen = [self.svc[name] for name, p in calls if rng.random() < p]
         if chosen:
             if len(chosen) > 1 and rng.random() < 0.3:  # Promise.all / asyncio.gather
-                t = max(self._http_client(tid, parent, target, unit, t + self._us(5, 50), depth, later)
-                        for target in chosen)
+                t = max(
+                    self._http_client(tid, parent, target, unit, t + self._us(5, 50), depth, later) for target in chosen
+                )
             else:
                 for target in chosen:
                     t = self._http_client(tid, parent, target, unit, t, depth, later) + self._us(20, 200)
@@ -748,28 +943,52 @@ class Generator:
         if svc.name == "orders" and depth <= self._max_depth:
             sid = self._id()
             end = t + self._us(200, 1500)
-            attrs: tuple[Attr, ...] = (("messaging.system", "rabbitmq"), ("messaging.destination.name", "orders"),
-                                       ("messaging.operation.type", "send"),
-                                       ("messaging.message.id", _uuid(rng)))
-            r: Rec = (tid, sid, parent, "orders publish", PRODUCER, t, end, FLAGS_LOCAL, attrs, (), (), 0, "", unit,
-                      SCOPE_MSG)
+            attrs: tuple[Attr, ...] = (
+                ("messaging.system", "rabbitmq"),
+                ("messaging.destination.name", "orders"),
+                ("messaging.operation.type", "send"),
+                ("messaging.message.id", _uuid(rng)),
+            )
+            r: Rec = (
+                tid,
+                sid,
+                parent,
+                "orders publish",
+                PRODUCER,
+                t,
+                end,
+                FLAGS_LOCAL,
+                attrs,
+                (),
+                (),
+                0,
+                "",
+                unit,
+                SCOPE_MSG,
+            )
             self._emit(r, later, depth)
             self._timer(end + self._ms(2, 40), "consume", r)
             t = end
         return t
 
-    def _dispatch(self, tid: int, parent: int, svc: Service, proc: Process, unit: Unit, t: int, depth: int,
-                  later: bool) -> int:
+    def _dispatch(
+        self, tid: int, parent: int, svc: Service, proc: Process, unit: Unit, t: int, depth: int, later: bool
+    ) -> int:
         """Hand work to a worker; the worker's span is a child, or (context lost) an orphan root."""
         rng = self.rng
         self._count("dispatches")
         dsid = self._id()
         worker = proc.workers[rng.randrange(len(proc.workers))]
         separate_sdk = worker.resource is not unit.resource
-        dname = {"worker_threads": f"dispatch {svc.work}", "piscina": "piscina.run render-invoice",
-                 "fork": "fork notify-worker", "threadpool": "executor.submit reserve_stock",
-                 "executor": "run_in_executor build_report", "multiprocessing": "pool.apply_async score",
-                 "java": "ExecutorService.submit"}[svc.model]
+        dname = {
+            "worker_threads": f"dispatch {svc.work}",
+            "piscina": "piscina.run render-invoice",
+            "fork": "fork notify-worker",
+            "threadpool": "executor.submit reserve_stock",
+            "executor": "run_in_executor build_report",
+            "multiprocessing": "pool.apply_async score",
+            "java": "ExecutorService.submit",
+        }[svc.model]
         ws = t + self._us(50, 1500)
         drec_stub: Rec = (tid, dsid, parent, dname, INTERNAL, t, t, FLAGS_LOCAL, (), (), (), 0, "", unit, SCOPE_APP)
         lost = rng.random() < svc.lost * LOST_SCALE
@@ -784,17 +1003,43 @@ class Generator:
             leak = rng.random() < P_DISPATCH_LEAK
             exits = not leak and rng.random() < P_WORKER_EXIT
             flags = FLAGS_REMOTE if separate_sdk else FLAGS_LOCAL
-            we = self._work(tid, dsid, flags, svc, worker, ws, depth + 1, None, exits=exits,
-                            parent_missing=leak, parent_remote=separate_sdk)
+            we = self._work(
+                tid,
+                dsid,
+                flags,
+                svc,
+                worker,
+                ws,
+                depth + 1,
+                None,
+                exits=exits,
+                parent_missing=leak,
+                parent_remote=separate_sdk,
+            )
         de = we + self._us(50, 600)
         attrs: tuple[Attr, ...] = (("app.task", svc.work), ("app.queue.depth", rng.randrange(0, 12)))
         if not leak:
-            self._emit((tid, dsid, parent, dname, INTERNAL, t, de, FLAGS_LOCAL, attrs, (), (), 0, "", unit, SCOPE_APP),
-                       later, depth)
+            self._emit(
+                (tid, dsid, parent, dname, INTERNAL, t, de, FLAGS_LOCAL, attrs, (), (), 0, "", unit, SCOPE_APP),
+                later,
+                depth,
+            )
         return de
 
-    def _work(self, tid: int, parent: int, flags: int, svc: Service, unit: Unit, start: int, depth: int,
-              intended: Rec | None, exits: bool, parent_missing: bool = False, parent_remote: bool = False) -> int:
+    def _work(
+        self,
+        tid: int,
+        parent: int,
+        flags: int,
+        svc: Service,
+        unit: Unit,
+        start: int,
+        depth: int,
+        intended: Rec | None,
+        exits: bool,
+        parent_missing: bool = False,
+        parent_remote: bool = False,
+    ) -> int:
         """The worker's span and its children; exported by the worker's SDK, so later."""
         rng = self.rng
         wsid = self._id()
@@ -811,23 +1056,57 @@ class Generator:
                     step = ("decode", "transform", "encode", "upload")[rng.randrange(4)]
                     end = t + self._ms(0.5, 25)
                     if step == "upload":
-                        r: Rec = (tid, self._id(), wsid, "PUT", CLIENT, t, end, FLAGS_LOCAL,
-                                  (("http.request.method", "PUT"), ("server.address", "s3.eu-west-1.amazonaws.com"),
-                                   ("http.response.status_code", 200), ("app.bytes", rng.randrange(1 << 10, 1 << 24))),
-                                  (), (), 0, "", unit, SCOPE_HTTP)
+                        r: Rec = (
+                            tid,
+                            self._id(),
+                            wsid,
+                            "PUT",
+                            CLIENT,
+                            t,
+                            end,
+                            FLAGS_LOCAL,
+                            (
+                                ("http.request.method", "PUT"),
+                                ("server.address", "s3.eu-west-1.amazonaws.com"),
+                                ("http.response.status_code", 200),
+                                ("app.bytes", rng.randrange(1 << 10, 1 << 24)),
+                            ),
+                            (),
+                            (),
+                            0,
+                            "",
+                            unit,
+                            SCOPE_HTTP,
+                        )
                     else:
-                        r = (tid, self._id(), wsid, step, INTERNAL, t, end, FLAGS_LOCAL,
-                             (("app.step", step), ("app.ratio", round(rng.random(), 4))), (), (), 0, "", unit,
-                             SCOPE_APP)
+                        r = (
+                            tid,
+                            self._id(),
+                            wsid,
+                            step,
+                            INTERNAL,
+                            t,
+                            end,
+                            FLAGS_LOCAL,
+                            (("app.step", step), ("app.ratio", round(rng.random(), 4))),
+                            (),
+                            (),
+                            0,
+                            "",
+                            unit,
+                            SCOPE_APP,
+                        )
                     self._emit(r, True, depth + 1)
                     kids.append(r)
                     t = end + self._us(10, 200)
         else:
             t += self._ms(0.5, 40)
         end = t + self._us(20, 300)
-        attrs: tuple[Attr, ...] = (("app.job.id", f"job-{rng.getrandbits(40):010x}"),
-                                   ("app.input.bytes", rng.randrange(1 << 10, 1 << 22)),
-                                   ("app.retry", rng.random() < 0.05))
+        attrs: tuple[Attr, ...] = (
+            ("app.job.id", f"job-{rng.getrandbits(40):010x}"),
+            ("app.input.bytes", rng.randrange(1 << 10, 1 << 22)),
+            ("app.retry", rng.random() < 0.05),
+        )
         if rng.random() < 0.1:
             attrs += (("app.tags", ("batch", "priority" if rng.random() < 0.3 else "normal", svc.name)),)
         err = self._error()
@@ -865,15 +1144,54 @@ class Generator:
             c = t + self._us(50, 300)
             c = self._db(tid, sid, svc, proc.main, c, 2, False) + self._us(20, 100)
             mend = c + self._ms(20, 180)
-            self._emit((tid, self._id(), sid, "POST", CLIENT, c, mend, FLAGS_LOCAL,
-                        (("http.request.method", "POST"), ("server.address", "api.sendgrid.com"),
-                         ("url.full", "https://api.sendgrid.com/v3/mail/send"), ("http.response.status_code", 202)),
-                        (), (), 0, "", proc.main, SCOPE_HTTP), False, 2)
-            r: Rec = (tid, sid, 0, "orders process", CONSUMER, t, mend + self._us(30, 300), FLAGS_LOCAL,
-                      (("messaging.system", "rabbitmq"), ("messaging.destination.name", "orders"),
-                       ("messaging.operation.type", "process"), ("messaging.message.id", _uuid(rng))),
-                      (), (Link(prod[0], prod[1], (("messaging.operation.type", "send"),)),), 0, "", proc.main,
-                      SCOPE_MSG)
+            self._emit(
+                (
+                    tid,
+                    self._id(),
+                    sid,
+                    "POST",
+                    CLIENT,
+                    c,
+                    mend,
+                    FLAGS_LOCAL,
+                    (
+                        ("http.request.method", "POST"),
+                        ("server.address", "api.sendgrid.com"),
+                        ("url.full", "https://api.sendgrid.com/v3/mail/send"),
+                        ("http.response.status_code", 202),
+                    ),
+                    (),
+                    (),
+                    0,
+                    "",
+                    proc.main,
+                    SCOPE_HTTP,
+                ),
+                False,
+                2,
+            )
+            r: Rec = (
+                tid,
+                sid,
+                0,
+                "orders process",
+                CONSUMER,
+                t,
+                mend + self._us(30, 300),
+                FLAGS_LOCAL,
+                (
+                    ("messaging.system", "rabbitmq"),
+                    ("messaging.destination.name", "orders"),
+                    ("messaging.operation.type", "process"),
+                    ("messaging.message.id", _uuid(rng)),
+                ),
+                (),
+                (Link(prod[0], prod[1], (("messaging.operation.type", "send"),)),),
+                0,
+                "",
+                proc.main,
+                SCOPE_MSG,
+            )
             self._emit(r, True, 1)
             self._root(r)
             return
@@ -883,10 +1201,29 @@ class Generator:
         units = [proc.main, *(c.main for c in proc.children)]
         if kind == "healthz":
             unit = proc.servers[rng.randrange(len(proc.servers))]
-            r = (self._new_trace(), self._id(), 0, "GET /healthz", SERVER, self.now, self.now + self._us(80, 900),
-                 FLAGS_LOCAL, (("http.request.method", "GET"), ("url.path", "/healthz"), ("http.route", "/healthz"),
-                               ("http.response.status_code", 200), ("user_agent.original", "kube-probe/1.31")),
-                 (), (), 0, "", unit, SCOPE_HTTP)
+            r = (
+                self._new_trace(),
+                self._id(),
+                0,
+                "GET /healthz",
+                SERVER,
+                self.now,
+                self.now + self._us(80, 900),
+                FLAGS_LOCAL,
+                (
+                    ("http.request.method", "GET"),
+                    ("url.path", "/healthz"),
+                    ("http.route", "/healthz"),
+                    ("http.response.status_code", 200),
+                    ("user_agent.original", "kube-probe/1.31"),
+                ),
+                (),
+                (),
+                0,
+                "",
+                unit,
+                SCOPE_HTTP,
+            )
             self._emit(r, False, 1)
             self._root(r)
             self._timer(self.now + self._ms(9_900, 10_100), "healthz", proc)
@@ -898,10 +1235,44 @@ class Generator:
             if svc.db:
                 t = self._db(tid, sid, svc, unit, t, 2, False) + self._us(10, 100)
             step_end = t + self._ms(1, 40)
-            self._emit((tid, self._id(), sid, "load config" if kind == "startup" else "compute", INTERNAL, t, step_end,
-                        FLAGS_LOCAL, (("app.step", name),), (), (), 0, "", unit, SCOPE_APP), False, 2)
-            r = (tid, sid, 0, name, INTERNAL, self.now, step_end + self._us(10, 100), FLAGS_LOCAL,
-                 (("app.job", name), ("app.scheduled", kind == "periodic")), (), (), 0, "", unit, SCOPE_APP)
+            self._emit(
+                (
+                    tid,
+                    self._id(),
+                    sid,
+                    "load config" if kind == "startup" else "compute",
+                    INTERNAL,
+                    t,
+                    step_end,
+                    FLAGS_LOCAL,
+                    (("app.step", name),),
+                    (),
+                    (),
+                    0,
+                    "",
+                    unit,
+                    SCOPE_APP,
+                ),
+                False,
+                2,
+            )
+            r = (
+                tid,
+                sid,
+                0,
+                name,
+                INTERNAL,
+                self.now,
+                step_end + self._us(10, 100),
+                FLAGS_LOCAL,
+                (("app.job", name), ("app.scheduled", kind == "periodic")),
+                (),
+                (),
+                0,
+                "",
+                unit,
+                SCOPE_APP,
+            )
             self._emit(r, False, 1)
             self._root(r)
         if kind == "periodic":

@@ -1,4 +1,4 @@
-"""Micro-benchmark of the journal -> OTLP/JSON encoders (issue 6, "the final dump keeps up").
+"""Micro-benchmark of the journal -> OTLP/JSON encoders ("the final dump keeps up").
 
     .venv/bin/python bench/encode.py                # ~1 min
     .venv/bin/python bench/encode.py --lines 10 --repeat 3    # a quick look

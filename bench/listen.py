@@ -1,4 +1,4 @@
-"""Benchmark ``ctxdoctor listen`` against parse-only sinks (issue 6).
+"""Benchmark ``ctxdoctor listen`` against parse-only sinks.
 
     .venv/bin/python bench/listen.py                       # gRPC and HTTP, 1/4/16 connections, 10 s each
     .venv/bin/python bench/listen.py --duration 3 --connections 4 --transports grpc   # a quick look
@@ -126,14 +126,16 @@ class Server:
         env = dict(os.environ, COLUMNS="200", TERM="xterm-256color")
         if tty:
             master, slave = pty.openpty()
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=ROOT,
-                                         env=env, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, cwd=ROOT, env=env, start_new_session=True
+            )
             os.close(slave)
             self._fd = master
         else:
             r, w = os.pipe()
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=w, stderr=w, cwd=ROOT, env=env,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=w, stderr=w, cwd=ROOT, env=env, start_new_session=True
+            )
             os.close(w)
             self._fd = r
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -284,13 +286,13 @@ def verify(dump: Path, load: dict[str, Any]) -> dict[str, Any]:
             foreign += 1
     missing = duplicated = 0
     for n in load["acked"]:
-        seg = counts[n * SPANS_PER_BATCH:(n + 1) * SPANS_PER_BATCH]
+        seg = counts[n * SPANS_PER_BATCH : (n + 1) * SPANS_PER_BATCH]
         zeros = seg.count(0)
         missing += zeros
         duplicated += sum(seg) - (SPANS_PER_BATCH - zeros)
     acked = set(load["acked"])
     unacked_written = sum(
-        SPANS_PER_BATCH - counts[n * SPANS_PER_BATCH:(n + 1) * SPANS_PER_BATCH].count(0)
+        SPANS_PER_BATCH - counts[n * SPANS_PER_BATCH : (n + 1) * SPANS_PER_BATCH].count(0)
         for n in range(1, sent + 1)
         if n not in acked
     )
@@ -324,8 +326,17 @@ def live_frame(text: str) -> dict[str, int] | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def run_one(kind: str, transport: str, connections: int, duration: float, seed: int, work: Path,
-            tty: bool, keep_dumps: bool, traces_per_batch: int) -> dict[str, Any]:
+def run_one(
+    kind: str,
+    transport: str,
+    connections: int,
+    duration: float,
+    seed: int,
+    work: Path,
+    tty: bool,
+    keep_dumps: bool,
+    traces_per_batch: int,
+) -> dict[str, Any]:
     tag = f"{kind}-{transport}-{connections}"
     dump = work / f"{tag}.{'pb' if kind == 'ctxdoctor-pb' else 'json'}"
     if kind == "ceiling":
@@ -333,8 +344,20 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         cmd = [sys.executable, "-m", "bench.listen_sink", flag, "0"]
         server = Server(cmd, re.compile(r"READY grpc=(\d+) http=(\d+)"), tty=False)
     else:
-        cmd = [sys.executable, "-m", "ctxdoctor", "listen", "--host", "127.0.0.1", "--port", "0", "--http-port", "0",
-               "--output", str(dump)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "ctxdoctor",
+            "listen",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--output",
+            str(dump),
+        ]
         server = Server(cmd, re.compile(r"OTLP/gRPC on [^ ]+:(\d+), OTLP/HTTP on [^ ]+:(\d+)"), tty=tty)
     res: dict[str, Any] = {"server": kind, "transport": transport, "connections": connections, "cmd": cmd}
     try:
@@ -347,9 +370,27 @@ def run_one(kind: str, transport: str, connections: int, duration: float, seed: 
         t0 = time.monotonic()
         out = work / f"{tag}.load.json"
         loadgen = subprocess.run(
-            [sys.executable, "-m", "bench.listen_load", "--transport", transport, "--port", str(port),
-             "--connections", str(connections), "--duration", str(duration), "--seed", str(seed), "--out", str(out)],
-            cwd=ROOT, capture_output=True, text=True, timeout=duration + 180,
+            [
+                sys.executable,
+                "-m",
+                "bench.listen_load",
+                "--transport",
+                transport,
+                "--port",
+                str(port),
+                "--connections",
+                str(connections),
+                "--duration",
+                str(duration),
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=duration + 180,
         )
         t_end = time.monotonic()
         window = t_end - t0
@@ -423,8 +464,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per measurement")
     ap.add_argument("--connections", default="1,4,16", help="comma-separated concurrent connections")
     ap.add_argument("--transports", default="grpc,http")
-    ap.add_argument("--servers", default="ceiling,ctxdoctor,ctxdoctor-pb",
-                    help="ceiling, ctxdoctor (JSON dump), ctxdoctor-pb (proto dump)")
+    ap.add_argument(
+        "--servers",
+        default="ceiling,ctxdoctor,ctxdoctor-pb",
+        help="ceiling, ctxdoctor (JSON dump), ctxdoctor-pb (proto dump)",
+    )
     ap.add_argument("--seed", type=int, default=6)
     ap.add_argument("--no-tty", action="store_true", help="run ctxdoctor listen without a terminal (no live view)")
     ap.add_argument("--keep-dumps", action="store_true")
@@ -436,8 +480,13 @@ def main(argv: list[str] | None = None) -> int:
     transports = [t.strip() for t in args.transports.split(",")]
     servers = [s.strip() for s in args.servers.split(",")]
     if any(s.startswith("ctxdoctor") for s in servers):
-        helped = subprocess.run([sys.executable, "-m", "ctxdoctor", "listen", "--help"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=60)
+        helped = subprocess.run(
+            [sys.executable, "-m", "ctxdoctor", "listen", "--help"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if helped.returncode != 0:
             log(f"NOTE: skipping ctxdoctor listen: `ctxdoctor listen --help` failed: {helped.stderr.strip()[-300:]}")
             servers = [s for s in servers if not s.startswith("ctxdoctor")]
@@ -452,8 +501,9 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now()
     doc: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "bench/listen.py",
-                             *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            [Path(sys.executable).name, "bench/listen.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "machine": machine(),
         "uptime_start": uptime(),
         "batch": {"spans": SPANS_PER_BATCH, "bytes": len(template), "traces": traces_per_batch},
@@ -467,17 +517,28 @@ def main(argv: list[str] | None = None) -> int:
                 for kind in servers:
                     log(f"[{transport} x{c}] {kind} for {args.duration:g} s ...")
                     try:
-                        r = run_one(kind, transport, c, args.duration, args.seed, work, not args.no_tty,
-                                    args.keep_dumps, traces_per_batch)
+                        r = run_one(
+                            kind,
+                            transport,
+                            c,
+                            args.duration,
+                            args.seed,
+                            work,
+                            not args.no_tty,
+                            args.keep_dumps,
+                            traces_per_batch,
+                        )
                     except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as exc:
                         log(f"  FAILED: {exc}")
                         r = {"server": kind, "transport": transport, "connections": c, "error": str(exc)[-2000:]}
                         exit_code = 1
                     doc["runs"].append(r)
                     if "spans_per_s" in r:
-                        log(f"  {r['spans_per_s']:,.0f} spans/s, cpu {r['cpu_s']:.1f} s, "
+                        log(
+                            f"  {r['spans_per_s']:,.0f} spans/s, cpu {r['cpu_s']:.1f} s, "
                             f"peak RSS {r['peak_rss_bytes'] / 1e6:.0f} MB"
-                            + (f", verify {r['verify']}" if "verify" in r else ""))
+                            + (f", verify {r['verify']}" if "verify" in r else "")
+                        )
     finally:
         if not args.keep_dumps:
             shutil.rmtree(work, ignore_errors=True)
@@ -494,8 +555,10 @@ def report(doc: dict[str, Any]) -> None:
     runs = doc["runs"]
     ceilings = {(r["transport"], r["connections"]): r for r in runs if r["server"] == "ceiling" and "spans_per_s" in r}
     print(f"\nbatches of {doc['batch']['spans']} spans ({doc['batch']['bytes']:,} bytes of protobuf)")
-    hdr = (f"{'transport':<9} {'conns':>5} {'server':<12} {'spans/s':>9} {'ratio':>6} {'cpu s':>6} {'cpu %':>6} "
-           f"{'RSS MB':>7} {'(1/4':>6} {'end)':>5} {'MB/Mspan':>8} {'load':>5}  exactly-once / notes")
+    hdr = (
+        f"{'transport':<9} {'conns':>5} {'server':<12} {'spans/s':>9} {'ratio':>6} {'cpu s':>6} {'cpu %':>6} "
+        f"{'RSS MB':>7} {'(1/4':>6} {'end)':>5} {'MB/Mspan':>8} {'load':>5}  exactly-once / notes"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in runs:
@@ -508,24 +571,31 @@ def report(doc: dict[str, Any]) -> None:
         notes = []
         if "verify" in r:
             v = r["verify"]
-            notes.append("yes" if v["exactly_once"] else
-                         f"NO: {v['acked_missing']} missing, {v['acked_duplicated']} duplicated, "
-                         f"{v['foreign_spans']} foreign")
+            notes.append(
+                "yes"
+                if v["exactly_once"]
+                else f"NO: {v['acked_missing']} missing, {v['acked_duplicated']} duplicated, "
+                f"{v['foreign_spans']} foreign"
+            )
             if v["unacked_but_written"]:
                 notes.append(f"{v['unacked_but_written']} unacked spans written")
         if r["failed_batches"] or r["partial_batches"]:
-            notes.append(f"{r['failed_batches']} failed / {r['partial_batches']} partial batches: "
-                         f"{r['load']['errors']}")
+            notes.append(
+                f"{r['failed_batches']} failed / {r['partial_batches']} partial batches: {r['load']['errors']}"
+            )
         if "live_view_at_end" in r:
             lv = r["live_view_at_end"]
-            notes.append(f"live view: {lv['spans']:,} spans, {lv['traces']:,}/{r['live_view_traces_expected']:,} "
-                         "traces")
+            notes.append(
+                f"live view: {lv['spans']:,} spans, {lv['traces']:,}/{r['live_view_traces_expected']:,} traces"
+            )
         if r["server"] != "ceiling":
             frac = r.get("dump_fraction_at_end_of_load")
             if frac is not None:
                 notes.append(f"dump {100 * frac:.0f}% written when the load stopped")
-            notes.append(f"shutdown {r['shutdown_s']:.0f} s (peak {_mb(r['peak_rss_incl_shutdown_bytes'])} MB: main "
-                         f"{_mb(r['peak_rss_main_bytes'])}, helpers {_mb(r['peak_rss_helpers_bytes'])})")
+            notes.append(
+                f"shutdown {r['shutdown_s']:.0f} s (peak {_mb(r['peak_rss_incl_shutdown_bytes'])} MB: main "
+                f"{_mb(r['peak_rss_main_bytes'])}, helpers {_mb(r['peak_rss_helpers_bytes'])})"
+            )
         print(
             f"{r['transport']:<9} {r['connections']:>5} {r['server']:<12} {r['spans_per_s']:>9,.0f} "
             f"{'-' if ratio is None else f'{ratio:.2f}':>6} {r['cpu_s']:>6.1f} {100 * r['cpu_util']:>5.0f}% "
@@ -546,13 +616,15 @@ def report(doc: dict[str, Any]) -> None:
         ok_dump = frac is not None and frac >= TARGET_DUMP_FRACTION
         r["targets"] = {"ratio": ok_ratio, "zero_loss": ok_loss, "rss": ok_rss, "dump_keeps_up": ok_dump}
         errors = r["failed_batches"] + r["partial_batches"]
-        print(f"  {r['server']:<12} {r['transport']:<5} x{r['connections']:<3} >= 50% of ceiling: "
-              f"{'PASS' if ok_ratio else 'FAIL'} ({'-' if ratio is None else f'{100 * ratio:.0f}%'}); "
-              f"zero loss: {'PASS' if ok_loss else 'FAIL'}"
-              + (f" ({errors} requests not acknowledged)" if errors else "")
-              + f"; RSS < 300 MB while receiving: {'PASS' if ok_rss else 'FAIL'} ({_mb(r['peak_rss_bytes'])} MB)"
-              f"; dump keeps up: {'PASS' if ok_dump else 'FAIL'} "
-              f"({'-' if frac is None else f'{100 * frac:.0f}%'} written when the load stopped)")
+        print(
+            f"  {r['server']:<12} {r['transport']:<5} x{r['connections']:<3} >= 50% of ceiling: "
+            f"{'PASS' if ok_ratio else 'FAIL'} ({'-' if ratio is None else f'{100 * ratio:.0f}%'}); "
+            f"zero loss: {'PASS' if ok_loss else 'FAIL'}"
+            + (f" ({errors} requests not acknowledged)" if errors else "")
+            + f"; RSS < 300 MB while receiving: {'PASS' if ok_rss else 'FAIL'} ({_mb(r['peak_rss_bytes'])} MB)"
+            f"; dump keeps up: {'PASS' if ok_dump else 'FAIL'} "
+            f"({'-' if frac is None else f'{100 * frac:.0f}%'} written when the load stopped)"
+        )
     print(f"\nload at start: {doc['uptime_start']}\nload at end:   {doc['uptime_end']}")
 
 

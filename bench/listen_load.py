@@ -152,8 +152,11 @@ async def grpc_worker(port: int, template: list[bytes], st: State) -> None:
     import grpc
 
     # A local subchannel pool gives every channel its own TCP connection, like separate workers.
-    options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_send_message_length", 64 << 20),
-               ("grpc.max_receive_message_length", 64 << 20)]
+    options = [
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.max_send_message_length", 64 << 20),
+        ("grpc.max_receive_message_length", 64 << 20),
+    ]
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         call = channel.unary_unary(GRPC_METHOD, request_serializer=None, response_deserializer=None)
         while (n := st.take()) is not None:
@@ -166,8 +169,9 @@ async def grpc_worker(port: int, template: list[bytes], st: State) -> None:
             st.done(n, _rejected(resp), None, time.monotonic() - t0)
 
 
-async def _http_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes,
-                         body: bytes) -> tuple[int, bytes, bool]:
+async def _http_exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes, body: bytes
+) -> tuple[int, bytes, bool]:
     writer.write(head)
     writer.write(body)
     await writer.drain()

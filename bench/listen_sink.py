@@ -121,8 +121,7 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, co
 
 def serve_http(port: int, counts: Counts, stop: threading.Event) -> int:
     async def main() -> int:
-        server = await asyncio.start_server(lambda r, w: _handle(r, w, counts), "127.0.0.1", port,
-                                            limit=1 << 20)
+        server = await asyncio.start_server(lambda r, w: _handle(r, w, counts), "127.0.0.1", port, limit=1 << 20)
         bound = server.sockets[0].getsockname()[1]
         print(f"READY grpc=0 http={bound}", flush=True)
         while not stop.is_set():

@@ -80,6 +80,7 @@ os.write(fd, json.dumps({"wall": wall, "status": status, "utime": ru.ru_utime, "
 os.close(fd)
 """
 
+
 @dataclass
 class Measured:
     cmd: list[str]
@@ -138,8 +139,14 @@ def run(
     res_r, res_w = os.pipe()
     wrapper = [sys.executable, "-S", "-c", _WRAPPER, json.dumps(cmd), str(res_w)]
     proc = subprocess.Popen(
-        wrapper, stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=cwd, env=full_env,
-        pass_fds=(res_w,), start_new_session=True,
+        wrapper,
+        stdin=subprocess.DEVNULL,
+        stdout=out_w,
+        stderr=err_w,
+        cwd=cwd,
+        env=full_env,
+        pass_fds=(res_w,),
+        start_new_session=True,
     )
     os.close(out_w)
     os.close(err_w)

@@ -5,12 +5,12 @@ on the work itself (after interpreter start-up and imports) and what it found, s
 check that the passes read the same number of spans.
 
 - ``floor``: ``orjson.loads`` of every line and nothing else: what it costs to turn the dump
-  into Python objects once, the yardstick the issue sets ctxdoctor against. (A typed decoder that
+  into Python objects once, the yardstick ctxdoctor is measured against. (A typed decoder that
   skips the fields it does not need can go below it.)
-- ``reference``: the simple analysis from the issue, written the way a careful engineer would
+- ``reference``: the simple analysis, written the way a careful engineer would
   in an afternoon: orjson into tuples, group by trace, sort by start, then a per-process sweep
   for roots that start inside another trace's span. No tricks beyond that.
-- ``proto-tuples``: the same tuples from the Collector proto format (upb protobuf), the issue's
+- ``proto-tuples``: the same tuples from the Collector proto format (upb protobuf), the
   "about 1M spans/s" baseline for the proto reader.
 - ``ctxdoctor-read``: only ``ctxdoctor.readers.read_paths``, to split ctxdoctor's time between
   reading and diagnosing.

@@ -1,30 +1,34 @@
-"""The command line: parse options, wire readers -> diagnosis -> renderers, map errors to exit
-codes. No analysis happens here."""
+"""The command line: parse options, call the pipeline (``ctxdoctor.analysis``), hand the report
+to a renderer, map errors to exit codes. No analysis and no report formatting happen here."""
 
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+from typer.core import TyperArgument, TyperCommand
 
 from ctxdoctor import __version__
-from ctxdoctor.diagnose import diagnose
+from ctxdoctor.analysis import analyze_paths
 from ctxdoctor.errors import CtxdoctorError, InputError, UsageError
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Report, Settings
-from ctxdoctor.readers import Dump, read_paths
 from ctxdoctor.render import get_renderer
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    # Plain help, as ruff and httpie print it: rich markup would eat "[tool.ctxdoctor]".
+    rich_markup_mode=None,
     help="Find where your app loses OpenTelemetry context, and what to change.",
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 
 #: Dumps larger than this get a progress bar on a TTY.
@@ -33,30 +37,74 @@ _PROGRESS_BYTES = 64 << 20
 _STATUS_SPANS = 200_000
 
 
-class Format(str, Enum):
+class _Command(TyperCommand):
+    """Help that names arguments by their metavar (``DUMP...``) instead of typer's type labels
+    (``{paths}...``, ``<list[Path]>``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.__class__ = _Argument
+
+
+class _Argument(TyperArgument):
+    def _usage_display_name(self) -> str:
+        return self.metavar or self.name.upper() if self.name else ""
+
+    def _rich_display_name(self) -> str:
+        return self._usage_display_name()
+
+    def display_type_rich(self, ctx: Any) -> str | None:
+        return None
+
+
+class _Format(str, Enum):
     terminal = "terminal"
     json = "json"
     junit = "junit"
     github = "github"
 
 
-class DumpFormatChoice(str, Enum):
+class _DumpFormatChoice(str, Enum):
     json = "json"
     proto = "proto"
 
 
+class _Output:
+    """How this invocation prints: ``--quiet`` and ``--no-color`` (``NO_COLOR`` is read by rich)."""
+
+    quiet = False
+    color = True
+
+
 def _stdout() -> Console:
-    return Console(highlight=False)
+    return Console(highlight=False, quiet=_Output.quiet, color_system="auto" if _Output.color else None)
 
 
 def _stderr() -> Console:
-    return Console(stderr=True, highlight=False)
+    # Errors and warnings are never silenced by --quiet: the exit code alone does not say why.
+    return Console(stderr=True, highlight=False, color_system="auto" if _Output.color else None)
 
 
-def load(paths: list[Path], console: Console, jobs: int = 1) -> Dump:
+def _set_output(quiet: bool, color: bool) -> None:
+    _Output.quiet = quiet
+    _Output.color = color
+
+
+def _analyze(paths: list[Path], settings: Settings, jobs: int) -> Report:
+    """The pipeline, with a progress bar and a status line when a person is watching a big dump."""
+    console = _stderr()
+    watched = console.is_terminal and not _Output.quiet
+
+    def diagnosing(spans: int) -> AbstractContextManager[object]:
+        if watched and spans >= _STATUS_SPANS:
+            return console.status(f"diagnosing {spans:,} spans")
+        return nullcontext()
+
     total = sum(p.stat().st_size for p in paths if p.is_file())
-    if not console.is_terminal or total < _PROGRESS_BYTES:
-        return read_paths(paths, jobs=jobs)
+    if not watched or total < _PROGRESS_BYTES:
+        return analyze_paths(paths, settings, jobs=jobs, diagnosing=diagnosing)
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),
@@ -66,70 +114,24 @@ def load(paths: list[Path], console: Console, jobs: int = 1) -> Dump:
         transient=True,
     ) as bar:
         task = bar.add_task("reading", total=total)
-        return read_paths(paths, progress=lambda done, _t: bar.update(task, completed=done), jobs=jobs)
+        return analyze_paths(
+            paths,
+            settings,
+            jobs=jobs,
+            progress=lambda done, _t: bar.update(task, completed=done),
+            diagnosing=diagnosing,
+        )
 
 
-def analyse(paths: list[Path], settings: Settings, console: Console, jobs: int = 1) -> Report:
-    dump = load(paths, console, jobs)
-    warnings = [str(w) for w in dump.warnings]
-    if console.is_terminal and len(dump.spans) >= _STATUS_SPANS:
-        with console.status(f"diagnosing {len(dump.spans):,} spans"):
-            return diagnose(dump.spans, settings, warnings=warnings, files=dump.files)
-    return diagnose(dump.spans, settings, warnings=warnings, files=dump.files)
-
-
-def emit(report: Report, fmt: Format, output: Path | None) -> None:
-    renderer = get_renderer(fmt.value)
+def _emit(report: Report, renderer: str, output: Path | None) -> None:
     if output is None:
-        renderer.render(report, _stdout())
+        get_renderer(renderer).render(report, _stdout())
         return
     try:
         with output.open("w", encoding="utf-8") as fh:
-            renderer.render(report, Console(file=fh, width=100, no_color=True, highlight=False))
+            get_renderer(renderer).render(report, Console(file=fh, width=100, no_color=True, highlight=False))
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
-
-
-PathsArg = typer.Argument(..., help="Dump files: OTLP/JSON lines (.json, .jsonl, .gz) or Collector proto format.")
-MinConf = typer.Option(
-    None, "--min-confidence", min=0.0, max=1.0, help="Report orphans at or above this confidence [default: 0.5]."
-)
-ConfigOpt = typer.Option(
-    None,
-    "--config",
-    help="Settings file (default: ctxdoctor.toml or pyproject.toml [tool.ctxdoctor], searched upwards).",
-)
-JunitOpt = typer.Option(None, "--report-junit", help="Also write a JUnit XML report (one test case per gap).")
-JsonOpt = typer.Option(None, "--report-json", help="Also write the JSON report.")
-JobsOpt = typer.Option(
-    0,
-    "--jobs",
-    "-j",
-    min=0,
-    help="Processes that read big dumps (over 32 MB in all) side by side; "
-    "0 = one per CPU (at most 8), 1 = one process (a little less memory).",
-)
-
-
-def _jobs(jobs: int) -> int:
-    from ctxdoctor.forked import usable_cpus
-
-    return jobs or min(usable_cpus(), 8)
-
-
-def _settings(max_orphan_ratio: float | None, min_confidence: float | None, config: Path | None) -> Settings:
-    from ctxdoctor.config import resolve_settings
-
-    return resolve_settings(max_orphan_ratio=max_orphan_ratio, min_confidence=min_confidence, config=config)
-
-
-def _publish(report: Report, junit: Path | None, json_path: Path | None, fmt: Format, output: Path | None) -> None:
-    from ctxdoctor.runner.publish import publish
-
-    # Annotations go where they cannot corrupt a machine-readable report on stdout, and only once.
-    machine = output is None and fmt is not Format.terminal
-    to = None if fmt is Format.github else sys.stderr if machine else sys.stdout
-    publish(report, junit=junit, json_path=json_path, annotations_to=to)
 
 
 def _check_ratio(value: float | None) -> float | None:
@@ -138,90 +140,196 @@ def _check_ratio(value: float | None) -> float | None:
     return value
 
 
-@app.command()
-def analyze(
-    paths: list[Path] = PathsArg,
-    fmt: Format = typer.Option(Format.terminal, "--format", "-f", help="Report format."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
-    min_confidence: float | None = MinConf,
-    max_orphan_ratio: float | None = typer.Option(
-        None, "--max-orphan-ratio", callback=_check_ratio, help="Also gate: exit 1 when the orphan ratio is over this."
-    ),
-    config: Path | None = ConfigOpt,
-    report_junit: Path | None = JunitOpt,
-    report_json: Path | None = JsonOpt,
-    jobs: int = JobsOpt,
+def _at_least(low: float, *, above: bool = False) -> Any:
+    def check(value: float | None) -> float | None:
+        if value is not None and (value <= low if above else value < low):
+            raise typer.BadParameter(f"must be {'over' if above else 'at least'} {low:g}")
+        return value
+
+    return check
+
+
+def _max_orphan_ratio(help: str) -> Any:
+    return typer.Option(None, "--max-orphan-ratio", metavar="FLOAT", callback=_check_ratio, help=help)
+
+
+_PathsArg = typer.Argument(
+    ..., metavar="DUMP...", help="Dump files: OTLP/JSON lines (.json, .jsonl, .gz) or the Collector's proto format."
+)
+_MinConf = typer.Option(
+    None,
+    "--min-confidence",
+    metavar="FLOAT",
+    callback=_check_ratio,
+    show_default=False,
+    help="Report orphans at or above this confidence, 0 to 1 (default: 0.5).",
+)
+_ConfigOpt = typer.Option(
+    None,
+    "--config",
+    metavar="FILE",
+    help="Settings file (default: ctxdoctor.toml, or pyproject.toml with [tool.ctxdoctor], searched upwards).",
+)
+_JunitOpt = typer.Option(
+    None, "--report-junit", metavar="FILE", help="Also write a JUnit XML report (one test case per gap)."
+)
+_JsonOpt = typer.Option(None, "--report-json", metavar="FILE", help="Also write the JSON report.")
+_JobsOpt = typer.Option(
+    0,
+    "--jobs",
+    "-j",
+    metavar="N",
+    callback=_at_least(0),
+    show_default=False,
+    help="Processes that read big dumps (over 32 MB in all) side by side: "
+    "0, the default, is one per CPU (at most 8); 1 is one process (a little less memory).",
+)
+_FormatOpt = typer.Option(
+    _Format.terminal,
+    "--format",
+    "-f",
+    metavar="FORMAT",
+    show_default=False,
+    help="Report format: terminal (the default), json, junit or github.",
+)
+_OutputOpt = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report here instead of stdout.")
+_QuietOpt = typer.Option(
+    False, "--quiet", "-q", help="Print nothing but errors and warnings; the exit code tells the result."
+)
+_ColorOpt = typer.Option(
+    True,
+    "--color/--no-color",
+    show_default=False,
+    help="Colour the output (default: on a terminal, unless NO_COLOR is set).",
+)
+_OutputDumpOpt = typer.Option(
+    Path("dump.json"),
+    "--output",
+    "-o",
+    metavar="FILE",
+    show_default=False,
+    help="The dump to write (default: dump.json): OTLP/JSON lines, "
+    "or the Collector's proto format if it ends in .pb or .binpb.",
+)
+
+
+def _settings(max_orphan_ratio: float | None, min_confidence: float | None, config: Path | None) -> Settings:
+    from ctxdoctor.config import resolve_settings
+
+    return resolve_settings(max_orphan_ratio=max_orphan_ratio, min_confidence=min_confidence, config=config)
+
+
+def _publish(report: Report, junit: Path | None, json_path: Path | None, fmt: _Format, output: Path | None) -> None:
+    from ctxdoctor.render.ci import publish
+
+    # Annotations go where they cannot corrupt a machine-readable report on stdout, and only once.
+    machine = output is None and fmt is not _Format.terminal
+    to = None if fmt is _Format.github else sys.stderr if machine else sys.stdout
+    publish(report, junit=junit, json_path=json_path, annotations_to=to)
+
+
+def _report(
+    paths: list[Path],
+    settings: Settings,
+    jobs: int,
+    fmt: _Format,
+    output: Path | None,
+    junit: Path | None,
+    json_path: Path | None,
+    *,
+    on_terminal: str,
 ) -> ExitCode:
-    """Diagnose a dump: context-loss roots, spans whose parent never arrived, and the fixes."""
-    settings = _settings(max_orphan_ratio, min_confidence, config)
-    report = analyse(paths, settings, _stderr(), _jobs(jobs))
-    emit(report, fmt, output)
-    _publish(report, report_junit, report_json, fmt, output)
+    """The pipeline, then the report: ``on_terminal`` names the renderer for ``--format terminal``
+    to stdout (the full report or the short summary)."""
+    report = _analyze(paths, settings, jobs)
+    _emit(report, on_terminal if fmt is _Format.terminal and output is None else fmt.value, output)
+    _publish(report, junit, json_path, fmt, output)
     return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
 
 
-@app.command()
-def check(
-    paths: list[Path] = PathsArg,
-    max_orphan_ratio: float | None = typer.Option(
-        None,
-        "--max-orphan-ratio",
-        callback=_check_ratio,
-        help="Fail (exit 1) when the orphan ratio is over this (or max-orphan-ratio in the config file).",
-    ),
-    min_confidence: float | None = MinConf,
-    fmt: Format = typer.Option(Format.terminal, "--format", "-f", help="Summary format."),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
-    config: Path | None = ConfigOpt,
-    report_junit: Path | None = JunitOpt,
-    report_json: Path | None = JsonOpt,
-    jobs: int = JobsOpt,
+@app.command(cls=_Command, short_help="Diagnose dumps: where context was lost, and the fix.")
+def analyze(
+    paths: list[Path] = _PathsArg,
+    fmt: _Format = _FormatOpt,
+    output: Path | None = _OutputOpt,
+    min_confidence: float | None = _MinConf,
+    max_orphan_ratio: float | None = _max_orphan_ratio("Also gate: exit 1 when the orphan ratio is over this."),
+    config: Path | None = _ConfigOpt,
+    report_junit: Path | None = _JunitOpt,
+    report_json: Path | None = _JsonOpt,
+    jobs: int = _JobsOpt,
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
 ) -> ExitCode:
-    """CI gate: print the summary and exit 1 when the orphan ratio is over the threshold."""
-    from ctxdoctor.render.terminal import summary_text
+    """Diagnose dumps: the roots that lost their context, the spans whose parent never arrived,
+    and the change that fixes each."""
+    _set_output(quiet, color)
+    settings = _settings(max_orphan_ratio, min_confidence, config)
+    return _report(paths, settings, jobs, fmt, output, report_junit, report_json, on_terminal="terminal")
 
+
+@app.command(cls=_Command, short_help="CI gate: exit 1 when the orphan ratio is over a threshold.")
+def check(
+    paths: list[Path] = _PathsArg,
+    max_orphan_ratio: float | None = _max_orphan_ratio(
+        "Fail (exit 1) when the orphan ratio is over this (or max-orphan-ratio in the config file)."
+    ),
+    min_confidence: float | None = _MinConf,
+    fmt: _Format = _FormatOpt,
+    output: Path | None = _OutputOpt,
+    config: Path | None = _ConfigOpt,
+    report_junit: Path | None = _JunitOpt,
+    report_json: Path | None = _JsonOpt,
+    jobs: int = _JobsOpt,
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
+) -> ExitCode:
+    """CI gate: print a short summary, and exit 1 when the orphan ratio is over the threshold.
+
+    --format terminal, the default, prints the summary; the other formats the full report."""
+    _set_output(quiet, color)
     settings = _settings(max_orphan_ratio, min_confidence, config)
     if settings.max_orphan_ratio is None:
         raise UsageError("check needs a threshold: --max-orphan-ratio, or max-orphan-ratio in the config file")
-    report = analyse(paths, settings, _stderr(), _jobs(jobs))
-    if fmt is Format.terminal and output is None:
-        console = _stdout()
-        for w in report.warnings:
-            console.print(f"warning: {w}", style="yellow")
-        console.print(summary_text(report))
-        for g in report.gaps:
-            console.print(
-                f"  gap: {g.service}: {g.parent_name} -> {g.orphan_name} ({g.boundary.value}, {g.occurrences}x)"
-            )
-    else:
-        emit(report, fmt, output)
-    _publish(report, report_junit, report_json, fmt, output)
-    return ExitCode.GATE_FAILED if report.gate_failed else ExitCode.OK
+    return _report(paths, settings, jobs, fmt, output, report_junit, report_json, on_terminal="summary")
 
 
-@app.command("run", context_settings={"allow_interspersed_args": False})
+@app.command(
+    "run",
+    cls=_Command,
+    context_settings={"allow_interspersed_args": False},
+    short_help="Run a command with its traces sent to ctxdoctor, then diagnose and gate.",
+)
 def run_command(
-    command: list[str] = typer.Argument(..., help="The command to run, after --; its exit code is passed on."),
-    max_orphan_ratio: float | None = typer.Option(
-        None, "--max-orphan-ratio", callback=_check_ratio, help="Exit 1 when the orphan ratio is over this."
+    command: list[str] = typer.Argument(
+        ..., metavar="-- COMMAND...", help="The command to run, after --; its exit code is passed on."
     ),
-    min_confidence: float | None = MinConf,
-    output: Path = typer.Option(
-        Path("dump.json"),
-        "--output",
-        "-o",
-        help="The dump to write: OTLP/JSON lines, or the Collector's proto format if it ends in .pb or .binpb.",
-    ),
-    config: Path | None = ConfigOpt,
-    report_junit: Path | None = JunitOpt,
-    report_json: Path | None = JsonOpt,
+    max_orphan_ratio: float | None = _max_orphan_ratio("Exit 1 when the orphan ratio is over this."),
+    min_confidence: float | None = _MinConf,
+    output: Path = _OutputDumpOpt,
+    config: Path | None = _ConfigOpt,
+    report_junit: Path | None = _JunitOpt,
+    report_json: Path | None = _JsonOpt,
+    jobs: int = _JobsOpt,
     keep_endpoint: bool = typer.Option(
         False, "--keep-endpoint", help="Do not set OTEL_EXPORTER_OTLP_TRACES_ENDPOINT/_INSECURE for the command."
     ),
-    port: int = typer.Option(0, "--port", help="Port for the receiver (gRPC and HTTP on one port; 0 = a free one)."),
-    drain: float = typer.Option(
-        10.0, "--drain", min=0.0, help="After the command exits, wait at most this long for its last exports."
+    port: int = typer.Option(
+        0,
+        "--port",
+        metavar="PORT",
+        show_default=False,
+        help="Port for the receiver, gRPC and HTTP on one port (default: a free one).",
     ),
+    drain: float = typer.Option(
+        10.0,
+        "--drain",
+        metavar="SECONDS",
+        callback=_at_least(0),
+        help="After the command exits, wait at most this long for its last exports.",
+    ),
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
     no_probe: bool = typer.Option(
         False, "--no-probe", help="Do not load the probe into the command (NODE_OPTIONS/PYTHONPATH left as they are)."
     ),
@@ -231,8 +339,7 @@ def run_command(
 
     Exit code: the command's own if it failed, else 1 if the gate failed, else 0.
     """
-    import os
-
+    _set_output(quiet, color)
     environ = dict(os.environ)  # the command gets the user's environment, not ctxdoctor's tweaks
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from ctxdoctor.runner.session import RunOptions
@@ -250,37 +357,53 @@ def run_command(
         drain=drain,
         probe=not no_probe,
         verbose=verbose,
+        jobs=jobs,
+        quiet=quiet,
     )
     return run_session(opts, console=_stdout(), err=_stderr(), environ=environ)
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Receive spans over OTLP from running apps, then diagnose them.")
 def listen(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 for containers)."),
-    port: int = typer.Option(4317, "--port", help="OTLP/gRPC port (Python exporters' default)."),
-    http_port: int = typer.Option(4318, "--http-port", help="OTLP/HTTP port (Node.js exporters' default)."),
-    output: Path = typer.Option(
-        Path("dump.json"),
-        "--output",
-        "-o",
-        help="The dump to write: OTLP/JSON lines, or the Collector's proto format if it ends in .pb or .binpb.",
+    host: str = typer.Option(
+        "127.0.0.1", "--host", metavar="ADDRESS", help="Address to bind (0.0.0.0 for containers)."
     ),
-    dump_format: DumpFormatChoice | None = typer.Option(
+    port: int = typer.Option(4317, "--port", metavar="PORT", help="OTLP/gRPC port (Python exporters' default)."),
+    http_port: int = typer.Option(
+        4318, "--http-port", metavar="PORT", help="OTLP/HTTP port (Node.js exporters' default)."
+    ),
+    output: Path = _OutputDumpOpt,
+    dump_format: _DumpFormatChoice | None = typer.Option(
         None,
         "--dump-format",
+        metavar="FORMAT",
         help="json: OTLP/JSON lines, written behind the receiver (it can fall behind under heavy load). "
         "proto: length-prefixed protobuf, complete as soon as a request is acknowledged, at any rate. "
         "Default: from the --output suffix.",
     ),
-    duration: float | None = typer.Option(None, "--duration", min=0, help="Stop after this many seconds."),
-    max_spans: int | None = typer.Option(None, "--max-spans", min=1, help="Stop after this many spans."),
-    max_message_mib: float = typer.Option(
-        64.0, "--max-message-mib", min=0.001, help="Largest request accepted, after decompression."
+    duration: float | None = typer.Option(
+        None, "--duration", metavar="SECONDS", callback=_at_least(0), help="Stop after this many seconds."
     ),
+    max_spans: int | None = typer.Option(
+        None, "--max-spans", metavar="N", callback=_at_least(1), help="Stop after this many spans."
+    ),
+    max_message_mib: float = typer.Option(
+        64.0,
+        "--max-message-mib",
+        metavar="MIB",
+        callback=_at_least(0, above=True),
+        help="Largest request accepted, after decompression.",
+    ),
+    min_confidence: float | None = _MinConf,
+    config: Path | None = _ConfigOpt,
+    report_junit: Path | None = _JunitOpt,
+    report_json: Path | None = _JsonOpt,
+    jobs: int = _JobsOpt,
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
 ) -> ExitCode:
     """Receive spans from running apps over OTLP (gRPC and HTTP), then diagnose what arrived."""
-    import os
-
+    _set_output(quiet, color)
     # grpc-core prints its own log lines (a busy port, a stray client) unless told not to before
     # it is imported; ctxdoctor reports those conditions itself, in one line each.
     os.environ.setdefault("GRPC_VERBOSITY", "NONE")
@@ -295,19 +418,32 @@ def listen(
         max_spans=max_spans,
         max_message_mib=max_message_mib,
         dump_format=dump_format.value if dump_format is not None else None,
+        settings=_settings(None, min_confidence, config),
+        jobs=jobs,
+        junit=report_junit,
+        json_path=report_json,
         console=_stdout(),
         err=_stderr(),
     )
 
 
-@app.command()
+@app.command(cls=_Command, short_help="Turn a proto dump into OTLP/JSON lines.")
 def convert(
-    source: Path = typer.Argument(..., help="A dump in the Collector's proto format (listen -o dump.pb) or a journal."),
-    output: Path | None = typer.Option(
-        None, "--output", "-o", help="The OTLP/JSON lines to write [default: the source with .json for .pb/.binpb]."
+    source: Path = typer.Argument(
+        ..., metavar="DUMP", help="A dump in the Collector's proto format (listen -o dump.pb) or a journal."
     ),
+    output: Path | None = typer.Option(
+        None,
+        "--output",
+        "-o",
+        metavar="FILE",
+        help="The OTLP/JSON lines to write (default: the source with .json for .pb and .binpb).",
+    ),
+    quiet: bool = _QuietOpt,
+    color: bool = _ColorOpt,
 ) -> ExitCode:
     """Turn a proto dump into OTLP/JSON lines, exactly as listen writes them (for jq, or the Collector)."""
+    _set_output(quiet, color)
     from ctxdoctor.receiver.convert import convert_file
     from ctxdoctor.receiver.receiver import PROTO_SUFFIXES
 
@@ -327,12 +463,13 @@ def convert(
             highlight=False,
             markup=False,
         )
-    err.print(
-        f"converted {done.requests} requests ({done.spans} spans) from {source} to {output}",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    if not _Output.quiet:
+        err.print(
+            f"converted {done.requests} requests ({done.spans} spans) from {source} to {output}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
     return ExitCode.OK
 
 

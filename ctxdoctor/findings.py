@@ -74,6 +74,16 @@ class MissingParent(msgspec.Struct, frozen=True):
     fix: Fix | None = None
 
 
+class LostGroup(msgspec.Struct, frozen=True):
+    """Spans of one name in one service whose parent (remote or local) never arrived: the unit a
+    CI report lists and fixes, since they share a cause."""
+
+    service: str
+    span_name: str
+    parent_remote: bool
+    members: tuple[MissingParent, ...]
+
+
 class Gap(msgspec.Struct, frozen=True):
     """A propagation gap: one recurring (dispatching span -> orphan) pattern."""
 
@@ -125,6 +135,28 @@ class Observation(msgspec.Struct, frozen=True):
     inferred_orphans: int  # kept from the statistics: the probe did not see their dispatch
     dropped: int  # statistical suspects the probe contradicts (their dispatch carried no span)
     notes: tuple[str, ...] = ()
+class Leak(msgspec.Struct, frozen=True):
+    """A span recorded under the wrong parent: a context captured at set-up time (a listener, a
+    timer, a pool callback) and reused for later, unrelated work."""
+
+    span: Span
+    wrong_parent: Span
+    likely_parent: Span | None  # where it belongs (another trace); None: it should have been a root
+    confidence: float
+    evidence: tuple[str, ...]
+    fix: Fix
+
+
+class SilentDispatch(msgspec.Struct, frozen=True):
+    """A span that handed work across a boundary to a worker that exported nothing back."""
+
+    span: Span
+    boundary: Boundary
+    hole_start: int  # Unix ns: the uncovered stretch where the worker's spans belong
+    hole_end: int
+    confidence: float
+    evidence: tuple[str, ...]
+    fix: Fix
 
 
 class Summary(msgspec.Struct, frozen=True):
@@ -138,6 +170,8 @@ class Summary(msgspec.Struct, frozen=True):
     broken_fragments: int  # suspected orphans + lost parents
     orphan_ratio: float  # broken_fragments / fragments
     allowed_roots: int = 0  # roots that would be suspected orphans but match an allow rule
+    leaked_spans: int = 0  # spans under the wrong parent; each is a broken fragment
+    silent_dispatches: int = 0  # spans whose worker exported nothing back (not in the ratio)
 
 
 class Allow(msgspec.Struct, frozen=True):
@@ -186,6 +220,10 @@ class Report(msgspec.Struct, frozen=True):
     silent_workers: tuple[SilentWorker, ...] = ()
     silent_processes: tuple[SilentProcess, ...] = ()
     observation: Observation | None = None
+    #: The lost parents (``missing_parents`` with ``lost``), grouped, largest group first.
+    lost_groups: tuple[LostGroup, ...] = ()
+    leaks: tuple[Leak, ...] = ()
+    silent_dispatches: tuple[SilentDispatch, ...] = ()
 
     @property
     def gate_failed(self) -> bool:

@@ -212,3 +212,127 @@ _FLUSH_GENERIC = Fix(
 
 def flush_fix(language: str | None) -> Fix:
     return _FLUSH.get(language or "", _FLUSH_GENERIC)
+
+
+# -- context leaks: a context captured at set-up time and reused for later work ------------------
+_LEAK = {
+    "nodejs": Fix(
+        title="Bind the context when the work is dispatched, not when the listener, timer or pool is set up",
+        steps=(
+            "Do not wrap a long-lived listener at subscribe time (emitter.on(evt, context.bind(context.active(), "
+            "fn)) captures the subscriber's span forever); carry the context with each message and run the "
+            "handler in it: emitter.emit(evt, { payload, ctx: context.active() }) and in the listener "
+            "context.with(msg.ctx, () => handle(msg.payload)).",
+            "Start timers and background loops outside any request: context.with(ROOT_CONTEXT, () => "
+            "setInterval(tick, ms)), so every tick is a root of its own trace.",
+            "Create pools and connections at start-up (or under context.with(ROOT_CONTEXT, ...)) and bind "
+            "each callback per call: pool.query(sql, context.bind(context.active(), cb)).",
+        ),
+        apis=("context.with(ctx, fn)", "context.with(ROOT_CONTEXT, fn)", "context.bind(context.active(), fn) per call"),
+        snippet=(
+            "// per message, not at subscribe time\n"
+            "emitter.emit('order', { order, ctx: context.active() });\n"
+            "emitter.on('order', (msg) => context.with(msg.ctx, () => handleOrder(msg.order)));\n"
+            "// background timers start from the root context\n"
+            "context.with(ROOT_CONTEXT, () => setInterval(flushMetrics, 1000));"
+        ),
+    ),
+    "python": Fix(
+        title="Start long-lived threads and timers outside any span; give each unit of work its own context",
+        steps=(
+            "A thread (with ThreadingInstrumentor) or a contextvars.copy_context() taken inside a request keeps "
+            "that request's span for its whole life: start background threads, timers and pools at start-up, or "
+            "under token = opentelemetry.context.attach(opentelemetry.context.Context()) ... detach(token).",
+            "Per job, start the span from the job's own context: tracer.start_as_current_span(name, "
+            "context=opentelemetry.propagate.extract(job.carrier)), or context=Context() for a new root.",
+        ),
+        apis=(
+            "opentelemetry.context.attach(Context())",
+            "tracer.start_as_current_span(name, context=ctx)",
+            "opentelemetry.propagate.extract(carrier)",
+        ),
+        snippet=(
+            "from opentelemetry import context, propagate\n"
+            "token = context.attach(context.Context())  # start the consumer from an empty context\n"
+            "try:\n"
+            "    threading.Thread(target=consume, daemon=True).start()\n"
+            "finally:\n"
+            "    context.detach(token)\n"
+            "# per job\n"
+            "with tracer.start_as_current_span('process_job', context=propagate.extract(job.carrier)):\n"
+            "    ..."
+        ),
+    ),
+}
+_LEAK_GENERIC = Fix(
+    title="Capture the context per task, not when the executor, timer or listener is created",
+    steps=(
+        "Java: wrap the executor with Context.taskWrapping(executor) (captures the context at each submit), not "
+        "Context.current().wrap(executor) at construction, which pins every task to the creator's span.",
+        ".NET: create timers and long-lived tasks inside using (ExecutionContext.SuppressFlow()) { ... } so they "
+        "do not inherit the creating request's Activity.",
+        "Any runtime: carry the context with each message and make it current in the handler for that message only.",
+    ),
+    apis=("Context.taskWrapping(executor)", "ExecutionContext.SuppressFlow()"),
+)
+
+
+def leak_fix(language: str | None) -> Fix:
+    return _LEAK.get(language or "", _LEAK_GENERIC)
+
+
+# -- silent workers: a worker that never exports ---------------------------------------------------
+_SILENT = {
+    "python": Fix(
+        title="Initialise the SDK in every worker process (after the fork) and flush before it exits",
+        steps=(
+            "A TracerProvider built before fork (gunicorn --preload, uWSGI, Celery prefork, multiprocessing) has "
+            "an exporter that does not work in the child: build it in the worker instead.",
+            "gunicorn: def post_fork(server, worker): init_tracing() in gunicorn.conf.py; uWSGI: "
+            "@uwsgidecorators.postfork; Celery: @worker_process_init.connect; multiprocessing: "
+            "Pool(initializer=init_tracing); plain os.fork: os.register_at_fork(after_in_child=init_tracing).",
+            "Before a worker exits, trace.get_tracer_provider().force_flush() (or shutdown()): os._exit(), "
+            "pool.terminate() and killed workers skip atexit.",
+        ),
+        apis=(
+            "post_fork(server, worker)",
+            "uwsgidecorators.postfork",
+            "os.register_at_fork(after_in_child=...)",
+            "celery.signals.worker_process_init",
+            "TracerProvider.force_flush()",
+        ),
+        snippet=(
+            "# gunicorn.conf.py\n"
+            "def post_fork(server, worker):\n"
+            "    from myapp.telemetry import init_tracing\n"
+            "    init_tracing()\n"
+            "# multiprocessing\n"
+            "pool = multiprocessing.Pool(initializer=init_tracing)\n"
+            "# before a worker exits\n"
+            "trace.get_tracer_provider().force_flush()"
+        ),
+    ),
+    "nodejs": Fix(
+        title="Start an SDK in every worker thread and child process, and shut it down before it exits",
+        steps=(
+            "Each worker_threads Worker, piscina thread and child process has its own isolate: require your "
+            "tracing set-up first thing in the worker file (or node --require ./tracing.js via execArgv / "
+            "NODE_OPTIONS) so it runs NodeSDK.start().",
+            "Await sdk.shutdown() before the worker or child exits; worker.terminate() and process.exit() drop "
+            "the spans still in the batch.",
+        ),
+        apis=("NodeSDK.start() in the worker", "execArgv: ['--require', './tracing.js']", "await sdk.shutdown()"),
+    ),
+}
+_SILENT_GENERIC = Fix(
+    title="Initialise telemetry in every worker and flush it before the worker exits",
+    steps=(
+        "Each worker process (and each worker isolate) needs its own SDK and exporter, created after the fork; "
+        "flush it (forceFlush / shutdown) before the worker exits.",
+    ),
+    apis=("TracerProvider.forceFlush()", "TracerProvider.shutdown()"),
+)
+
+
+def silent_fix(language: str | None) -> Fix:
+    return _SILENT.get(language or "", _SILENT_GENERIC)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ctxdoctor.diagnose.gaps import group_gaps
-from ctxdoctor.diagnose.missing import find_missing_parents
+from ctxdoctor.diagnose.leaks import find_leaks
+from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
+from ctxdoctor.diagnose.silent import find_silent_dispatches
+from ctxdoctor.diagnose.traces import by_trace
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
@@ -18,9 +21,9 @@ def _absent_parents(spans: Sequence[Span]) -> set[int]:
 
     A parent is nearly always exported near its children (the same batch, or one soon after), so
     each slice of spans first drops the parents present in the slice itself. Only the few left
-    are looked for in the whole dump. At a million spans that is ~250 candidates against ~560k
-    parents: no set of every parent (its growth was the diagnosis's peak memory, ~25 MB), and
-    small sets are faster too. The sets' own loops run in C over each slice's list of ids.
+    are looked for in the whole dump: a few hundred candidates instead of a set of every parent
+    (whose growth would be the diagnosis's peak memory), and small sets are faster too. The sets'
+    own loops run in C over each slice's list of ids.
     """
     candidates: set[int] = set()
     for i in range(0, len(spans), _SLICE):
@@ -43,16 +46,19 @@ def diagnose(
     files: Sequence[str] = (),
     model: ModelParams | None = None,
 ) -> Report:
-    """Find context-loss roots, missing parents and the gaps they form.
+    """Find context-loss roots, missing parents, the gaps they form, context leaks and silent
+    dispatches.
 
     The orphan ratio is ``broken fragments / fragments``: the traces fell into ``fragments``
-    pieces (every root, plus every distinct parent that is missing), of which the suspected
-    orphans and the lost parents are broken off from where they belong. Missing parents that
-    are merely upstream callers exporting elsewhere are fragments, but not broken ones.
+    pieces (every root, plus every distinct parent that is missing, plus every span that leaked
+    under the wrong parent), of which the suspected orphans, the lost parents and the leaked
+    spans are broken off from where they belong. Missing parents that are merely upstream
+    callers exporting elsewhere are fragments, but not broken ones. Silent dispatches are
+    reported but not counted: nothing arrived, so there is no fragment to count.
 
-    One process: a forked search (session 2) saved ~0.2 s of ~1.3 at a million spans, and cost
-    ~270 bytes per span, because a child that reads the spans copies their pages (CPython writes
-    reference counts into the objects). bench/README.md has the figures.
+    One process: searching in forked children saves little time and costs memory for every span,
+    because a child that reads the spans copies their pages (CPython writes reference counts into
+    the objects). bench/README.md has the figures.
     """
     settings = settings or Settings()
     absent = _absent_parents(spans)
@@ -68,8 +74,12 @@ def diagnose(
     gaps = group_gaps(orphans, group_sizes)
     missing_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing}
     lost_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing if m.lost}
-    fragments = roots + len(missing_groups)
-    broken = len(orphans) + len(lost_groups)
+    ordered = by_trace(spans)  # one sorted copy (8 bytes a span) for both walks
+    leaks = [lk for lk in find_leaks(spans, ordered=ordered) if lk.confidence >= settings.min_confidence]
+    silent = [d for d in find_silent_dispatches(spans, ordered=ordered) if d.confidence >= settings.min_confidence]
+    del ordered
+    fragments = roots + len(missing_groups) + len(leaks)
+    broken = len(orphans) + len(lost_groups) + len(leaks)
     summary = Summary(
         spans=len(spans),
         traces=traces,
@@ -81,6 +91,8 @@ def diagnose(
         broken_fragments=broken,
         orphan_ratio=broken / fragments if fragments else 0.0,
         allowed_roots=len(flagged) - len(orphans),
+        leaked_spans=len(leaks),
+        silent_dispatches=len(silent),
     )
     return Report(
         summary=summary,
@@ -90,4 +102,7 @@ def diagnose(
         settings=settings,
         warnings=tuple(warnings),
         files=tuple(files),
+        lost_groups=group_lost_parents(missing),
+        leaks=tuple(leaks),
+        silent_dispatches=tuple(silent),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from ctxdoctor.findings import MissingParent
+from ctxdoctor.findings import LostGroup, MissingParent
 from ctxdoctor.fixes import flush_fix
 from ctxdoctor.model import ENTRY_KINDS, Span, span_hex
 
@@ -76,3 +76,13 @@ def find_missing_parents(spans: Sequence[Span], absent: set[int], root_spans: Se
             out.append(MissingParent(s, True, source, False, reason, n))
     out.sort(key=lambda m: (not m.lost, m.span.unit.service, m.span.start))
     return out
+
+
+def group_lost_parents(missing: Sequence[MissingParent]) -> tuple[LostGroup, ...]:
+    """Lost parents grouped by (service, span name, parent remote), largest group first."""
+    groups: dict[tuple[str, str, bool], list[MissingParent]] = {}
+    for m in missing:
+        if m.lost:
+            groups.setdefault((m.span.unit.service, m.span.name, m.parent_remote), []).append(m)
+    ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    return tuple(LostGroup(service, name, remote, tuple(members)) for (service, name, remote), members in ordered)

@@ -11,9 +11,9 @@ from pathlib import Path
 import msgspec
 
 from ctxdoctor.errors import InputError
-from ctxdoctor.forked import CAN_FORK, usable_cpus
 from ctxdoctor.model import Span
 from ctxdoctor.readers import parallel
+from ctxdoctor.readers._workers import CAN_FORK, usable_cpus
 from ctxdoctor.readers.interface import PROGRESS_EVERY, Reader, ReadWarning, reporting
 from ctxdoctor.readers.otlp_json import OtlpJsonReader
 from ctxdoctor.readers.otlp_proto import OtlpProtoReader

@@ -28,8 +28,8 @@ from typing import Any, BinaryIO
 import msgspec
 
 from ctxdoctor.errors import InputError
-from ctxdoctor.forked import Forked
 from ctxdoctor.model import Span, Unit
+from ctxdoctor.readers._workers import Forked
 from ctxdoctor.readers.interface import PROGRESS_EVERY, Reader, ReadWarning, reporting
 from ctxdoctor.units import UnitTable
 

@@ -12,10 +12,12 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import NamedTuple
 
 from rich.console import Console
 
 from ctxdoctor.exitcodes import ExitCode
+from ctxdoctor.findings import Settings
 from ctxdoctor.receiver.grpc_server import PortInUse
 from ctxdoctor.receiver.live import LiveState, LiveView
 from ctxdoctor.receiver.receiver import Receiver, dump_format_for
@@ -56,6 +58,10 @@ def listen(
     max_spans: int | None = None,
     max_message_mib: float = 64.0,
     dump_format: str | None = None,
+    settings: Settings | None = None,
+    jobs: int = 0,
+    junit: Path | None = None,
+    json_path: Path | None = None,
     console: Console,
     err: Console,
 ) -> ExitCode:
@@ -88,6 +94,7 @@ def listen(
         max_spans=max_spans,
         log=log,
         live=True,
+        settings=settings,
     )
     try:
         receiver.start()
@@ -157,10 +164,22 @@ def listen(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    return _finish(receiver, output, reason[0], console, err)
+    report_to = _ReportTo(settings or Settings(), jobs, junit, json_path)
+    return _finish(receiver, output, reason[0], console, err, report_to)
 
 
-def _finish(receiver: Receiver, output: Path, reason: str, console: Console, err: Console) -> ExitCode:
+class _ReportTo(NamedTuple):
+    """What the final report is computed with, and the report files it also goes to."""
+
+    settings: Settings
+    jobs: int
+    junit: Path | None
+    json_path: Path | None
+
+
+def _finish(
+    receiver: Receiver, output: Path, reason: str, console: Console, err: Console, report_to: _ReportTo
+) -> ExitCode:
     st = receiver.stats
     wrote = output if receiver.dump_complete else receiver.result_path
     console.print(
@@ -200,23 +219,20 @@ def _finish(receiver: Receiver, output: Path, reason: str, console: Console, err
             soft_wrap=True,
         )
         return ExitCode.OK
-    from ctxdoctor import fresh
-    from ctxdoctor.diagnose import diagnose
+    from ctxdoctor.analysis import analyze_paths
     from ctxdoctor.errors import InputError
-    from ctxdoctor.findings import Settings
-    from ctxdoctor.readers import read_paths
     from ctxdoctor.render import get_renderer
+    from ctxdoctor.render.ci import publish
 
     path = receiver.result_path
     try:
-        # A big dump is read and diagnosed in parallel, which takes a fresh process (see fresh.py).
-        report = fresh.analyse(path, Settings()) if fresh.worth_it(path) else None
-        if report is None:
-            dump = read_paths([path])
-            report = diagnose(dump.spans, warnings=[str(w) for w in dump.warnings], files=dump.files)
+        # This process has run a gRPC server: a dump big enough to read in parallel is read in a
+        # fresh interpreter (see ctxdoctor.analysis).
+        report = analyze_paths([path], report_to.settings, jobs=report_to.jobs, fresh_process=True)
     except InputError as exc:
         err.print(f"error: cannot read back the dump: {exc}", markup=False, highlight=False)
         return ExitCode.BAD_INPUT
     console.print()
     get_renderer("terminal").render(report, console)
+    publish(report, junit=report_to.junit, json_path=report_to.json_path, summary_heading="ctxdoctor listen")
     return ExitCode.OK

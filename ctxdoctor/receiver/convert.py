@@ -53,6 +53,7 @@ import msgspec
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from ctxdoctor.findings import Settings
 from ctxdoctor.receiver.encode import TranscodeError, Transcoder
 from ctxdoctor.receiver.sink import AppendFile, DumpWriteError
 
@@ -231,6 +232,7 @@ class Converter:
         *,
         append: bool = False,
         live: bool = True,
+        settings: Settings | None = None,
         workers: int = 0,
         parallel_backlog: int = PARALLEL_BACKLOG,
         chunk_bytes: int = CHUNK_BYTES,
@@ -247,6 +249,7 @@ class Converter:
         self.progress = Progress()
         self._traces = TraceCounter()
         self._live = live
+        self._settings = settings
         self._recent: collections.deque[tuple[int, bytes]] = collections.deque()
         self._recent_spans = 0
         self._next_diagnosis = time.monotonic() + 0.5
@@ -466,8 +469,9 @@ class Converter:
         if self._recent_spans == self.progress.orphans_spans and self.progress.orphans is not None:
             self._next_diagnosis = now + 1.0
             return
-        from ctxdoctor.diagnose import diagnose
+        from ctxdoctor.analysis import analyze_dump
         from ctxdoctor.model import Span
+        from ctxdoctor.readers import Dump
         from ctxdoctor.readers.otlp_proto_spans import request_spans
         from ctxdoctor.units import UnitTable
 
@@ -476,7 +480,7 @@ class Converter:
         for _, body in self._recent:
             request_spans(body, units, spans.append)
         try:
-            orphans: int | None = diagnose(spans).summary.suspected_orphans
+            orphans: int | None = analyze_dump(Dump(spans, [], []), self._settings).summary.suspected_orphans
         except Exception:  # a convenience figure; the final report is the result
             orphans = None
         took = time.monotonic() - now
@@ -563,6 +567,9 @@ def main(argv: list[str] | None = None) -> int:
     append = "--append" in args
     live = "--no-live" not in args
     workers = next((int(a.split("=", 1)[1]) for a in args if a.startswith("--workers=")), default_workers())
+    settings = next(
+        (msgspec.json.decode(a.split("=", 1)[1], type=Settings) for a in args if a.startswith("--settings=")), None
+    )
     # Ctrl-C reaches the whole process group; the parent decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Receiving comes first: the backlog is converted when a core is idle (Linux SCHED_IDLE),
@@ -585,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
                 pass
 
     try:
-        conv = Converter(journal, dump, append=append, live=live, workers=workers)
+        conv = Converter(journal, dump, append=append, live=live, workers=workers, settings=settings)
     except (OSError, DumpWriteError) as exc:
         report(Progress(error=f"cannot start converting: {exc}", done=True))
         return 1

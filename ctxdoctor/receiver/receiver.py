@@ -26,6 +26,7 @@ from typing import Literal
 import msgspec
 
 import ctxdoctor
+from ctxdoctor.findings import Settings
 from ctxdoctor.receiver.convert import Progress
 from ctxdoctor.receiver.grpc_server import GrpcServer
 from ctxdoctor.receiver.http_server import HttpServer
@@ -82,6 +83,7 @@ class Receiver:
         append: bool = False,
         journal: Path | str | None = None,
         live: bool = False,
+        settings: Settings | None = None,
         stall_timeout: float = 5.0,
         dump_format: DumpFormat = "json",
     ) -> None:
@@ -104,6 +106,8 @@ class Receiver:
         self._append = append
         self._max_spans = max_spans
         self._live = live
+        #: What the live view's orphan count is diagnosed with: the settings of the final report.
+        self._settings = settings
         self.stall_timeout = stall_timeout
         self._ingest: Ingest | None = None
         self._grpc: GrpcServer | None = None
@@ -193,6 +197,8 @@ class Receiver:
         ]
         if not self._live:
             cmd.append("--no-live")
+        elif self._settings is not None:
+            cmd.append("--settings=" + msgspec.json.encode(self._settings).decode())
         self._converter = subprocess.Popen(
             cmd,
             stdin=subprocess.PIPE,

@@ -6,6 +6,7 @@ from ctxdoctor.render.github import GithubRenderer
 from ctxdoctor.render.interface import Renderer
 from ctxdoctor.render.json_report import JsonRenderer
 from ctxdoctor.render.junit import JunitRenderer
+from ctxdoctor.render.summary import SummaryRenderer
 from ctxdoctor.render.terminal import TerminalRenderer
 
 RENDERERS: dict[str, type[Renderer]] = {
@@ -13,6 +14,7 @@ RENDERERS: dict[str, type[Renderer]] = {
     "json": JsonRenderer,
     "junit": JunitRenderer,
     "github": GithubRenderer,
+    "summary": SummaryRenderer,
 }
 
 

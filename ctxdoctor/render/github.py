@@ -18,7 +18,7 @@ from pathlib import PurePath
 from rich.console import Console
 
 from ctxdoctor.findings import DispatchSite, Report
-from ctxdoctor.render.junit import gate_message, lost_groups
+from ctxdoctor.render._common import belongs, gate_message, leak_groups, pct, silent_groups
 
 #: GitHub shows at most this many annotations of one level per step.
 MAX_PER_LEVEL = 10
@@ -37,10 +37,6 @@ def command(level: str, message: str, **props: str | int | None) -> str:
     parts = [f"{k}={escape_property(str(v))}" for k, v in props.items() if v not in (None, "")]
     head = f"::{level}" + (" " + ",".join(parts) if parts else "")
     return f"{head}::{escape_data(message)}"
-
-
-def _pct(x: float) -> str:
-    return f"{x:.1%}"
 
 
 def _in_workspace(site: DispatchSite | None, workspace: str | None) -> tuple[str | None, int | None, int | None]:
@@ -89,7 +85,9 @@ def workflow_commands(
         )
         path, row, col = _in_workspace(w.site, workspace)
         findings.append(command(level, msg, title="ctxdoctor: silent worker", file=path, line=row, col=col))
-    for (service, name, remote), members in lost_groups(report.missing_parents):
+    for lost_group in report.lost_groups:
+        service, name, remote = lost_group.service, lost_group.span_name, lost_group.parent_remote
+        members = lost_group.members
         first = members[0]
         msg = (
             f"{len(members)} '{name}' span(s) whose {'remote' if remote else 'local'} parent never arrived: "
@@ -98,6 +96,21 @@ def workflow_commands(
         if first.fix is not None:
             msg += f"\nFix: {first.fix.title}."
         findings.append(command(level, msg, title=f"ctxdoctor: {service}: lost parent of {name}"))
+    for (service, parent, name), leaked in leak_groups(report.leaks):
+        head = leaked[0]
+        where = belongs(leaked)
+        msg = (
+            f"{len(leaked)} '{name}' span(s) leaked under '{parent}' ({where}, confidence {head.confidence:.2f}): "
+            f"{'; '.join(head.evidence)}.\nFix: {head.fix.title}."
+        )
+        findings.append(command(level, msg, title=f"ctxdoctor: {service}: context leak {parent} -> {name}"))
+    for (service, name, bnd), silent in silent_groups(report.silent_dispatches):
+        top = silent[0]
+        msg = (
+            f"{len(silent)} '{name}' span(s) handed work across a {bnd} boundary and nothing came back "
+            f"(confidence {top.confidence:.2f}): {'; '.join(top.evidence)}.\nFix: {top.fix.title}."
+        )
+        findings.append(command("warning", msg, title=f"ctxdoctor: {service}: silent worker under {name}"))
     room = MAX_PER_LEVEL - (1 if failed else 0)
     if len(findings) > room:
         rest = len(findings) - (room - 1)
@@ -138,9 +151,14 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
     lines = [f"## {md(heading)}: {verdict}", ""]
     lines.append(
         f"**{s.spans:,}** spans in **{s.traces:,}** traces · suspected orphans **{s.suspected_orphans:,}** · "
-        f"lost parents **{s.lost_parents:,}** · orphan ratio **{_pct(s.orphan_ratio)}** "
+        f"lost parents **{s.lost_parents:,}** · orphan ratio **{pct(s.orphan_ratio)}** "
         f"({s.broken_fragments:,}/{s.fragments:,} fragments)"
     )
+    if s.leaked_spans or s.silent_dispatches:
+        lines.append(
+            f"\nleaked spans **{s.leaked_spans:,}** (counted as broken fragments) · silent dispatches "
+            f"**{s.silent_dispatches:,}**"
+        )
     if s.allowed_roots:
         lines.append(f"\n{s.allowed_roots:,} root(s) accepted by allow rules.")
     lines += [""] + [f"{e}" for e in extra]
@@ -165,7 +183,7 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
         for i, g in enumerate(report.gaps, 1):
             lines.append(
                 f"| {i} | {md(g.service)} | {md(g.parent_name)} → {md(g.orphan_name)} | "
-                f"{g.boundary.value} ({md(g.runtime)}) | {g.occurrences} ({_pct(g.share)}) | {g.confidence:.2f} |"
+                f"{g.boundary.value} ({md(g.runtime)}) | {g.occurrences} ({pct(g.share)}) | {g.confidence:.2f} |"
             )
         sites = [
             (i, o.dispatch_site, o.dispatch_api)
@@ -185,18 +203,47 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
         lines += ["", "### Silent processes (lived a while, exported no span)", ""]
         for p in report.silent_processes:
             lines.append(f"- pid {p.pid} `{md(p.command)}`: {p.lifetime_s:.1f}s")
-    lost = lost_groups(report.missing_parents)
+    lost = report.lost_groups
     if lost:
         lines += ["", "### Spans whose parent never arrived", ""]
         lines += ["| service | span | parent | spans |", "|---|---|---|---:|"]
-        for (service, name, remote), members in lost:
-            lines.append(f"| {md(service)} | {md(name)} | {'remote' if remote else 'local'} | {len(members)} |")
+        for group in lost:
+            lines.append(
+                f"| {md(group.service)} | {md(group.span_name)} | {'remote' if group.parent_remote else 'local'} | "
+                f"{len(group.members)} |"
+            )
+    leaks = leak_groups(report.leaks)
+    if leaks:
+        lines += ["", "### Context leaks (spans under the wrong parent)", ""]
+        lines += [
+            "| service | wrong parent → span | where they belong | spans | confidence |",
+            "|---|---|---|---:|---:|",
+        ]
+        for (service, parent, name), leaked in leaks:
+            lines.append(
+                f"| {md(service)} | {md(parent)} → {md(name)} | {md(belongs(leaked))} | "
+                f"{len(leaked)} | {leaked[0].confidence:.2f} |"
+            )
+    silent = silent_groups(report.silent_dispatches)
+    if silent:
+        lines += ["", "### Silent dispatches (a worker exported nothing)", ""]
+        lines += ["| service | span | boundary | spans | confidence |", "|---|---|---|---:|---:|"]
+        for (service, name, bnd), quiet in silent:
+            lines.append(f"| {md(service)} | {md(name)} | {bnd} | {len(quiet)} | {quiet[0].confidence:.2f} |")
     fixes = [(f"{md(g.service)}: {md(g.parent_name)} → {md(g.orphan_name)}", g.fix, g.runtime) for g in report.gaps]
-    if lost and lost[0][1][0].fix is not None:
-        (service, name, _), members = lost[0]
+    if lost and lost[0].members[0].fix is not None:
+        service, name, members = lost[0].service, lost[0].span_name, lost[0].members
         fix = members[0].fix
         assert fix is not None
         fixes.append((f"{md(service)}: lost parents of {md(name)}", fix, members[0].span.unit.language or ""))
+    for (service, parent, name), leaked in leaks[:3]:
+        fixes.append(
+            (f"{md(service)}: leak {md(parent)} → {md(name)}", leaked[0].fix, leaked[0].span.unit.language or "")
+        )
+    for (service, name, _), quiet in silent[:3]:
+        fixes.append(
+            (f"{md(service)}: silent worker under {md(name)}", quiet[0].fix, quiet[0].span.unit.language or "")
+        )
     if fixes:
         lines += ["", "### Fixes"]
         for label, fix, runtime in fixes:
@@ -207,7 +254,7 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
                 lang = "javascript" if runtime == "nodejs" else "python" if runtime == "python" else ""
                 lines += ["", f"{fence}{lang}", fix.snippet, fence]
             lines += ["", "</details>"]
-    if not report.gaps and not lost:
+    if not report.gaps and not lost and not leaks and not silent:
         lines += ["", "No propagation gaps and no lost parents."]
     return "\n".join(lines) + "\n"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ctxdoctor.findings import DispatchSite, Fix, Gap, MissingParent, Observation, Orphan, Report
+from ctxdoctor.findings import DispatchSite, Fix, Gap, Leak, MissingParent, Observation, Orphan, Report, SilentDispatch
 from ctxdoctor.model import Span, span_hex, trace_hex
 
 SCHEMA = "ctxdoctor.report/v1"
@@ -104,6 +104,35 @@ def _gap(g: Gap) -> dict[str, Any]:
     }
 
 
+def _leak(lk: Leak) -> dict[str, Any]:
+    s = lk.span
+    return {
+        "trace_id": trace_hex(s.trace_id),
+        "span_id": span_hex(s.span_id),
+        "name": s.name,
+        "service": s.unit.service,
+        "wrong_parent": {"span_id": span_hex(lk.wrong_parent.span_id), "name": lk.wrong_parent.name},
+        "likely_parent": _ref(lk.likely_parent),
+        "confidence": round(lk.confidence, 4),
+        "evidence": list(lk.evidence),
+        "fix": _fix(lk.fix),
+    }
+
+
+def _silent(d: SilentDispatch) -> dict[str, Any]:
+    s = d.span
+    return {
+        "trace_id": trace_hex(s.trace_id),
+        "span_id": span_hex(s.span_id),
+        "name": s.name,
+        "service": s.unit.service,
+        "boundary": d.boundary.value,
+        "confidence": round(d.confidence, 4),
+        "evidence": list(d.evidence),
+        "fix": _fix(d.fix),
+    }
+
+
 def report_dict(report: Report) -> dict[str, Any]:
     s = report.summary
     return {
@@ -119,6 +148,8 @@ def report_dict(report: Report) -> dict[str, Any]:
             "broken_fragments": s.broken_fragments,
             "orphan_ratio": round(s.orphan_ratio, 6),
             "allowed_roots": s.allowed_roots,
+            "leaked_spans": s.leaked_spans,
+            "silent_dispatches": s.silent_dispatches,
         },
         "gate": {
             "max_orphan_ratio": report.settings.max_orphan_ratio,
@@ -134,6 +165,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "orphans": [_orphan(o) for o in report.orphans],
         "missing_parents": [_missing(m) for m in report.missing_parents],
         "gaps": [_gap(g) for g in report.gaps],
+        "leaks": [_leak(lk) for lk in report.leaks],
+        "silent_dispatches": [_silent(d) for d in report.silent_dispatches],
         "warnings": list(report.warnings),
         "files": list(report.files),
         # Present under ``ctxdoctor run`` with its probe; null otherwise (nothing was observed).

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 
 from rich.console import Console
 
-from ctxdoctor.findings import NO_SPANS, Gap, MissingParent, Report
+from ctxdoctor.findings import Gap, Leak, MissingParent, Report, SilentDispatch
+from ctxdoctor.render._common import belongs, gate_message, leak_groups, silent_groups
 
 SUITE = "ctxdoctor"
 # XML 1.0 forbids most control characters; span names are user data and may contain them.
@@ -26,10 +27,6 @@ _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 def _x(text: str) -> str:
     return _INVALID_XML.sub("\ufffd", text)
-
-
-def _pct(x: float) -> str:
-    return f"{x:.1%}"
 
 
 def _fix_text(title: str, steps: tuple[str, ...], snippet: str) -> str:
@@ -54,16 +51,7 @@ def _gap_text(g: Gap) -> str:
     return "\n".join(lines)
 
 
-def lost_groups(missing: tuple[MissingParent, ...]) -> list[tuple[tuple[str, str, bool], list[MissingParent]]]:
-    """Lost parents grouped by (service, span name, parent remote), largest first."""
-    groups: dict[tuple[str, str, bool], list[MissingParent]] = {}
-    for m in missing:
-        if m.lost:
-            groups.setdefault((m.span.unit.service, m.span.name, m.parent_remote), []).append(m)
-    return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
-
-
-def _lost_text(members: list[MissingParent]) -> str:
+def _lost_text(members: tuple[MissingParent, ...]) -> str:
     first = members[0]
     lines = [
         f"service: {first.span.unit.service}",
@@ -76,16 +64,30 @@ def _lost_text(members: list[MissingParent]) -> str:
     return "\n".join(lines)
 
 
-def gate_message(report: Report) -> str:
-    s = report.summary
-    limit = report.settings.max_orphan_ratio
-    ratio = f"orphan ratio {_pct(s.orphan_ratio)} ({s.broken_fragments}/{s.fragments} fragments)"
-    if limit is None:
-        return f"{ratio}; no gate (set max-orphan-ratio to fail on it)"
-    if s.spans == 0:
-        return NO_SPANS
-    op = ">" if report.gate_failed else "<="
-    return f"{ratio} {op} max-orphan-ratio {_pct(limit)}"
+def leak_text(members: list[Leak]) -> str:
+    first = members[0]
+    lines = [
+        f"service: {first.span.unit.service}",
+        f"{len(members)} '{first.span.name}' span(s) recorded under '{first.wrong_parent.name}' ({belongs(members)}), "
+        f"confidence {first.confidence:.2f}",
+        f"why: {'; '.join(first.evidence)}",
+        "",
+        _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
+    ]
+    return "\n".join(lines)
+
+
+def silent_text(members: list[SilentDispatch]) -> str:
+    first = members[0]
+    lines = [
+        f"service: {first.span.unit.service}",
+        f"{len(members)} '{first.span.name}' span(s) handed work across a {first.boundary.value} boundary and "
+        f"nothing came back, confidence {first.confidence:.2f}",
+        f"why: {'; '.join(first.evidence)}",
+        "",
+        _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
+    ]
+    return "\n".join(lines)
 
 
 def properties(report: Report) -> list[tuple[str, str]]:
@@ -106,6 +108,8 @@ def properties(report: Report) -> list[tuple[str, str]]:
         ("suspected-orphans", str(s.suspected_orphans)),
         ("allowed-roots", str(s.allowed_roots)),
         ("lost-parents", str(s.lost_parents)),
+        ("leaked-spans", str(s.leaked_spans)),
+        ("silent-dispatches", str(s.silent_dispatches)),
         ("orphan-ratio", f"{s.orphan_ratio:.6f}"),
     ]
     props += [("file", f) for f in report.files]
@@ -133,18 +137,18 @@ def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
         ("ctxdoctor.GateFailed", gate_message(report), summary_body) if failing else None,
         summary_body,
     )
-    for g in report.gaps:
-        message = (
-            f"{g.occurrences} '{g.orphan_name}' root(s) lost the context of '{g.parent_name}' "
-            f"({g.boundary.value} boundary, confidence {g.confidence:.2f})"
-        )
-        body = _gap_text(g)
-        case(
+    # (class name, test name, failure type, failure message, details) per finding.
+    findings = [
+        (
             f"{SUITE}.gaps.{g.service}",
             f"{g.parent_name} -> {g.orphan_name}",
-            ("ctxdoctor.PropagationGap", message, body) if failing else None,
-            body,
+            "ctxdoctor.PropagationGap",
+            f"{g.occurrences} '{g.orphan_name}' root(s) lost the context of '{g.parent_name}' "
+            f"({g.boundary.value} boundary, confidence {g.confidence:.2f})",
+            _gap_text(g),
         )
+        for g in report.gaps
+    ]
     for w in report.silent_workers:
         where = w.site.label() if w.site else "unknown site"
         message = f"{w.api} at {where} sent work to {w.workers} worker(s) with no OpenTelemetry SDK"
@@ -156,22 +160,33 @@ def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
                 _fix_text(w.fix.title, w.fix.steps, w.fix.snippet),
             ]
         )
-        case(
-            f"{SUITE}.silent-workers",
-            f"{w.api} at {where}",
-            ("ctxdoctor.SilentWorker", message, body) if failing else None,
-            body,
+        findings.append((f"{SUITE}.silent-workers", f"{w.api} at {where}", "ctxdoctor.SilentWorker", message, body))
+    for lost in report.lost_groups:
+        where = "remote" if lost.parent_remote else "local"
+        findings.append(
+            (
+                f"{SUITE}.lost-parents.{lost.service}",
+                f"{lost.span_name} ({where} parent never arrived)",
+                "ctxdoctor.LostParent",
+                f"{len(lost.members)} '{lost.span_name}' span(s) whose {where} parent never arrived",
+                _lost_text(lost.members),
+            )
         )
-    for (service, name, remote), members in lost_groups(report.missing_parents):
-        where = "remote" if remote else "local"
-        message = f"{len(members)} '{name}' span(s) whose {where} parent never arrived"
-        body = _lost_text(members)
-        case(
-            f"{SUITE}.lost-parents.{service}",
-            f"{name} ({where} parent never arrived)",
-            ("ctxdoctor.LostParent", message, body) if failing else None,
-            body,
+    for (service, parent, name), leaked in leak_groups(report.leaks):
+        findings.append(
+            (
+                f"{SUITE}.leaks.{service}",
+                f"{parent} -> {name} (context leak)",
+                "ctxdoctor.ContextLeak",
+                f"{len(leaked)} '{name}' span(s) leaked under '{parent}'",
+                leak_text(leaked),
+            )
         )
+    for classname, name, kind, message, body in findings:
+        case(classname, name, (kind, message, body) if failing else None, body)
+    # Silent dispatches are not in the ratio, so they never fail the gate: reported, not failed.
+    for (service, name, bnd), silent in silent_groups(report.silent_dispatches):
+        case(f"{SUITE}.silent.{service}", f"{name} ({bnd} worker exported nothing)", None, silent_text(silent))
     failures = sum(1 for c in cases if c.find("failure") is not None)
     attrs = {
         "name": SUITE,

@@ -16,6 +16,7 @@ from rich.tree import Tree
 
 from ctxdoctor.findings import NO_SPANS, Fix, Gap, MissingParent, Report
 from ctxdoctor.model import span_hex, trace_hex
+from ctxdoctor.render.junit import belongs, leak_groups, silent_groups
 
 #: Gaps shown in detail (tree + fix); the table lists them all.
 DETAILED = 3
@@ -41,6 +42,11 @@ def summary_text(report: Report) -> Text:
     t.append("   orphan ratio ", style="dim")
     t.append(_pct(s.orphan_ratio), style="bold")
     t.append(f" ({s.broken_fragments:,}/{s.fragments:,} fragments)")
+    if s.leaked_spans or s.silent_dispatches:
+        t.append("\nleaked spans ", style="dim")
+        t.append(f"{s.leaked_spans:,}", style="bold red" if s.leaked_spans else "bold green")
+        t.append("   silent dispatches ", style="dim")
+        t.append(f"{s.silent_dispatches:,}", style="bold yellow" if s.silent_dispatches else "bold green")
     limit = report.settings.max_orphan_ratio
     if limit is not None:
         t.append("\ngate ", style="dim")
@@ -206,6 +212,64 @@ def missing_table(missing: tuple[MissingParent, ...]) -> Table | None:
     return table
 
 
+def _lexer(language: str | None) -> str:
+    return "javascript" if language == "nodejs" else "python"
+
+
+def leaks_block(report: Report) -> Group | None:
+    """Context leaks: one table row per (wrong parent, span name), then the worst one's why and fix."""
+    groups = leak_groups(report.leaks)
+    if not groups:
+        return None
+    table = Table(title="Context leaks (spans under the wrong parent)", title_justify="left", pad_edge=False)
+    table.add_column("service", overflow="fold")
+    table.add_column("wrong parent -> span", overflow="fold", ratio=3)
+    table.add_column("where they belong", overflow="fold")
+    table.add_column("spans", justify="right", no_wrap=True)
+    table.add_column("conf", justify="right", no_wrap=True)
+    for (service, parent, name), leaked in groups:
+        table.add_row(
+            service,
+            f"{parent} -> {name}",
+            belongs(leaked),
+            str(len(leaked)),
+            f"{leaked[0].confidence:.2f}",
+        )
+    first = groups[0][1][0]
+    return Group(
+        table,
+        Text(
+            f"e.g. span {span_hex(first.span.span_id)} in trace {_short(trace_hex(first.span.trace_id))}", style="dim"
+        ),
+        Text("Why: " + "; ".join(first.evidence), style="dim"),
+        fix_block(first.fix, _lexer(first.span.unit.language)),
+    )
+
+
+def silent_block(report: Report) -> Group | None:
+    """Silent dispatches: one row per (span name, boundary), then the worst one's why and fix."""
+    groups = silent_groups(report.silent_dispatches)
+    if not groups:
+        return None
+    table = Table(title="Silent dispatches (a worker exported nothing)", title_justify="left", pad_edge=False)
+    table.add_column("service", overflow="fold")
+    table.add_column("dispatching span", overflow="fold", ratio=3)
+    table.add_column("boundary", no_wrap=True)
+    table.add_column("spans", justify="right", no_wrap=True)
+    table.add_column("conf", justify="right", no_wrap=True)
+    for (service, name, bnd), members in groups:
+        table.add_row(service, name, bnd, str(len(members)), f"{members[0].confidence:.2f}")
+    first = groups[0][1][0]
+    return Group(
+        table,
+        Text(
+            f"e.g. span {span_hex(first.span.span_id)} in trace {_short(trace_hex(first.span.trace_id))}", style="dim"
+        ),
+        Text("Why: " + "; ".join(first.evidence), style="dim"),
+        fix_block(first.fix, _lexer(first.span.unit.language)),
+    )
+
+
 class TerminalRenderer:
     name = "terminal"
 
@@ -238,6 +302,10 @@ class TerminalRenderer:
             console.print(Text(f"Why: {first.reason}.", style="dim"))
             if first.fix is not None:
                 console.print(fix_block(first.fix, "javascript" if first.span.unit.language == "nodejs" else "python"))
+        for block in (leaks_block(report), silent_block(report)):
+            if block is not None:
+                console.print()
+                console.print(block)
         info = sum(1 for m in report.missing_parents if not m.lost)
         if info:
             console.print(

@@ -1,12 +1,10 @@
-"""``ctxdoctor run`` and the CI outputs every command shares.
+"""``ctxdoctor run``: a command run against a fresh receiver, then diagnosed.
 
-``session`` runs a command against a fresh receiver and diagnoses what it exported; ``env``
-decides the command's environment; ``mux`` serves both OTLP transports on one port; ``process``
-owns the child (process group, signals, terminal); ``publish`` writes JUnit/JSON reports and
-the GitHub Actions annotations and summary for ``analyze``, ``check`` and ``run`` alike.
+``session`` runs the command and diagnoses what it exported; ``env`` decides the command's
+environment; ``mux`` serves both OTLP transports on one port; ``process`` owns the child (process
+group, signals, terminal). The report files and CI annotations are ``ctxdoctor.render.ci``'s.
 """
 
-from ctxdoctor.runner.publish import publish
 from ctxdoctor.runner.session import RunOptions, run
 
-__all__ = ["RunOptions", "publish", "run"]
+__all__ = ["RunOptions", "run"]

@@ -156,7 +156,3 @@ class Command:
             return True
         return True
 
-    def kill_group(self, sig: int = signal.SIGTERM) -> None:
-        if self.pgid is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pgid, sig)

@@ -23,10 +23,10 @@ from ctxdoctor.errors import InputError, UsageError
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Report, Settings
 from ctxdoctor.probe.facts import SeenProcess
+from ctxdoctor.render.ci import publish
 from ctxdoctor.runner.env import EnvPlan, child_env
 from ctxdoctor.runner.mux import PortMux
 from ctxdoctor.runner.process import Command, CommandNotFound, Outcome
-from ctxdoctor.runner.publish import publish
 
 if TYPE_CHECKING:
     from ctxdoctor.runner.ptree import ProcessSampler
@@ -52,6 +52,10 @@ class RunOptions:
     #: Load the probe into the command (see runner/probe.py); ``--no-probe`` turns it off.
     probe: bool = True
     verbose: bool = False
+    #: Reading processes for a big dump (0: one per CPU).
+    jobs: int = 0
+    #: Only warnings and errors on stderr (``--quiet``); the report is not printed either.
+    quiet: bool = False
 
 
 def _signal_name(signum: int) -> str:
@@ -163,10 +167,11 @@ def run(
         if outcome.received:
             how += f" (after ctxdoctor passed on {', '.join(_signal_name(s) for s in outcome.received)})"
         via = ", ".join(f"{p}: {n} connection{'s' if n != 1 else ''}" for p, n in protocols.items())
-        log(
-            f"the command {how} after {outcome.duration:.1f}s; received {stats.spans} spans in {stats.requests} "
-            f"requests{f' ({via})' if via else ''}; dump: {opts.output}"
-        )
+        if not opts.quiet:
+            log(
+                f"the command {how} after {outcome.duration:.1f}s; received {stats.spans} spans in {stats.requests} "
+                f"requests{f' ({via})' if via else ''}; dump: {opts.output}"
+            )
     if start_error is not None:
         return start_error
     if stats.spans == 0:
@@ -217,9 +222,13 @@ def run(
 
 
 def _banner(plan: EnvPlan, port: int, opts: RunOptions, log: Any) -> None:
-    log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}; writing {opts.output}")
+    if not opts.quiet:
+        log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}; writing {opts.output}")
     for name, value in plan.set.items():
-        log(f"  {name}={value}" + (" (replaces the value you set)" if name in plan.replaced else ""))
+        if name in plan.replaced:
+            log(f"  {name}={value} (replaces the value you set)")
+        elif not opts.quiet:
+            log(f"  {name}={value}")
     for note in plan.notes:
         log(f"note: {note}")
 
@@ -297,17 +306,13 @@ def _analyse(
     facts: Path | None = None,
     processes: tuple[SeenProcess, ...] = (),
 ) -> Report:
-    from ctxdoctor import fresh
-    from ctxdoctor.diagnose import diagnose
-    from ctxdoctor.readers import read_paths
+    from ctxdoctor.analysis import analyze_paths
     from ctxdoctor.render import get_renderer
 
     try:
-        # A big dump is read and diagnosed in parallel, which takes a fresh process (see fresh.py).
-        report = fresh.analyse(path, opts.settings) if fresh.worth_it(path) else None
-        if report is None:
-            dump = read_paths([path])
-            report = diagnose(dump.spans, opts.settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
+        # This process has run a gRPC server: a dump big enough to read in parallel is read in a
+        # fresh interpreter (see ctxdoctor.analysis).
+        report = analyze_paths([path], opts.settings, jobs=opts.jobs, fresh_process=True)
         report = _observe(report, path, facts, processes)
     except InputError as exc:  # the receiver wrote it: this would be a bug, but say what broke
         raise InputError(path, f"cannot read back the run's dump: {exc.message}") from None
