@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/listen.py                       # gRPC and HTTP, 1/4/16 connections, 10 s each
     .venv/bin/python bench/listen.py --duration 3 --connections 4 --transports grpc   # a quick look
+    .venv/bin/python bench/listen.py --bursts-only        # 200 connections at once, 16 gzip bombs, ...
 
 For each transport and number of concurrent connections, runs the parse-only sink (the ceiling,
 ``bench/listen_sink.py``) and then ``ctxdoctor listen`` as child processes on free 127.0.0.1
@@ -13,6 +14,9 @@ in ctxdoctor's dump exactly once. ``ctxdoctor listen`` runs with its stdout on a
 pseudo-terminal, as in a user's terminal, so its live view renders. Server ``ctxdoctor`` writes
 the default OTLP/JSON dump (converted behind the receiver), ``ctxdoctor-pb`` a proto dump
 (``-o dump.pb``: the journal is the dump).
+With ``--bursts`` (or ``--bursts-only``) it also runs the bursts of ``bench/listen_bursts.py``:
+200 connections at once, 16 concurrent gzip bombs, 16 distinct 20 MiB attribute values, each
+with the peak memory of the receiver's whole process tree against its idle baseline.
 Writes the figures to ``bench/out/listen-<date>.json``.
 """
 
@@ -474,10 +478,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep-dumps", action="store_true")
     ap.add_argument("--work-dir", type=Path, default=DEFAULT_WORK)
     ap.add_argument("--out-dir", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--bursts", action="store_true", help="also run the bursts (bench/listen_bursts.py)")
+    ap.add_argument("--bursts-only", action="store_true", help="run only the bursts")
     args = ap.parse_args(argv)
+    if args.bursts_only:
+        args.bursts = True
+        args.transports = ""
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     conns = [int(c) for c in args.connections.split(",")]
-    transports = [t.strip() for t in args.transports.split(",")]
+    transports = [t.strip() for t in args.transports.split(",") if t.strip()]
     servers = [s.strip() for s in args.servers.split(",")]
     if any(s.startswith("ctxdoctor") for s in servers):
         helped = subprocess.run(
@@ -539,11 +548,28 @@ def main(argv: list[str] | None = None) -> int:
                             f"peak RSS {r['peak_rss_bytes'] / 1e6:.0f} MB"
                             + (f", verify {r['verify']}" if "verify" in r else "")
                         )
+        if args.bursts:
+            from bench import listen_bursts
+
+            doc["bursts"] = []
+            for name in listen_bursts.BURSTS:
+                log(f"[burst] {name} ...")
+                try:
+                    b = listen_bursts.run_burst(name, work, Server)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as exc:
+                    log(f"  FAILED: {exc}")
+                    b = {"burst": name, "error": str(exc)[-2000:]}
+                    exit_code = 1
+                doc["bursts"].append(b)
     finally:
         if not args.keep_dumps:
             shutil.rmtree(work, ignore_errors=True)
     doc["uptime_end"] = uptime()
     report(doc)
+    if args.bursts:
+        from bench import listen_bursts
+
+        listen_bursts.report(doc["bursts"])
     args.out_dir.mkdir(parents=True, exist_ok=True)
     out = args.out_dir / f"listen-{started:%Y-%m-%dT%H-%M-%S}.json"
     out.write_text(json.dumps(doc, indent=2) + "\n")

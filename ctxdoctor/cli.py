@@ -401,6 +401,7 @@ def listen(
     jobs: int = _JobsOpt,
     quiet: bool = _QuietOpt,
     color: bool = _ColorOpt,
+    force: bool = typer.Option(False, "--force", help="Replace the dump if it exists (else: refuse, exit 2)."),
 ) -> ExitCode:
     """Receive spans from running apps over OTLP (gRPC and HTTP), then diagnose what arrived."""
     _set_output(quiet, color)
@@ -422,6 +423,7 @@ def listen(
         jobs=jobs,
         junit=report_junit,
         json_path=report_json,
+        force=force,
         console=_stdout(),
         err=_stderr(),
     )

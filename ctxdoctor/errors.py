@@ -23,8 +23,17 @@ class InputError(CtxdoctorError):
         return f"{where(self.path, self.line, self.offset)}: {self.message}"
 
 
+def printable_path(path: str) -> str:
+    """``path`` on one line: a newline or other control character in a file name would split an
+    error over two lines (or move the cursor), so it is shown as an escape, as ``repr`` would."""
+    if path.isprintable():
+        return path
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
 def where(path: str, line: int | None, offset: int | None) -> str:
     """``file:line``, or ``file (byte offset N)`` for binary input: how errors and warnings point."""
+    path = printable_path(path)
     if line is not None:
         return f"{path}:{line}"
     if offset is not None:

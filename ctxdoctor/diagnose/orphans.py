@@ -74,7 +74,7 @@ class ModelParams(msgspec.Struct, frozen=True):
     def variants() -> list[ModelParams]:
         return [
             ModelParams(worker_unit_exclusion=b, worker_unit_prior=c, confidence=k)
-            for b, c in ((False, False), (True, True))
+            for b, c in ((False, False), (False, True), (True, True))
             for k in ("posterior", "calibrated", "both")
         ]
 
@@ -391,6 +391,7 @@ _JITTER_SCALES = 4.0
 _JITTER_FLOOR = 2.0 * MS
 #: Share of whole-millisecond starts from which a group's clock is taken to be a millisecond one.
 _GRID_SHARE = 0.9
+_GRID_TOLERANCE = 1000  # ns
 #: Storey's lambda: p-values above it are taken to come from chance roots.
 _STOREY_LAMBDA = 0.5
 #: Trace ids of the shifted copies start here, above any 128-bit trace id.
@@ -606,7 +607,9 @@ def _shifted(group: list[_Suspect], prm: _Params, first_id: int) -> list[Span]:
     jitter = _jitter(prm)
     # Roots stamped on a millisecond clock stay on it: coincidences on a coarse grid are as
     # common for the copies as for the roots.
-    grid = MS if sum(1 for x in group if x.span.start % MS == 0) >= _GRID_SHARE * len(group) else 1
+    # (within a microsecond: timestamps converted through floating point land just off it).
+    on_grid = sum(1 for x in group if (x.span.start + _GRID_TOLERANCE) % MS <= 2 * _GRID_TOLERANCE)
+    grid = MS if on_grid >= _GRID_SHARE * len(group) else 1
     step = max(1, len(group) // _PLACEBO_ROOTS)
     out: list[Span] = []
     for sus in group[::step][:_PLACEBO_ROOTS]:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import gc
 import gzip
 import io
+import os
+import re
+import stat
+import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -23,6 +27,9 @@ from ctxdoctor.units import UnitTable
 READERS: tuple[Reader, ...] = (OtlpJsonReader(), OtlpProtoReader())
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Bytes of a file's start kept to judge a file that yields no span (see ``check_is_trace_dump``).
+_LEAD = 4096
+_KEY = re.compile(rb'"([A-Za-z_][A-Za-z0-9_.-]{0,40})"\s*:')
 
 
 class Dump(msgspec.Struct):
@@ -61,11 +68,7 @@ def read_paths(
     warnings: list[ReadWarning] = []
     total = 0
     for p in files:
-        if not p.exists():
-            raise InputError(p, "no such file")
-        if p.is_dir():
-            raise InputError(p, "is a directory; name the dump files (e.g. dir/*.json)")
-        total += p.stat().st_size
+        total += _regular_file_size(p)
     if jobs <= 0:
         jobs = usable_cpus()
     if not CAN_FORK or total < parallel.PARALLEL_MIN_BYTES:
@@ -81,6 +84,7 @@ def read_paths(
                 spans, warnings = parallel.read_runs(
                     runs, units, _read_piece, None if progress is None else lambda done: progress(done, total)
                 )
+                _check_times(spans, files, warnings)
                 return Dump(spans=spans, warnings=warnings, files=[str(p) for p in files])
         done = 0
         for p in files:
@@ -93,7 +97,51 @@ def read_paths(
     finally:
         if gc_was_on:
             gc.enable()
+    _check_times(spans, files, warnings)
     return Dump(spans=spans, warnings=warnings, files=[str(p) for p in files])
+
+
+def _regular_file_size(p: Path) -> int:
+    """The size of a dump file, or ``InputError``: a FIFO or a device would be read until its
+    writer closes it, which may be never, so only regular files are read."""
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(p, "no such file") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot open: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(p, "is a directory; name the dump files (e.g. dir/*.json)")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "a device"
+        raise InputError(p, f"is {kind}, not a file; save the dump to a file and name that")
+    if not os.access(p, os.R_OK):
+        raise InputError(p, "cannot open: permission denied")
+    return st.st_size
+
+
+#: Nanoseconds since 1970 that fit a signed 64-bit integer (until the year 2262). A time past it
+#: is no clock's reading: usually -1 or another negative number written as unsigned.
+_LATEST_TIME = (1 << 63) - 1
+
+
+def _check_times(spans: list[Span], files: list[Path], warnings: list[ReadWarning]) -> None:
+    """Warn once about spans whose times are impossible (ending before they start, or after
+    2262). They are kept: their ids and parents are what the diagnosis reads, but their times are
+    not to be trusted, and a person reading the dump should know."""
+    bad = [s for s in spans if s.end < s.start or s.start > _LATEST_TIME or s.end > _LATEST_TIME]
+    if not bad:
+        return
+    first = bad[0]
+    where = str(files[0]) if len(files) == 1 else f"{len(files)} files"
+    warnings.append(
+        ReadWarning(
+            where,
+            f"{len(bad)} span(s) have impossible times (end before start, or past the year 2262), "
+            f"first: trace {first.trace_id:032x} span {first.span_id:016x}; kept, but their "
+            "durations are not to be trusted",
+        )
+    )
 
 
 def _splittable(path: Path) -> int | None:
@@ -140,7 +188,9 @@ def read_file(
 
     with raw, stream:
         try:
-            head = stream.peek(64)[:64]
+            # Enough to tell the format apart and, for a file that yields no span, what it is.
+            lead = stream.peek(_LEAD)[:_LEAD]
+            head = lead[:64]
         except (OSError, EOFError) as exc:
             raise InputError(path, f"cannot read: {exc}") from None
         if not head.strip():
@@ -148,14 +198,84 @@ def read_file(
             return
         for reader in READERS:
             if reader.sniff(head):
+                counted = _Counted(emit)
                 try:
-                    reader.read(str(path), stream, units, emit, warn)
-                except (OSError, EOFError, gzip.BadGzipFile) as exc:
-                    raise InputError(path, f"cannot read: {exc}") from None
+                    reader.read(str(path), stream, units, counted, warn)
+                except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+                    # Compressed data that is corrupt or cut short: where in the file, not a traceback.
+                    raise InputError(
+                        path, f"the gzip data is corrupt or truncated ({exc})", offset=raw.tell()
+                    ) from None
+                except OSError as exc:
+                    raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
+                if counted.spans == 0:
+                    check_is_trace_dump(path, lead)
                 return
-        raise InputError(
-            path,
-            "not a trace dump: expected OTLP/JSON lines (starting with '{') or the Collector "
-            "file exporter's proto format (4-byte length + ExportTraceServiceRequest)",
-            offset=0,
-        )
+        raise InputError(path, not_a_trace_dump(head), offset=0)
+
+
+class _Counted:
+    """``emit`` that counts: a file that yields no span is looked at again (``check_is_trace_dump``)."""
+
+    __slots__ = ("emit", "spans")
+
+    def __init__(self, emit: Callable[[Span], None]) -> None:
+        self.emit = emit
+        self.spans = 0
+
+    def __call__(self, span: Span) -> None:
+        self.spans += 1
+        self.emit(span)
+
+
+#: Keys an OTLP trace document has at its top (``TracesData``/``ExportTraceServiceRequest``,
+#: camelCase or snake_case, and the pre-0.15 name): a document without any of them that yields no
+#: span is some other JSON, not an empty dump.
+_OTLP_TRACE_KEYS = (b'"resourceSpans"', b'"resource_spans"', b'"instrumentationLibrarySpans"')
+
+
+def check_is_trace_dump(path: Path, head: bytes) -> None:
+    """Raise ``InputError`` for a file that was read without error but yielded no span and is not
+    recognisably an (empty) trace dump: input that is not a trace dump is never read as an empty,
+    healthy one. The one place that decides it, for every reader."""
+    if head.lstrip()[:1] != b"{" or any(key in head for key in _OTLP_TRACE_KEYS):
+        return  # a proto dump whose records hold no span, or OTLP/JSON with empty resourceSpans
+    raise InputError(path, not_a_trace_dump(head), offset=0)
+
+
+def not_a_trace_dump(head: bytes) -> str:
+    """Why a file is refused, naming what it looks like (from its first bytes, decompressed)."""
+    expected = (
+        "expected OTLP/JSON lines (objects with resourceSpans) or the Collector file exporter's "
+        "proto format (4-byte length + ExportTraceServiceRequest)"
+    )
+    return f"not a trace dump: it looks like {_looks_like(head)}; {expected}"
+
+
+def _looks_like(head: bytes) -> str:
+    text = head.lstrip()
+    if text[:1] == b"{":
+        keys = _json_keys(text)
+        return f"a JSON object with keys {', '.join(keys[:5])}" if keys else "a JSON object"
+    if text[:1] == b"[":
+        return "a JSON array"
+    if text[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd-compressed data"
+    if text[:4] == b"PK\x03\x04":
+        return "a zip archive"
+    try:
+        text.decode("utf-8")
+    except UnicodeDecodeError:
+        return "binary data"
+    return "text"
+
+
+def _json_keys(text: bytes) -> list[str]:
+    """The names of the keys in the first bytes of a JSON object, in order and without values
+    (values may be secrets), shown only when they look like identifiers."""
+    keys = []
+    for m in _KEY.finditer(text):
+        k = m.group(1).decode("ascii")
+        if k not in keys:
+            keys.append(k)
+    return keys

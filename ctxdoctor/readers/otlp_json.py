@@ -313,6 +313,20 @@ def request_spans(
     return count
 
 
+#: The longest line (or pretty-printed document) read. The Collector writes one request per line
+#: and the OTLP limit on a request is 64 MiB of protobuf, about 200 MiB as JSON.
+MAX_LINE_BYTES = 256 << 20
+#: What is said of JSON nested deeper than the decoder goes (msgspec stops before Python's stack).
+_TOO_DEEP = "not an OTLP/JSON ExportTraceServiceRequest: JSON nested too deeply (an attribute value, probably)"
+
+
+def _too_long(limit: int) -> str:
+    return (
+        f"line is longer than {limit >> 20} MiB: not a Collector JSON line (one request per line, "
+        "at most 64 MiB of protobuf); the file may be corrupt, or one request was not split"
+    )
+
+
 def _describe(exc: msgspec.DecodeError) -> str:
     msg = str(exc)
     if msg.startswith("Expected"):
@@ -347,7 +361,10 @@ class OtlpJsonReader:
         # Past the file's first line, a bad line can no longer be the head of a pretty document.
         decoded_any = not at_start
         pending: tuple[int, bytes, msgspec.DecodeError] | None = None
-        for line in stream:
+        max_line = MAX_LINE_BYTES
+        # Lines are read with a limit: one line inflating to gigabytes (a small gzip can) would
+        # otherwise be held whole, and then decoded, before anything could refuse it.
+        for line in iter(lambda: stream.readline(max_line + 1), b""):
             lineno += 1
             # msgspec takes the line with its newline; stripping would copy every ~400 kB line.
             if len(line) < 4 and not line.strip():
@@ -357,12 +374,18 @@ class OtlpJsonReader:
                 # one pretty-printed document, which only shows when its first line fails.
                 bad_no, bad_line, exc = pending
                 if not decoded_any:
-                    rest = bad_line + line + stream.read()
+                    rest = bad_line + line + stream.read(max_line + 1 - len(bad_line) - len(line))
+                    if len(rest) > max_line:
+                        raise InputError(path, _too_long(max_line) + " (one JSON document)", line=bad_no)
                     self._read_document(path, rest, bad_no, resources, emit, warn)
                     return
                 raise InputError(path, _describe(exc), line=bad_no)
+            if len(line) > max_line and not line.endswith(b"\n"):
+                raise InputError(path, _too_long(max_line), line=lineno)
             try:
                 req = decode_request(line)
+            except RecursionError:
+                raise InputError(path, _TOO_DEEP, line=lineno) from None
             except msgspec.ValidationError as err:
                 # Complete JSON of the wrong shape: no later line can make it right.
                 raise InputError(path, _describe(err), line=lineno) from None
@@ -392,8 +415,8 @@ class OtlpJsonReader:
         line is a whole request; a pretty-printed document cannot be cut)."""
         file.seek(0)
         try:
-            decode_request(file.readline())
-        except (msgspec.DecodeError, UnicodeDecodeError):
+            decode_request(file.readline(MAX_LINE_BYTES))
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
         if offset <= 0:
             return 0
@@ -412,6 +435,8 @@ class OtlpJsonReader:
     ) -> None:
         try:
             req = decode_request(data)
+        except RecursionError:
+            raise InputError(path, _TOO_DEEP, line=first_line) from None
         except msgspec.DecodeError as exc:
             line = _line_of(data, exc)
             raise InputError(path, _describe(exc), line=None if line is None else first_line + line - 1) from None
@@ -433,6 +458,8 @@ class OtlpJsonReader:
             request_spans(req, resources, emit, lambda m: warn(ReadWarning(path, m, line=lineno)), threads_named)
         except SpanError as exc:
             raise InputError(path, str(exc), line=lineno) from None
+        except RecursionError:
+            raise InputError(path, _TOO_DEEP, line=lineno) from None
         except msgspec.DecodeError as exc:  # a resource, attributes, links or status decoded lazily
             raise InputError(path, _describe(exc), line=lineno) from None
         except UnicodeDecodeError as exc:

@@ -62,6 +62,7 @@ def listen(
     jobs: int = 0,
     junit: Path | None = None,
     json_path: Path | None = None,
+    force: bool = False,
     console: Console,
     err: Console,
 ) -> ExitCode:
@@ -95,6 +96,7 @@ def listen(
         log=log,
         live=True,
         settings=settings,
+        overwrite=force,
     )
     try:
         receiver.start()

@@ -59,6 +59,9 @@ from ctxdoctor.receiver.sink import AppendFile, DumpWriteError
 
 #: The live diagnosis covers at most this many of the most recent spans.
 LIVE_WINDOW_SPANS = 50_000
+#: ... and at most this many bytes of requests: a few requests with huge attribute values must not
+#: pin hundreds of MB for a convenience figure. A single request larger than this is left out.
+LIVE_WINDOW_BYTES = 16 << 20
 #: Distinct trace ids are counted exactly up to this many, then estimated (HyperLogLog).
 EXACT_TRACES = 200_000
 _HEADER = struct.Struct(">I")
@@ -189,6 +192,9 @@ def _worker_start(parent: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # it died before that
         os._exit(0)
+    from ctxdoctor.receiver.heap import return_large_blocks
+
+    return_large_blocks()
 
 
 class _Chunk(NamedTuple):
@@ -252,6 +258,7 @@ class Converter:
         self._settings = settings
         self._recent: collections.deque[tuple[int, bytes]] = collections.deque()
         self._recent_spans = 0
+        self._recent_bytes = 0
         self._next_diagnosis = time.monotonic() + 0.5
         self._lock = threading.Lock()
         self._transcoder = Transcoder()
@@ -454,12 +461,16 @@ class Converter:
         self._traces.add(trace_ids)
         self.progress.traces = self._traces.count()
         self.progress.traces_estimated = self._traces.estimated
-        if self._live and spans:
+        if self._live and spans and len(body) <= LIVE_WINDOW_BYTES:
             self._recent.append((spans, body))
             self._recent_spans += spans
-            while self._recent and self._recent_spans - self._recent[0][0] >= LIVE_WINDOW_SPANS:
-                n, _ = self._recent.popleft()
+            self._recent_bytes += len(body)
+            while self._recent and (
+                self._recent_spans - self._recent[0][0] >= LIVE_WINDOW_SPANS or self._recent_bytes > LIVE_WINDOW_BYTES
+            ):
+                n, old = self._recent.popleft()
                 self._recent_spans -= n
+                self._recent_bytes -= len(old)
 
     def maybe_diagnose(self, force: bool = False) -> None:
         """The live orphan count, at most once a second and at most a fifth of the time."""
@@ -572,6 +583,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     # Ctrl-C reaches the whole process group; the parent decides when to stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from ctxdoctor.receiver.heap import return_large_blocks
+
+    return_large_blocks()
     # Receiving comes first: the backlog is converted when a core is idle (Linux SCHED_IDLE),
     # or at least at a low priority, and all of it once the receiver stops accepting.
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 import msgspec
@@ -26,6 +27,22 @@ class BadRequest(ValueError):
 
 class _BadId(ValueError):
     pass
+
+
+_NOT_A_REQUEST = "body is not an OTLP/JSON ExportTraceServiceRequest"
+_TOO_DEEP = f"{_NOT_A_REQUEST}: JSON nested too deeply (an attribute value, probably)"
+_AT_PATH = re.compile(r"at ExportTraceServiceRequest\.([A-Za-z0-9_\[\].]+)")
+_FIELD = re.compile(r"Failed to parse ([A-Za-z0-9_]+) field")
+
+
+def _where_parse_failed(message: str) -> str:
+    """The field ``json_format`` could not parse, from its message, and nothing else of it: the
+    message may quote the value, and values (attributes above all) can be secrets. Only field
+    names, which are the schema's, are taken from it."""
+    m = _AT_PATH.search(message)
+    if m:
+        return m.group(1).rstrip(".")
+    return ".".join(_FIELD.findall(message)) or "a field"
 
 
 def parse_protobuf(data: bytes) -> ExportTraceServiceRequest:
@@ -58,10 +75,11 @@ def _hex_to_b64(d: dict[str, Any], camel: str, snake: str) -> None:
             hint = ""
             try:
                 base64.b64decode(text, validate=True)
-                hint = " (OTLP/JSON ids are hex, not base64)"
+                hint = ", valid base64: OTLP/JSON ids are hex, not base64"
             except (binascii.Error, ValueError):
                 pass
-            raise _BadId(f"{camel} {text[:40]!r} is not hex{hint}") from None
+            # Its length, not its text: errors never repeat what a client sent.
+            raise _BadId(f"{camel} is not hex ({len(text)} characters{hint})") from None
         d[key] = base64.b64encode(raw).decode("ascii")
 
 
@@ -70,8 +88,10 @@ def parse_json(data: bytes) -> tuple[ExportTraceServiceRequest, int, str]:
     the first such problem."""
     try:
         doc = msgspec.json.decode(data)
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     except msgspec.DecodeError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+        raise BadRequest(f"body is not valid JSON: {exc}") from None  # position only, no text
     if not isinstance(doc, dict):
         raise BadRequest("body is not an OTLP/JSON ExportTraceServiceRequest (expected a JSON object)")
     rejected = 0
@@ -93,15 +113,20 @@ def parse_json(data: bytes) -> tuple[ExportTraceServiceRequest, int, str]:
                     except _BadId as exc:
                         rejected += 1
                         if not first:
-                            first = f"span {sp.get('name')!r}: {exc}"
+                            first = f"span {str(sp.get('name'))[:80]!r}: {exc}"
                         continue
                     keep.append(sp)
                 ss["spans"] = keep
-    except (AttributeError, TypeError) as exc:
-        raise BadRequest(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+    except (AttributeError, TypeError):
+        raise BadRequest(
+            f"{_NOT_A_REQUEST}: resourceSpans, scopeSpans, spans and links must be lists of objects"
+        ) from None
     req = ExportTraceServiceRequest()
     try:
         json_format.ParseDict(doc, req, ignore_unknown_fields=True)
+    except RecursionError:
+        raise BadRequest(_TOO_DEEP) from None
     except (json_format.ParseError, TypeError, ValueError) as exc:
-        raise BadRequest(f"body is not an OTLP/JSON ExportTraceServiceRequest: {exc}") from None
+        where = _where_parse_failed(str(exc))
+        raise BadRequest(f"{_NOT_A_REQUEST}: {where} holds a value of the wrong type or form") from None
     return req, rejected, first

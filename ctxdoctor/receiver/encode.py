@@ -15,8 +15,9 @@ and the parts of a request that repeat across spans in real traffic are transcod
 looked up by their raw bytes: each ResourceSpans' Resource, each InstrumentationScope, each
 attribute ``KeyValue`` (``http.request.method = GET`` is on thousands of spans), span names and
 statuses. Ids, times and whatever else makes a span unique are never cached: whole spans do not
-repeat in real traffic. Every cache is cleared when it passes its bound, so memory stays flat
-however long the converter runs.
+repeat in real traffic. Every cache is bounded by bytes (a few distinct 20 MiB attribute values
+must not pin gigabytes) and cleared when it passes its bound, so memory stays flat however long
+the converter runs and whatever the values are; a part too large to be worth keeping is not cached.
 
 The output is what ``google.protobuf.json_format.MessageToDict(use_integers_for_enums=True)``
 gives, serialised by msgspec, except that ids are hex as OTLP/JSON requires (and as the Collector's
@@ -83,6 +84,9 @@ class Screened(msgspec.Struct, frozen=True):
 #: the same resource with every request, so it is looked at once. Cleared when full.
 _RESOURCE_IDENTS: dict[bytes, tuple[str, bytes]] = {}
 _RESOURCE_IDENTS_MAX = 4096
+#: Bytes (keys and serialisations) that cache may hold, and the largest resource it keeps.
+_RESOURCE_IDENTS_BYTES = 8 << 20
+_resource_idents_bytes = 0
 
 
 def _resource_fields(raw: bytes) -> list[bytes | None] | None:
@@ -126,6 +130,18 @@ def _resource_fields(raw: bytes) -> list[bytes | None] | None:
     return out
 
 
+def _remember_resource(key: bytes, ident: tuple[str, bytes]) -> None:
+    global _resource_idents_bytes
+    size = len(key) + len(ident[1]) + CACHE_ENTRY_OVERHEAD
+    if size > MAX_CACHED_PART:
+        return  # a resource this large is rare, and keeping it would pin its bytes
+    if len(_RESOURCE_IDENTS) >= _RESOURCE_IDENTS_MAX or _resource_idents_bytes + size > _RESOURCE_IDENTS_BYTES:
+        _RESOURCE_IDENTS.clear()
+        _resource_idents_bytes = 0
+    _RESOURCE_IDENTS[key] = ident
+    _resource_idents_bytes += size
+
+
 def _resource_ident(rs: ResourceSpans) -> tuple[str, bytes]:
     service = "unknown_service"
     if not rs.HasField("resource"):
@@ -166,9 +182,7 @@ def screen_request(req: ExportTraceServiceRequest, raw: bytes | None = None) -> 
                 got = cache.get(key)
                 if got is None:
                     got = _resource_ident(rs)
-                    if len(cache) >= _RESOURCE_IDENTS_MAX:
-                        cache.clear()
-                    cache[key] = got
+                    _remember_resource(key, got)
                 ident = got
         if ident not in resources:
             resources.append(ident)
@@ -209,8 +223,15 @@ _u32 = struct.Struct("<I").unpack_from
 _f64 = struct.Struct("<d").unpack_from
 _u64x2 = struct.Struct("<QxQ").unpack_from  # start and end time, with the end's tag between
 
-#: Entries per cache before it is cleared: a few MB each at most.
+#: Entries per cache before it is cleared.
 CACHE_ENTRIES = 1 << 15
+#: Bytes per cache (raw parts, their JSON and each entry's dict and object overhead) before it is
+#: cleared: five caches per transcoder, so a converter's caches hold at most 5 x this.
+CACHE_BYTES = 8 << 20
+#: A part larger than this is transcoded every time, never cached: large values seldom repeat.
+MAX_CACHED_PART = 64 << 10
+#: What a cached entry costs besides its two byte strings (two bytes objects and a dict slot).
+CACHE_ENTRY_OVERHEAD = 120
 #: upb refuses messages nested more than 100 deep, and an attribute's KeyValue can sit 5 deep (a
 #: link's or event's); so a value nested up to 95 deep below its KeyValue is valid wherever it is.
 #: Deeper ones go through upb, which knows where they are.
@@ -348,8 +369,10 @@ _STATUS_TAGS = frozenset((0x12, 0x18))
 class Transcoder:
     """Transcodes requests, keeping the bounded caches of repeated parts between them."""
 
-    def __init__(self, cache_entries: int = CACHE_ENTRIES) -> None:
+    def __init__(self, cache_entries: int = CACHE_ENTRIES, cache_bytes: int = CACHE_BYTES) -> None:
         self.cache_entries = cache_entries
+        self.cache_bytes = cache_bytes
+        self._sizes: dict[int, int] = {}  # id(cache) -> bytes it holds
         self._kv: dict[bytes, bytes] = {}  # KeyValue bytes -> its JSON object
         self._resource: dict[bytes, bytes] = {}  # Resource bytes -> its JSON object
         self._scope: dict[bytes, bytes] = {}  # InstrumentationScope bytes -> its JSON object
@@ -359,6 +382,10 @@ class Transcoder:
 
     def caches(self) -> tuple[dict[bytes, bytes], ...]:
         return self._kv, self._resource, self._scope, self._name, self._status
+
+    def cached_bytes(self) -> int:
+        """What the caches hold, as they count it against ``cache_bytes``."""
+        return sum(self._sizes.values())
 
     def transcode(self, body: bytes) -> Transcoded:
         """One journal record (a serialised request) -> its dump line and what the live view counts.
@@ -686,9 +713,15 @@ class Transcoder:
 
     # -- the rest: rare or cached ---------------------------------------------------------------
     def _cache(self, cache: dict[bytes, bytes], raw: bytes, frag: bytes) -> bytes:
-        if len(cache) >= self.cache_entries:
+        size = len(raw) + len(frag) + CACHE_ENTRY_OVERHEAD
+        if size > MAX_CACHED_PART:
+            return frag
+        held = self._sizes.get(id(cache), 0)
+        if len(cache) >= self.cache_entries or held + size > self.cache_bytes:
             cache.clear()
+            held = 0
         cache[raw] = frag
+        self._sizes[id(cache)] = held + size
         return frag
 
     def _attributes(self, buf: bytes, p: int, end: int, tag: int, key: bytes) -> tuple[bytes, int]:

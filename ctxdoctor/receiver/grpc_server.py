@@ -29,6 +29,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from ctxdoctor.receiver.decode import BadRequest, parse_protobuf
+from ctxdoctor.receiver.inflate import Corrupt, InflateBudget, TooLarge
 from ctxdoctor.receiver.ingest import Ingest
 from ctxdoctor.receiver.sink import SinkClosed
 
@@ -58,40 +59,28 @@ def _peer(context: grpc.ServicerContext) -> str:
     return peer.split(":", 1)[1] if peer.startswith(("ipv4:", "ipv6:")) else peer
 
 
-def decompress(data: bytes, limit: int) -> tuple[str | None, bytes, tuple[grpc.StatusCode, str] | None]:
-    """(compression, message, problem) for a message grpcio left compressed."""
+def _compression(data: bytes) -> tuple[str | None, int]:
+    """(compression, zlib wbits) of a message grpcio left compressed, by its first bytes."""
     if data[:2] == b"\x1f\x8b":
-        compression, wbits = "gzip", 16 + zlib.MAX_WBITS
-    elif data[:1] == b"\x78" and len(data) > 1 and (data[0] << 8 | data[1]) % 31 == 0:
-        compression, wbits = "deflate", zlib.MAX_WBITS
-    else:
-        return None, data, None
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        if compression == "deflate":
-            return None, data, None  # not zlib after all: an (odd) uncompressed message
-        return compression, b"", (grpc.StatusCode.INVALID_ARGUMENT, f"message is not valid gzip: {exc}")
-    if len(out) > limit:
-        return (
-            compression,
-            b"",
-            (
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"message decompresses to more than the limit of {limit} bytes (--max-message-mib)",
-            ),
-        )
-    if not d.eof:
-        if compression == "deflate":
-            return None, data, None
-        return compression, b"", (grpc.StatusCode.INVALID_ARGUMENT, "gzip message is truncated")
-    return compression, out, None
+        return "gzip", 16 + zlib.MAX_WBITS
+    if data[:1] == b"\x78" and len(data) > 1 and (data[0] << 8 | data[1]) % 31 == 0:
+        return "deflate", zlib.MAX_WBITS
+    return None, 0
 
 
 class GrpcServer:
-    def __init__(self, ingest: Ingest, host: str, port: int, *, max_message_bytes: int, workers: int = 16) -> None:
+    def __init__(
+        self,
+        ingest: Ingest,
+        host: str,
+        port: int,
+        *,
+        max_message_bytes: int,
+        workers: int = 16,
+        inflate: InflateBudget | None = None,
+    ) -> None:
         self.ingest = ingest
+        self.inflate = inflate if inflate is not None else InflateBudget()
         self.max_message_bytes = max_message_bytes
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
@@ -147,53 +136,75 @@ class GrpcServer:
         ingest.begin()
         try:
             peer = _peer(context)
-            compression, body, problem = decompress(data, self.max_message_bytes)
-            if problem is not None:
-                code, message = problem
-                ingest.refuse(
-                    protocol="grpc",
-                    peer=peer,
-                    compression=compression,
-                    nbytes=len(data),
-                    arrived=arrived,
-                    status=message,
-                )
-                raise _Abort(code, message)
+            compression, wbits = _compression(data)
+            if compression is None:
+                return self._journal(data, data, None, peer, arrived, context)
             try:
-                req = parse_protobuf(body)
-            except BadRequest as exc:
-                ingest.refuse(
-                    protocol="grpc",
-                    peer=peer,
-                    compression=compression,
-                    nbytes=len(data),
-                    arrived=arrived,
-                    status=f"invalid: {exc}",
+                with self.inflate.inflate(data, wbits, self.max_message_bytes) as body:
+                    return self._journal(data, body, compression, peer, arrived, context)
+            except TooLarge as exc:
+                code, message = grpc.StatusCode.RESOURCE_EXHAUSTED, f"message {exc}"
+            except Corrupt as exc:
+                if compression == "deflate":
+                    # Not zlib after all: an (odd) uncompressed message that starts like it.
+                    return self._journal(data, data, None, peer, arrived, context)
+                code = grpc.StatusCode.INVALID_ARGUMENT
+                message = (
+                    "gzip message is truncated" if str(exc) == "truncated" else f"message is not valid gzip: {exc}"
                 )
-                raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
-            try:
-                res = ingest.accept(
-                    req,
-                    raw=body,
-                    protocol="grpc",
-                    peer=peer,
-                    compression=compression,
-                    nbytes=len(data),
-                    arrived=arrived,
-                )
-            except SinkClosed:
-                raise _Abort(grpc.StatusCode.UNAVAILABLE, "ctxdoctor is shutting down; retry later") from None
-            except OSError as exc:
-                raise _Abort(grpc.StatusCode.UNAVAILABLE, f"ctxdoctor {exc}; retry later") from None
-            if res.rejected:
-                return ExportTraceServiceResponse(
-                    partial_success=ExportTracePartialSuccess(
-                        rejected_spans=res.rejected, error_message=res.error_message
-                    )
-                ).SerializeToString()
-            return _OK
+            ingest.refuse(
+                protocol="grpc", peer=peer, compression=compression, nbytes=len(data), arrived=arrived, status=message
+            )
+            raise _Abort(code, message)
         finally:
             ingest.end()
+
+    def _journal(
+        self,
+        data: bytes,
+        body: bytes,
+        compression: str | None,
+        peer: str,
+        arrived: float,
+        context: grpc.ServicerContext,
+    ) -> Any:
+        ingest = self.ingest
+        try:
+            req = parse_protobuf(body)
+        except BadRequest as exc:
+            ingest.refuse(
+                protocol="grpc",
+                peer=peer,
+                compression=compression,
+                nbytes=len(data),
+                arrived=arrived,
+                status=f"invalid: {exc}",
+            )
+            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)) from None
+        try:
+            res = ingest.accept(
+                req,
+                raw=body,
+                protocol="grpc",
+                peer=peer,
+                compression=compression,
+                nbytes=len(data),
+                arrived=arrived,
+                body=body,
+            )
+        except SinkClosed:
+            raise _Abort(grpc.StatusCode.UNAVAILABLE, "ctxdoctor is shutting down; retry later") from None
+        except OSError as exc:
+            raise _Abort(grpc.StatusCode.UNAVAILABLE, f"ctxdoctor {exc}; retry later") from None
+        if res.spans and not context.is_active():
+            # The client gave up (deadline, cancel) while its request was being kept: the answer
+            # will not reach it, and its exporter retries.
+            ingest.unanswered(protocol="grpc", peer=peer, body=body, spans=res.spans)
+        if res.rejected:
+            return ExportTraceServiceResponse(
+                partial_success=ExportTracePartialSuccess(rejected_spans=res.rejected, error_message=res.error_message)
+            ).SerializeToString()
+        return _OK
 
 
 def bind_reason(host: str, port: int, flag: str) -> str:

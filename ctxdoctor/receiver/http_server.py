@@ -15,6 +15,7 @@ import contextlib
 import email.parser
 import http.client
 import re
+import select
 import socket
 import struct
 import threading
@@ -33,6 +34,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 
 from ctxdoctor.receiver.decode import BadRequest, parse_json, parse_protobuf
+from ctxdoctor.receiver.inflate import Corrupt, InflateBudget
+from ctxdoctor.receiver.inflate import TooLarge as InflatesTooLarge
 from ctxdoctor.receiver.ingest import Ingest
 from ctxdoctor.receiver.sink import SinkClosed
 
@@ -53,6 +56,12 @@ _MAX_HEADER_LINE = 65536
 _MAX_HEADERS = 100
 #: A header line the ``email`` parser would store as (name, value with leading blanks removed).
 _SIMPLE_HEADER = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([\t\x20-\x7e]*)\r\n")
+#: A media type (``type/subtype``): the one header value an error repeats, because it is what a
+#: misconfigured exporter gets wrong and it cannot hold a secret in that shape.
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,40}/[a-z0-9][a-z0-9!#$&^_.+-]{0,60}")
+#: Connections the kernel queues before they are accepted (the standard library's 5 reset or
+#: delayed a burst of exporters); the kernel caps it at net.core.somaxconn.
+BACKLOG = 1024
 
 
 #: (Unix second, its HTTP date): see ``_Handler.date_time_string``.
@@ -71,6 +80,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = BACKLOG
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], owner: HttpServer) -> None:
         self.owner = owner
@@ -105,8 +115,10 @@ class HttpServer:
         grpc_port: int | None = None,
         log: Callable[[str], None] | None = None,
         idle_timeout: float = 120.0,
+        inflate: InflateBudget | None = None,
     ) -> None:
         self.ingest = ingest
+        self.inflate = inflate if inflate is not None else InflateBudget()
         self.max_message_bytes = max_message_bytes
         self.grpc_port = grpc_port
         self.idle_timeout = idle_timeout
@@ -137,17 +149,38 @@ class HttpServer:
         )
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop accepting, wake idle keep-alive connections, wait for in-flight requests."""
+    def stop(self, grace: float = 10.0) -> list[str]:
+        """Stop accepting, wake idle keep-alive connections, let requests in flight finish for
+        up to ``grace`` seconds, then cut the connections of those still arriving (a client that
+        stalls or trickles would otherwise hold the stop forever). Returns the peers cut; each
+        is in the receipts, and the log says how many."""
         self.stopping = True
+        if self._thread is None:  # never started: nothing to shut down (shutdown() would wait)
+            self._httpd.server_close()
+            return []
         self._httpd.shutdown()
         with self._conns_lock:
             idle = [h for h, busy in self._conns.items() if not busy]
         for h in idle:
             h.wake()
+        deadline = time.monotonic() + grace
+        while True:
+            with self._conns_lock:
+                busy = [h for h, b in self._conns.items() if b]
+            if not busy or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        cut = [h.cut(grace) for h in busy]
+        if cut:
+            self.log(
+                f"OTLP/HTTP: stopped after a {grace:g} s grace with {len(cut)} request(s) still arriving "
+                f"({', '.join(cut[:5])}{', ...' if len(cut) > 5 else ''}): cut, not answered, not kept; "
+                "their exporters retry them elsewhere or later"
+            )
         self._httpd.server_close()  # joins the connection threads (block_on_close)
         if self._thread is not None:
             self._thread.join()
+        return cut
 
     # -- connection bookkeeping, called by handlers --------------------------------------------
     def _set(self, handler: _Handler, busy: bool | None) -> bool:
@@ -182,6 +215,7 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.owner = self.server.owner
+        self._cut = False
         self.connection.settimeout(self.owner.idle_timeout)
         with contextlib.suppress(OSError):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -197,6 +231,30 @@ class _Handler(BaseHTTPRequestHandler):
         """Unblock a handler waiting for the next request on an idle keep-alive connection."""
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RD)
+
+    def cut(self, grace: float) -> str:
+        """End a request still arriving when the stop's grace ran out: receipted here, and the
+        handler, woken by the closed socket, writes nothing more about it."""
+        self._cut = True
+        self.owner.ingest.refuse(
+            protocol=getattr(self, "_protocol", "http/unknown"),
+            peer=self.peer,
+            compression=None,
+            nbytes=0,
+            arrived=time.time(),
+            status=f"cut: still arriving when the receiver stopped ({grace:g} s grace); not answered, not kept",
+        )
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+        return self.peer
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end before its answer: the answer will not reach it."""
+        with contextlib.suppress(OSError, ValueError):
+            ready, _, _ = select.select([self.connection], [], [], 0)
+            if ready:
+                return self.connection.recv(1, socket.MSG_PEEK) == b""
+        return False
 
     def date_time_string(self, timestamp: float | None = None) -> str:
         # The Date header of every response: formatting it costs ~2% of a request's time, and
@@ -431,37 +489,44 @@ class _Handler(BaseHTTPRequestHandler):
             return
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
         encoding = "protobuf" if ctype in _PROTOBUF_TYPES else "json" if ctype in _JSON_TYPES else None
-        protocol = f"http/{encoding or 'unknown'}"
+        protocol = self._protocol = f"http/{encoding or 'unknown'}"
         content_encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         compression = None if content_encoding == "identity" else content_encoding
         ingest = self.owner.ingest
         ingest.begin()
         try:
-            refuse = lambda n, status: ingest.refuse(  # noqa: E731
-                protocol=protocol,
-                peer=self.peer,
-                compression=compression,
-                nbytes=n,
-                arrived=arrived,
-                status=status,
-            )
+
+            def refuse(n: int, status: str) -> None:
+                if not self._cut:  # a cut request is receipted by ``cut``
+                    ingest.refuse(
+                        protocol=protocol,
+                        peer=self.peer,
+                        compression=compression,
+                        nbytes=n,
+                        arrived=arrived,
+                        status=status,
+                    )
+
             if encoding is None:
                 self._drain_quietly()
-                refuse(0, f"unsupported content type {ctype!r}")
+                shown = repr(ctype) if _MEDIA_TYPE.fullmatch(ctype) else "(none)" if not ctype else "(not a media type)"
+                refuse(0, f"unsupported content type {shown}")
                 self._status(
                     415,
                     _INVALID_ARGUMENT,
-                    f"unsupported Content-Type {ctype or '(none)'!r}: send application/x-protobuf or application/json",
+                    f"unsupported Content-Type {shown}: send application/x-protobuf or application/json",
                     "json",
                 )
                 return
             if content_encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+                # Its value is not repeated: errors never echo a header value.
                 self._drain_quietly()
-                refuse(0, f"unsupported content encoding {content_encoding!r}")
+                compression = "unsupported"
+                refuse(0, "unsupported content encoding")
                 self._status(
                     415,
                     _INVALID_ARGUMENT,
-                    f"unsupported Content-Encoding {content_encoding!r}: send gzip or no compression",
+                    "unsupported Content-Encoding: send gzip (or deflate) or no compression",
                     encoding,
                 )
                 return
@@ -470,7 +535,6 @@ class _Handler(BaseHTTPRequestHandler):
                 # A compressed body is never much larger than its content; the real check is
                 # on the decompressed size.
                 wire = self._read_body(limit if compression is None else limit + (1 << 20))
-                body = _decompress(wire, content_encoding, limit)
             except TooLarge as exc:
                 self._drain_quietly()
                 refuse(0, f"too large: {exc}")
@@ -481,64 +545,96 @@ class _Handler(BaseHTTPRequestHandler):
                 refuse(0, f"invalid: {exc}")
                 self._status(400, _INVALID_ARGUMENT, str(exc), encoding)
                 return
-            # One connection at a time parses and journals: with several connections, threads
-            # that take turns on the GIL in the middle of this CPU-bound work cost ~25% more CPU
-            # per request than one thread doing it (bench/README, listen). Nothing here waits on
-            # the client, so a slow client never holds the others up; answers go out after.
-            failed: tuple[str, Exception] | None = None
-            with self.owner.work_lock:
-                try:
-                    if encoding == "protobuf":
-                        req = parse_protobuf(body)
-                        pre_rejected, pre_problem = 0, ""
-                    else:
-                        req, pre_rejected, pre_problem = parse_json(body)
-                except BadRequest as exc:
-                    failed = ("invalid", exc)
-                else:
-                    try:
-                        res = ingest.accept(
-                            req,
-                            raw=body if encoding == "protobuf" else None,
-                            protocol=protocol,
-                            peer=self.peer,
-                            compression=compression,
-                            nbytes=len(wire),
-                            arrived=arrived,
-                            pre_rejected=pre_rejected,
-                            pre_problem=pre_problem,
-                        )
-                    except (SinkClosed, OSError) as exc:
-                        failed = ("unavailable", exc)
-            if failed is not None:
-                kind, err = failed
-                if kind == "invalid":
-                    refuse(len(wire), f"invalid: {err}")
-                    self._status(400, _INVALID_ARGUMENT, str(err), encoding)
-                elif isinstance(err, SinkClosed):
-                    self._status(
-                        503, _UNAVAILABLE, "ctxdoctor is shutting down; retry later", encoding, retry_after=True
-                    )
-                else:
-                    self._status(503, _UNAVAILABLE, f"ctxdoctor {err}; retry later", encoding, retry_after=True)
+            if compression is None:
+                self._journal(wire, wire, encoding, protocol, compression, arrived, refuse)
                 return
-            resp = ExportTraceServiceResponse()
-            if res.rejected:
-                resp.partial_success.CopyFrom(
-                    ExportTracePartialSuccess(rejected_spans=res.rejected, error_message=res.error_message)
-                )
-            if encoding == "protobuf":
-                self._send(200, resp.SerializeToString(), "application/x-protobuf")
-            else:
-                doc: dict[str, Any] = {}
-                if res.rejected:
-                    doc["partialSuccess"] = {
-                        "rejectedSpans": str(res.rejected),
-                        "errorMessage": res.error_message,
-                    }
-                self._send(200, msgspec.json.encode(doc), "application/json")
+            wbits = 16 + zlib.MAX_WBITS if content_encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
+            try:
+                with self.owner.inflate.inflate(wire, wbits, limit) as body:
+                    self._journal(wire, body, encoding, protocol, compression, arrived, refuse)
+            except InflatesTooLarge as exc:
+                message = f"request body {exc}"
+                refuse(0, f"too large: {message}")
+                self._status(413, _RESOURCE_EXHAUSTED, message, encoding)
+            except Corrupt as exc:
+                message = f"body is not valid {content_encoding}: {exc}"
+                refuse(0, f"invalid: {message}")
+                self._status(400, _INVALID_ARGUMENT, message, encoding)
         finally:
             ingest.end()
+
+    def _journal(
+        self,
+        wire: bytes,
+        body: bytes,
+        encoding: str,
+        protocol: str,
+        compression: str | None,
+        arrived: float,
+        refuse: Callable[[int, str], None],
+    ) -> None:
+        """Parse, journal and answer one request whose body was read (and inflated)."""
+        ingest = self.owner.ingest
+        # One connection at a time parses and journals: with several connections, threads
+        # that take turns on the GIL in the middle of this CPU-bound work cost ~25% more CPU
+        # per request than one thread doing it (bench/README, listen). Nothing here waits on
+        # the client, so a slow client never holds the others up; answers go out after.
+        failed: tuple[str, Exception] | None = None
+        with self.owner.work_lock:
+            try:
+                if encoding == "protobuf":
+                    req = parse_protobuf(body)
+                    pre_rejected, pre_problem = 0, ""
+                else:
+                    req, pre_rejected, pre_problem = parse_json(body)
+            except BadRequest as exc:
+                failed = ("invalid", exc)
+            else:
+                try:
+                    res = ingest.accept(
+                        req,
+                        raw=body if encoding == "protobuf" else None,
+                        protocol=protocol,
+                        peer=self.peer,
+                        compression=compression,
+                        nbytes=len(wire),
+                        arrived=arrived,
+                        pre_rejected=pre_rejected,
+                        pre_problem=pre_problem,
+                        body=body,
+                    )
+                except (SinkClosed, OSError) as exc:
+                    failed = ("unavailable", exc)
+        if failed is not None:
+            kind, err = failed
+            if kind == "invalid":
+                refuse(len(wire), f"invalid: {err}")
+                self._status(400, _INVALID_ARGUMENT, str(err), encoding)
+            elif isinstance(err, SinkClosed):
+                self._status(503, _UNAVAILABLE, "ctxdoctor is shutting down; retry later", encoding, retry_after=True)
+            else:
+                self._status(503, _UNAVAILABLE, f"ctxdoctor {err}; retry later", encoding, retry_after=True)
+            return
+        resp = ExportTraceServiceResponse()
+        if res.rejected:
+            resp.partial_success.CopyFrom(
+                ExportTracePartialSuccess(rejected_spans=res.rejected, error_message=res.error_message)
+            )
+        gone = self._cut or self._client_gone()
+        if encoding == "protobuf":
+            sent = self._send(200, resp.SerializeToString(), "application/x-protobuf")
+        else:
+            doc: dict[str, Any] = {}
+            if res.rejected:
+                doc["partialSuccess"] = {
+                    "rejectedSpans": str(res.rejected),
+                    "errorMessage": res.error_message,
+                }
+            sent = self._send(200, msgspec.json.encode(doc), "application/json")
+        if (gone or not sent) and res.spans:
+            # Kept but never acknowledged: said in the receipts, and an exporter's retry of
+            # the same body is recognised and not written twice (see ``Ingest.unanswered``).
+            ingest.unanswered(protocol=protocol, peer=self.peer, body=body, spans=res.spans)
 
     def _method_not_allowed(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -558,7 +654,7 @@ class _Handler(BaseHTTPRequestHandler):
         te = (self.headers.get("Transfer-Encoding") or "").strip().lower()
         if te:
             if te != "chunked":
-                raise _BodyError(f"unsupported Transfer-Encoding {te!r}")
+                raise _BodyError("unsupported Transfer-Encoding (only chunked is)")
             return self._read_chunked(limit)
         length_text = self.headers.get("Content-Length")
         if length_text is None:
@@ -569,7 +665,7 @@ class _Handler(BaseHTTPRequestHandler):
             if length < 0:
                 raise ValueError
         except ValueError:
-            raise _BodyError(f"bad Content-Length {length_text[:40]!r}") from None
+            raise _BodyError("bad Content-Length (not a non-negative integer)") from None
         if length > limit:
             self._body = length
             raise TooLarge(f"request body of {length} bytes is over the limit of {limit} bytes (--max-message-mib)")
@@ -677,7 +773,8 @@ class _Handler(BaseHTTPRequestHandler):
             headers.append(("Allow", "POST"))
         self._send(http_code, body, ctype, headers)
 
-    def _send(self, code: int, body: bytes, ctype: str, headers: list[tuple[str, str]] | None = None) -> None:
+    def _send(self, code: int, body: bytes, ctype: str, headers: list[tuple[str, str]] | None = None) -> bool:
+        """Answer; False when the answer could not be written (the client is gone)."""
         try:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
@@ -696,6 +793,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.flush_headers()
         except OSError:
             self.close_connection = True
+            return False
+        return True
 
 
 def _h2_frame(ftype: int, flags: int, stream: int, payload: bytes) -> bytes:
@@ -717,19 +816,3 @@ def _grpc_error_headers(code: int, message: str) -> bytes:
         + _hpack_literal(b"grpc-status", str(code).encode())
         + _hpack_literal(b"grpc-message", quote(message, safe=" ;:/'").encode()[:126])
     )
-
-
-def _decompress(wire: bytes, encoding: str, limit: int) -> bytes:
-    if encoding == "identity":
-        return wire
-    wbits = 16 + zlib.MAX_WBITS if encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
-    d = zlib.decompressobj(wbits)
-    try:
-        out = d.decompress(wire, limit + 1)
-    except zlib.error as exc:
-        raise _BodyError(f"body is not valid {encoding}: {exc}") from None
-    if len(out) > limit:
-        raise TooLarge(f"request body decompresses to more than the limit of {limit} bytes (--max-message-mib)")
-    if not d.eof:
-        raise _BodyError(f"{encoding} body is truncated")
-    return out

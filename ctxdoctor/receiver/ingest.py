@@ -7,18 +7,27 @@ answer OK. The journal becomes the OTLP/JSON dump behind it (``convert.py``).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from ctxdoctor.receiver.encode import screen_request
-from ctxdoctor.receiver.sink import AppendFile, Receipt, ReceiptLog, journal_record
+from ctxdoctor.receiver.sink import AppendFile, Receipt, ReceiptLog, journal_record_parts
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+#: Requests kept whose answer did not reach the client, remembered (by a 32-byte digest of the
+#: body) so that an exporter's retry of one is acknowledged without being written again.
+_UNANSWERED_MAX = 4096
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=32).digest()
 
 
 def redact(message: str) -> str:
@@ -75,6 +84,7 @@ class Ingest:
         self.on_internal_error: Callable[[str], None] = lambda message: None
         self.on_limit: Callable[[], None] | None = None
         self.limit_reached = threading.Event()
+        self._unanswered: OrderedDict[bytes, int] = OrderedDict()  # digest -> spans
 
     # -- activity tracking (wait_idle) ---------------------------------------------------------
     def begin(self) -> None:
@@ -117,16 +127,22 @@ class Ingest:
         arrived: float,
         pre_rejected: int = 0,
         pre_problem: str = "",
+        body: bytes | None = None,
     ) -> Accepted:
         """Append the request to the journal. ``raw`` is its protobuf encoding when the request
-        came as protobuf (written as is unless spans had to be removed). Raises
+        came as protobuf (written as is unless spans had to be removed); ``body`` the request as
+        it arrived (decompressed), to recognise the retry of one that went unanswered. Raises
         ``DumpWriteError``/``SinkClosed`` when it cannot; the caller then answers UNAVAILABLE
         and the exporter retries."""
+        if body is not None and self._unanswered:
+            retried = self._retry_of_unanswered(body, protocol, peer, compression, nbytes, arrived)
+            if retried is not None:
+                return retried
         screened = screen_request(req, raw)
         if screened.spans:
             data = raw if raw is not None and not screened.rejected else req.SerializeToString()
             try:
-                self.journal.append(journal_record(data))
+                self.journal.append(journal_record_parts(data))
             except OSError as exc:
                 self._failed(protocol, peer, compression, nbytes, arrived, f"unavailable: {exc}", write=str(exc))
                 raise
@@ -168,6 +184,53 @@ class Ingest:
         if hit_limit and self.on_limit is not None:
             self.on_limit()
         return Accepted(screened.spans, rejected, message)
+
+    def unanswered(self, *, protocol: str, peer: str, body: bytes, spans: int) -> None:
+        """A request was kept but its answer did not go out (the client had gone): say so in the
+        receipts, and remember it so that its retry is not written again."""
+        key = _digest(body)
+        with self._lock:
+            self._unanswered[key] = spans
+            while len(self._unanswered) > _UNANSWERED_MAX:
+                self._unanswered.popitem(last=False)
+        if self.receipts is not None:
+            self.receipts.write(
+                Receipt(
+                    time=time.time(),
+                    protocol=protocol,
+                    peer=peer,
+                    compression=None,
+                    bytes=0,
+                    spans=0,
+                    status=f"unanswered: the client left before its answer; its {spans} span(s) are kept, "
+                    "and a retry of the same request will not be written again",
+                )
+            )
+
+    def _retry_of_unanswered(
+        self, body: bytes, protocol: str, peer: str, compression: str | None, nbytes: int, arrived: float
+    ) -> Accepted | None:
+        key = _digest(body)
+        with self._lock:
+            spans = self._unanswered.pop(key, None)
+            if spans is None:
+                return None
+            self.stats.requests += 1
+            self.stats.bytes_in += nbytes
+        if self.receipts is not None:
+            self.receipts.write(
+                Receipt(
+                    time=arrived,
+                    protocol=protocol,
+                    peer=peer,
+                    compression=compression,
+                    bytes=nbytes,
+                    spans=0,
+                    status=f"duplicate: the retry of an unanswered request, whose {spans} span(s) are "
+                    "already kept; acknowledged, not written again",
+                )
+            )
+        return Accepted(0, 0, "")
 
     def refuse(
         self, *, protocol: str, peer: str, compression: str | None, nbytes: int, arrived: float, status: str

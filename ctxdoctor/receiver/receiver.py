@@ -29,9 +29,11 @@ import ctxdoctor
 from ctxdoctor.findings import Settings
 from ctxdoctor.receiver.convert import Progress
 from ctxdoctor.receiver.grpc_server import GrpcServer
+from ctxdoctor.receiver.heap import return_large_blocks
 from ctxdoctor.receiver.http_server import HttpServer
+from ctxdoctor.receiver.inflate import InflateBudget
 from ctxdoctor.receiver.ingest import Ingest, ReceiverStats
-from ctxdoctor.receiver.sink import AppendFile, ReceiptLog, drop_partial_line
+from ctxdoctor.receiver.sink import AppendFile, OutputExists, ReceiptLog, drop_partial_line
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 
@@ -86,7 +88,11 @@ class Receiver:
         settings: Settings | None = None,
         stall_timeout: float = 5.0,
         dump_format: DumpFormat = "json",
+        overwrite: bool = True,
     ) -> None:
+        """``grace``: how long stopping waits for requests in flight, on each transport, before
+        it cuts them. ``overwrite=False``: refuse (``OutputExists``) to replace a dump that holds
+        something, rather than empty it."""
         if dump_format not in ("json", "proto"):
             raise ValueError(f"dump_format must be 'json' or 'proto', not {dump_format!r}")
         self.output = Path(output)
@@ -104,6 +110,8 @@ class Receiver:
         else:
             self.journal_path = Path(journal) if journal is not None else journal_path(self.output)
         self._append = append
+        self._overwrite = overwrite
+        self.inflate = InflateBudget()
         self._max_spans = max_spans
         self._live = live
         #: What the live view's orphan count is diagnosed with: the settings of the final report.
@@ -126,23 +134,47 @@ class Receiver:
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> Receiver:
-        """Open the files, bind both ports, start converting. Raises ``PortInUse`` or
-        ``DumpWriteError``."""
-        # Writable, and nobody else's? Then truncated. The converter locks it for the run (the
-        # receiver itself, when the dump is the journal).
-        AppendFile(self.output, append=self._append, exclusive=True).close()
+        """Open the files, bind both ports, start converting. Raises ``PortInUse``,
+        ``DumpWriteError`` or ``OutputExists``.
+
+        Nothing that exists is emptied until both ports are bound and every file is open: a
+        receiver that cannot start (a busy port, a journal it cannot create) leaves the previous
+        dump and receipts as they were, and removes only the empty files it created.
+        """
+        return_large_blocks()
         proto = self.dump_format == "proto"
-        if not proto:
-            self._set_aside_stale_journal()
-        journal = AppendFile(self.journal_path, append=proto, exclusive=True)
-        receipts = ReceiptLog(self.receipts_path) if self.receipts_path is not None else None
-        ingest = Ingest(journal, receipts, max_spans=self._max_spans)
-        ingest.on_internal_error = self.log
-        self._ingest = ingest
-        grpc_port, http_port = self._requested
+        if not self._overwrite and not self._append:
+            try:
+                size = self.output.stat().st_size
+            except OSError:
+                size = 0  # none yet (or not a file we can see: opening it says why)
+            if size > 0:
+                raise OutputExists(
+                    17,
+                    f"{self.output} already exists ({size} bytes, an earlier run's dump): pass --force to "
+                    "replace it, or name another file with --output",
+                )
+        new = [p for p in (self.output, self.journal_path, self.receipts_path) if p is not None and not p.exists()]
+        opened: list[AppendFile | ReceiptLog] = []
         try:
+            # Writable, and nobody else's? Checked without changing it. The converter locks it
+            # for the run (the receiver itself, when the dump is the journal).
+            AppendFile(self.output, append=True, exclusive=True).close()
+            if not proto:
+                self._set_aside_stale_journal()  # renamed, never emptied
+            journal = AppendFile(self.journal_path, append=True, exclusive=True)
+            opened.append(journal)
+            receipts = ReceiptLog(self.receipts_path, truncate=False) if self.receipts_path is not None else None
+            if receipts is not None:
+                opened.append(receipts)
+            ingest = Ingest(journal, receipts, max_spans=self._max_spans)
+            ingest.on_internal_error = self.log
+            self._ingest = ingest
+            grpc_port, http_port = self._requested
             if grpc_port is not None:
-                self._grpc = GrpcServer(ingest, self.host, grpc_port, max_message_bytes=self.max_message_bytes)
+                self._grpc = GrpcServer(
+                    ingest, self.host, grpc_port, max_message_bytes=self.max_message_bytes, inflate=self.inflate
+                )
                 self.grpc_port = self._grpc.port
             if http_port is not None:
                 self._http = HttpServer(
@@ -152,20 +184,33 @@ class Receiver:
                     max_message_bytes=self.max_message_bytes,
                     grpc_port=self.grpc_port,
                     log=self.log,
+                    inflate=self.inflate,
                 )
                 self.http_port = self._http.port
+            # Certain to run: now the earlier run's files are replaced.
+            if not self._append:
+                if receipts is not None:
+                    receipts.truncate()
+                if proto:
+                    journal.truncate()
+                else:
+                    AppendFile(self.output, append=False, exclusive=True).close()
             self._start_converter()
         except BaseException:
             if self._grpc is not None:
                 self._grpc.stop(0)
             if self._http is not None:
-                self._http.stop()
-            journal.close()
-            if receipts is not None:
-                receipts.close()
+                self._http.stop(0)
+            for f in opened:
+                f.close()
             if self._converter is not None:
                 self._converter.kill()
                 self._converter.wait()
+            self._ingest = None
+            for p in new:
+                with contextlib.suppress(OSError):
+                    if p.stat().st_size == 0:
+                        p.unlink()
             raise
         if self._grpc is not None:
             self._grpc.start()
@@ -236,7 +281,7 @@ class Receiver:
             grpc_server = self._grpc
             threads.append(threading.Thread(target=grpc_server.stop, args=(self.grace,), name="stop-grpc"))
         if self._http is not None:
-            threads.append(threading.Thread(target=self._http.stop, name="stop-http"))
+            threads.append(threading.Thread(target=self._http.stop, args=(self.grace,), name="stop-http"))
         for t in threads:
             t.start()
         for t in threads:

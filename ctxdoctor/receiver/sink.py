@@ -27,17 +27,31 @@ class DumpWriteError(OSError):
         return str(self.strerror)
 
 
+class OutputExists(DumpWriteError):
+    """The dump to write already holds an earlier run's spans, and replacing it was not asked for."""
+
+
 class SinkClosed(RuntimeError):
     """The receiver is shutting down and takes no more writes."""
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
+def _write_all(fd: int, data: bytes | tuple[bytes, ...]) -> None:
+    """Write every byte; parts (a record's length and its body) go in one ``writev``, without
+    joining them into a copy first (a body may be tens of MiB)."""
+    views = [memoryview(data)] if isinstance(data, bytes) else [memoryview(p) for p in data]
+    while views:
+        n = os.writev(fd, views) if len(views) > 1 else os.write(fd, views[0])
         if n <= 0:  # pragma: no cover - os.write raises rather than returning 0 on regular files
             raise OSError(errno.EIO, "short write")
-        view = view[n:]
+        while n:
+            if n >= len(views[0]):
+                n -= len(views[0])
+                views.pop(0)
+            else:
+                views[0] = views[0][n:]
+                n = 0
+        while views and not len(views[0]):
+            views.pop(0)
 
 
 def _describe(exc: OSError) -> str:
@@ -85,8 +99,9 @@ class AppendFile:
         self.failures = 0
         self.last_error: str | None = None
 
-    def append(self, line: bytes) -> None:
-        """Write one complete record, or raise ``DumpWriteError`` leaving the file as it was."""
+    def append(self, line: bytes | tuple[bytes, ...]) -> None:
+        """Write one complete record (or its parts, in order), or raise ``DumpWriteError``
+        leaving the file as it was."""
         with self._lock:
             if self._closed:
                 raise SinkClosed("the dump is closed")
@@ -99,14 +114,21 @@ class AppendFile:
                     os.ftruncate(self._fd, self._size)
                 self.last_error = f"cannot write {self.path}: {_describe(exc)}"
                 raise DumpWriteError(exc.errno, self.last_error) from None
-            self._size += len(line)
+            size = len(line) if isinstance(line, bytes) else sum(len(p) for p in line)
+            self._size += size
             self.lines += 1
-            self.bytes += len(line)
+            self.bytes += size
             self.last_error = None
 
     @property
     def size(self) -> int:
         return self._size
+
+    def truncate(self) -> None:
+        """Empty the file: done only once the receiver is certain to run (see ``Receiver.start``)."""
+        with self._lock:
+            os.ftruncate(self._fd, 0)
+            self._size = 0
 
     def close(self) -> None:
         with self._lock:
@@ -154,6 +176,11 @@ def journal_record(data: bytes) -> bytes:
     return len(data).to_bytes(4, "big") + data
 
 
+def journal_record_parts(data: bytes) -> tuple[bytes, bytes]:
+    """``journal_record`` as its two parts, for ``AppendFile.append``: no copy of the body."""
+    return len(data).to_bytes(4, "big"), data
+
+
 class Receipt(msgspec.Struct, frozen=True, omit_defaults=True):
     """What arrived, from where and how: one line of the sidecar per request."""
 
@@ -172,9 +199,10 @@ class ReceiptLog:
     """The sidecar (``<dump>.receipts.jsonl``). Best effort: a receipt that cannot be written is
     counted, never a reason to fail the request, because the spans are already safe."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, truncate: bool = True) -> None:
+        """``truncate=False``: open without emptying it; ``truncate()`` empties it later."""
         self.path = path
-        self._file = AppendFile(path)
+        self._file = AppendFile(path, append=not truncate)
         self._encode = msgspec.json.Encoder().encode
         self.failures = 0
 
@@ -183,6 +211,9 @@ class ReceiptLog:
             self._file.append(self._encode(receipt) + b"\n")
         except (DumpWriteError, SinkClosed):
             self.failures += 1
+
+    def truncate(self) -> None:
+        self._file.truncate()
 
     def close(self) -> None:
         self._file.close()
