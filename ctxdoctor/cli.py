@@ -337,6 +337,10 @@ def run_command(
     ),
     quiet: bool = _QuietOpt,
     color: bool = _ColorOpt,
+    no_probe: bool = typer.Option(
+        False, "--no-probe", help="Do not load the probe into the command (NODE_OPTIONS/PYTHONPATH left as they are)."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", help="Let the probe say on stderr what it could not watch."),
 ) -> int:
     """Run COMMAND with its traces sent to ctxdoctor, then diagnose them and gate.
 
@@ -359,6 +363,8 @@ def run_command(
         port=port,
         zipkin_port=zipkin_port,
         drain=drain,
+        probe=not no_probe,
+        verbose=verbose,
         jobs=jobs,
         quiet=quiet,
     )

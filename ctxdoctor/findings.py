@@ -22,6 +22,19 @@ class Fix(msgspec.Struct, frozen=True):
     snippet: str = ""
 
 
+class DispatchSite(msgspec.Struct, frozen=True):
+    """Where the app handed work to another thread or process, as ``ctxdoctor run``'s probe saw it."""
+
+    file: str
+    line: int
+    column: int | None = None
+    function: str = ""
+
+    def label(self) -> str:
+        col = f":{self.column}" if self.column else ""
+        return f"{self.file}:{self.line}{col}" + (f" ({self.function})" if self.function else "")
+
+
 #: A likely parent whose confidence is below this is reported as ambiguous (with the number of
 #: candidates) rather than as the parent. Chosen by bench/accuracy.py so that parents reported
 #: as not ambiguous are right on held-out families (bench/README.md has the figures).
@@ -39,6 +52,10 @@ class Orphan(msgspec.Struct, frozen=True):
     parent_confidence: float  # that ``parent`` is the right one among the active candidates
     candidates: int  # spans of other traces that were active (related units) when it started
     evidence: tuple[str, ...] = ()
+    #: Seen by the probe under ``ctxdoctor run`` (the parent is a fact), rather than inferred.
+    observed: bool = False
+    dispatch_site: DispatchSite | None = None
+    dispatch_api: str = ""
 
     @property
     def ambiguous(self) -> bool:
@@ -86,6 +103,38 @@ class Gap(msgspec.Struct, frozen=True):
         return self.occurrences / self.roots_with_name if self.roots_with_name else 0.0
 
 
+class SilentWorker(msgspec.Struct, frozen=True):
+    """Work handed to workers or processes that never registered an OpenTelemetry SDK: every span
+    made there is dropped (the API alone records nothing)."""
+
+    runtime: str
+    api: str
+    site: DispatchSite | None
+    workers: int  # distinct threads or processes it went to
+    dispatches: int
+    with_span: int  # dispatches made while a span was active (traces that end at this line)
+    fix: Fix
+
+
+class SilentProcess(msgspec.Struct, frozen=True):
+    """A process the command started that lived a while and never exported a span."""
+
+    pid: int
+    command: str
+    lifetime_s: float
+    parent_pid: int | None
+
+
+class Observation(msgspec.Struct, frozen=True):
+    """What ``ctxdoctor run``'s probe saw, and how it changed the statistical findings."""
+
+    processes: int  # processes (and Node.js worker threads) the probe ran in
+    dispatches: int
+    sdk_units: int  # of those, the ones where an OpenTelemetry SDK was registered
+    observed_orphans: int
+    inferred_orphans: int  # kept from the statistics: the probe did not see their dispatch
+    dropped: int  # statistical suspects the probe contradicts (their dispatch carried no span)
+    notes: tuple[str, ...] = ()
 class Leak(msgspec.Struct, frozen=True):
     """A span recorded under the wrong parent: a context captured at set-up time (a listener, a
     timer, a pool callback) and reused for later, unrelated work."""
@@ -168,6 +217,9 @@ class Report(msgspec.Struct, frozen=True):
     settings: Settings
     warnings: tuple[str, ...] = ()
     files: tuple[str, ...] = ()
+    silent_workers: tuple[SilentWorker, ...] = ()
+    silent_processes: tuple[SilentProcess, ...] = ()
+    observation: Observation | None = None
     #: The lost parents (``missing_parents`` with ``lost``), grouped, largest group first.
     lost_groups: tuple[LostGroup, ...] = ()
     leaks: tuple[Leak, ...] = ()

@@ -26,6 +26,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -549,3 +550,36 @@ def fill_the_disk(dump: Path, limit: int) -> tuple[Listen, set[tuple[int, int]],
     assert rc == 0, err
     assert "Traceback" not in err, err
     return listen, accepted, out, err
+
+
+# -- the receiver in process -------------------------------------------------------------------
+
+
+def dump_ids(rcv: Receiver) -> list[tuple[int, int]]:
+    assert rcv.flush(), "the dump did not catch up with the journal"
+    return [(s.trace_id, s.span_id) for s in read_paths([rcv.output]).spans]
+
+
+_alive_seed = [1000]
+
+
+def assert_alive(rcv: Receiver) -> None:
+    """A good request over each protocol is accepted and lands in the dump."""
+    for proto in ("grpc", "http"):
+        _alive_seed[0] += 1
+        req, good = make_request(_alive_seed[0])
+        if proto == "grpc":
+            resp = grpc_call(rcv, req.SerializeToString())
+            assert not resp.HasField("partial_success")
+        else:
+            status, _, _ = http_call(rcv, req.SerializeToString())
+            assert status == 200
+        assert good <= set(dump_ids(rcv))
+
+
+def rpc_status(headers: dict[str, str], body: bytes) -> tuple[int, str]:
+    if headers["content-type"] == "application/json":
+        doc = json.loads(body)
+        return doc["code"], doc["message"]
+    st = status_pb2.Status.FromString(body)
+    return st.code, st.message

@@ -82,7 +82,8 @@ def publish(
         _write(json_path, json.dumps(data, indent=2) + "\n", "JSON report")
     if env.get("GITHUB_ACTIONS") == "true" and annotations_to is not None:
         file, line = _annotation_anchor(report, env)
-        for cmd in workflow_commands(report, file=file, line=line):
+        workspace = str(Path(env.get("GITHUB_WORKSPACE") or os.getcwd()).resolve())
+        for cmd in workflow_commands(report, file=file, line=line, workspace=workspace):
             annotations_to.write(cmd + "\n")
         annotations_to.flush()
     summary_path = env.get("GITHUB_STEP_SUMMARY")

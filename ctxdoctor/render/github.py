@@ -13,10 +13,11 @@ each level per step, so the worst ones come first and the rest are counted in on
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import PurePath
 
 from rich.console import Console
 
-from ctxdoctor.findings import Report
+from ctxdoctor.findings import DispatchSite, Report
 from ctxdoctor.render._common import belongs, gate_message, leak_groups, pct, silent_groups
 
 #: GitHub shows at most this many annotations of one level per step.
@@ -38,12 +39,26 @@ def command(level: str, message: str, **props: str | int | None) -> str:
     return f"{head}::{escape_data(message)}"
 
 
-def workflow_commands(report: Report, *, file: str | None = None, line: int | None = None) -> list[str]:
+def _in_workspace(site: DispatchSite | None, workspace: str | None) -> tuple[str | None, int | None, int | None]:
+    """A dispatch site as GitHub places annotations: a path relative to the checkout, or nothing."""
+    if site is None or workspace is None:
+        return None, None, None
+    try:
+        rel = PurePath(site.file).relative_to(workspace)
+    except ValueError:
+        return None, None, None
+    return rel.as_posix(), site.line, site.column
+
+
+def workflow_commands(
+    report: Report, *, file: str | None = None, line: int | None = None, workspace: str | None = None
+) -> list[str]:
     """Workflow commands for the report: the gate verdict, each gap and each lost-parent group.
 
     Findings are errors when the gate failed and warnings otherwise. ``file``/``line`` place the
-    gate's error on the config line holding the threshold; findings have no source location
-    (spans do not say where the dispatching code is), so they appear on the run's page.
+    gate's error on the config line holding the threshold. A gap or silent worker the probe saw
+    under ``ctxdoctor run`` is placed on its dispatch site when that file is inside ``workspace``
+    (the checkout), so it shows on the pull request's diff; others appear on the run's page.
     """
     failed = report.gate_failed
     level = "error" if failed else "warning"
@@ -58,7 +73,18 @@ def workflow_commands(report: Report, *, file: str | None = None, line: int | No
             f"Fix: {g.fix.title}.\n" + "\n".join(f"{i}. {s}" for i, s in enumerate(g.fix.steps, 1))
         )
         title = f"ctxdoctor: {g.service}: {g.parent_name} -> {g.orphan_name}"
-        findings.append(command(level, msg, title=title))
+        site = next((o.dispatch_site for o in g.examples if o.dispatch_site is not None), None)
+        path, row, col = _in_workspace(site, workspace)
+        findings.append(command(level, msg, title=title, file=path, line=row, col=col))
+    for w in report.silent_workers:
+        where = w.site.label() if w.site else "an unknown site"
+        msg = (
+            f"{w.api} at {where} sent work to {w.workers} worker(s) that never registered an OpenTelemetry SDK; "
+            f"their spans are dropped.\nFix: {w.fix.title}.\n"
+            + "\n".join(f"{i}. {s}" for i, s in enumerate(w.fix.steps, 1))
+        )
+        path, row, col = _in_workspace(w.site, workspace)
+        findings.append(command(level, msg, title="ctxdoctor: silent worker", file=path, line=row, col=col))
     for lost_group in report.lost_groups:
         service, name, remote = lost_group.service, lost_group.span_name, lost_group.parent_remote
         members = lost_group.members
@@ -93,8 +119,8 @@ def workflow_commands(report: Report, *, file: str | None = None, line: int | No
             command(level, f"{rest} more finding(s); see the job summary or the report.", title="ctxdoctor")
         )
     out += findings
-    for w in report.warnings[:3]:
-        out.append(command("warning", w, title="ctxdoctor: input warning"))
+    for warning in report.warnings[:3]:
+        out.append(command("warning", warning, title="ctxdoctor: input warning"))
     return out
 
 
@@ -159,6 +185,24 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
                 f"| {i} | {md(g.service)} | {md(g.parent_name)} → {md(g.orphan_name)} | "
                 f"{g.boundary.value} ({md(g.runtime)}) | {g.occurrences} ({pct(g.share)}) | {g.confidence:.2f} |"
             )
+        sites = [
+            (i, o.dispatch_site, o.dispatch_api)
+            for i, g in enumerate(report.gaps, 1)
+            for o in g.examples[:1]
+            if o.dispatch_site is not None
+        ]
+        if sites:
+            lines += ["", "Observed by the probe (`ctxdoctor run`):", ""]
+            lines += [f"- gap {i}: dispatched at `{md(site.label())}` ({md(api)})" for i, site, api in sites]
+    if report.silent_workers:
+        lines += ["", "### Silent workers (no OpenTelemetry SDK where the work ran)", ""]
+        for w in report.silent_workers:
+            where = md(w.site.label()) if w.site else "unknown site"
+            lines.append(f"- {md(w.api)} at `{where}`: {w.workers} worker(s), {w.dispatches} dispatches")
+    if report.silent_processes:
+        lines += ["", "### Silent processes (lived a while, exported no span)", ""]
+        for p in report.silent_processes:
+            lines.append(f"- pid {p.pid} `{md(p.command)}`: {p.lifetime_s:.1f}s")
     lost = report.lost_groups
     if lost:
         lines += ["", "### Spans whose parent never arrived", ""]

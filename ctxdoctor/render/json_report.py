@@ -10,7 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ctxdoctor.findings import Fix, Gap, Leak, MissingParent, Orphan, Report, SilentDispatch
+from ctxdoctor.findings import DispatchSite, Fix, Gap, Leak, MissingParent, Observation, Orphan, Report, SilentDispatch
 from ctxdoctor.model import Span, span_hex, trace_hex
 
 SCHEMA = "ctxdoctor.report/v1"
@@ -26,6 +26,26 @@ def _fix(f: Fix | None) -> dict[str, Any] | None:
     if f is None:
         return None
     return {"title": f.title, "steps": list(f.steps), "apis": list(f.apis), "snippet": f.snippet}
+
+
+def _site(d: DispatchSite | None) -> dict[str, Any] | None:
+    if d is None:
+        return None
+    return {"file": d.file, "line": d.line, "column": d.column, "function": d.function}
+
+
+def _observation(o: Observation | None) -> dict[str, Any] | None:
+    if o is None:
+        return None
+    return {
+        "processes": o.processes,
+        "dispatches": o.dispatches,
+        "sdk_units": o.sdk_units,
+        "observed_orphans": o.observed_orphans,
+        "inferred_orphans": o.inferred_orphans,
+        "dropped_suspects": o.dropped,
+        "notes": list(o.notes),
+    }
 
 
 def _orphan(o: Orphan) -> dict[str, Any]:
@@ -45,6 +65,9 @@ def _orphan(o: Orphan) -> dict[str, Any]:
         "candidates": o.candidates,
         "evidence": list(o.evidence),
         "start_time_unix_nano": str(s.start),
+        "observed": o.observed,
+        "dispatch_api": o.dispatch_api or None,
+        "dispatch_site": _site(o.dispatch_site),
     }
 
 
@@ -77,6 +100,7 @@ def _gap(g: Gap) -> dict[str, Any]:
         "runtime": g.runtime,
         "fix": _fix(g.fix),
         "examples": [_ref(o.span) for o in g.examples],
+        "dispatch_site": _site(next((o.dispatch_site for o in g.examples if o.dispatch_site), None)),
     }
 
 
@@ -145,6 +169,24 @@ def report_dict(report: Report) -> dict[str, Any]:
         "silent_dispatches": [_silent(d) for d in report.silent_dispatches],
         "warnings": list(report.warnings),
         "files": list(report.files),
+        # Present under ``ctxdoctor run`` with its probe; null otherwise (nothing was observed).
+        "observation": _observation(report.observation),
+        "silent_workers": [
+            {
+                "runtime": w.runtime,
+                "api": w.api,
+                "dispatch_site": _site(w.site),
+                "workers": w.workers,
+                "dispatches": w.dispatches,
+                "dispatches_with_span": w.with_span,
+                "fix": _fix(w.fix),
+            }
+            for w in report.silent_workers
+        ],
+        "silent_processes": [
+            {"pid": p.pid, "command": p.command, "lifetime_s": p.lifetime_s, "parent_pid": p.parent_pid}
+            for p in report.silent_processes
+        ],
     }
 
 

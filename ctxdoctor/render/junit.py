@@ -44,6 +44,8 @@ def _gap_text(g: Gap) -> str:
         f"seen: {g.occurrences} of {g.roots_with_name} '{g.orphan_name}' roots, confidence {g.confidence:.2f}",
     ]
     if ex is not None:
+        if ex.dispatch_site is not None:
+            lines.append(f"dispatched at: {ex.dispatch_site.label()} ({ex.dispatch_api}; observed by the probe)")
         lines.append(f"why: {'; '.join(ex.evidence)}" if ex.evidence else f"boundary: {ex.boundary_evidence}")
     lines += ["", _fix_text(g.fix.title, g.fix.steps, g.fix.snippet)]
     return "\n".join(lines)
@@ -147,6 +149,18 @@ def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
         )
         for g in report.gaps
     ]
+    for w in report.silent_workers:
+        where = w.site.label() if w.site else "unknown site"
+        message = f"{w.api} at {where} sent work to {w.workers} worker(s) with no OpenTelemetry SDK"
+        body = "\n".join(
+            [
+                message,
+                f"dispatches: {w.dispatches} ({w.with_span} inside a span); every span made there is dropped",
+                "",
+                _fix_text(w.fix.title, w.fix.steps, w.fix.snippet),
+            ]
+        )
+        findings.append((f"{SUITE}.silent-workers", f"{w.api} at {where}", "ctxdoctor.SilentWorker", message, body))
     for lost in report.lost_groups:
         where = "remote" if lost.parent_remote else "local"
         findings.append(

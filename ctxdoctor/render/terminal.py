@@ -4,6 +4,7 @@ where the orphan belongs and the fix. Fits 80 columns; rich drops colour when no
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from rich.console import Console, Group
 from rich.padding import Padding
@@ -113,6 +114,12 @@ def gap_detail(i: int, gap: Gap) -> Panel:
     node = tree.add(
         Text.assemble((parent.name, "bold"), f"  span {span_hex(parent.span_id)}  ", (parent.unit.label(), "dim"))
     )
+    if ex.dispatch_site is not None:
+        node = node.add(
+            Text.assemble(
+                ("dispatched at ", "dim"), (ex.dispatch_site.label(), "bold cyan"), (f"  {ex.dispatch_api}", "dim")
+            )
+        )
     node.add(
         Text.assemble(
             ("+ ", "green"),
@@ -135,15 +142,56 @@ def gap_detail(i: int, gap: Gap) -> Panel:
     evidence = Text("Why: " + "; ".join(ex.evidence), style="dim")
     boundary = Text(f"Boundary: {gap.boundary.value} ({ex.boundary_evidence})")
     lexer = "javascript" if gap.runtime == "nodejs" else "python"
-    title = (
-        f"[{i}] {gap.service}: {gap.parent_name} -> {gap.orphan_name}  "
-        f"({gap.occurrences}x, confidence {gap.confidence:.2f})"
-    )
+    how = "observed" if all(o.observed for o in gap.examples) else f"confidence {gap.confidence:.2f}"
+    title = f"[{i}] {gap.service}: {gap.parent_name} -> {gap.orphan_name}  ({gap.occurrences}x, {how})"
     return Panel(
         Group(tree, boundary, evidence, ambiguity, fix_block(gap.fix, lexer)),
         title=title,
         title_align="left",
     )
+
+
+def silent_workers(report: Report) -> Group | None:
+    """Work sent where no SDK was registered: a fact from the probe, with the fix."""
+    if not report.silent_workers:
+        return None
+    parts: list[Any] = []
+    for w in report.silent_workers:
+        where = w.site.label() if w.site else "(no frame of the app's own code on the stack)"
+        parts.append(
+            Text.assemble(
+                ("Silent worker: ", "bold red"),
+                f"{w.api} at ",
+                (where, "bold cyan"),
+                f" sent work to {w.workers} {'worker' if w.workers == 1 else 'workers'} that never registered an "
+                f"OpenTelemetry SDK ({w.dispatches} dispatches, {w.with_span} inside a span): their spans are dropped.",
+            )
+        )
+    first = report.silent_workers[0]
+    parts.append(fix_block(first.fix, "javascript" if first.runtime == "nodejs" else "python"))
+    return Group(*parts)
+
+
+def observation_text(report: Report) -> Text | None:
+    o = report.observation
+    if o is None:
+        return None
+    t = Text(
+        f"Probe: {o.dispatches} dispatches in {o.processes} processes/threads ({o.sdk_units} with an SDK); "
+        f"{o.observed_orphans} orphan(s) observed, {o.inferred_orphans} inferred",
+        style="dim",
+    )
+    if o.dropped:
+        t.append(f", {o.dropped} statistical suspect(s) dropped (their dispatch carried no span)", style="dim")
+    for note in o.notes:
+        t.append(f"\n{note}", style="yellow")
+    for p in report.silent_processes:
+        t.append(
+            f"\nSilent process: pid {p.pid} ({p.command or 'unknown command'}) ran {p.lifetime_s:.1f}s and "
+            "exported no span",
+            style="yellow",
+        )
+    return t
 
 
 def missing_table(missing: tuple[MissingParent, ...]) -> Table | None:
@@ -239,6 +287,13 @@ class TerminalRenderer:
                 console.print(gap_detail(i, g))
         elif report.summary.suspected_orphans == 0:
             console.print(Text("No propagation gaps: every root looks like a legitimate entry point.", style="green"))
+        silent = silent_workers(report)
+        if silent is not None:
+            console.print()
+            console.print(silent)
+        observed = observation_text(report)
+        if observed is not None:
+            console.print(observed)
         table = missing_table(report.missing_parents)
         if table is not None:
             console.print()

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from rich.console import Console
@@ -22,10 +22,14 @@ from rich.console import Console
 from ctxdoctor.errors import InputError, UsageError
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Report, Settings
+from ctxdoctor.probe.facts import SeenProcess
 from ctxdoctor.render.ci import publish
 from ctxdoctor.runner.env import EnvPlan, child_env
 from ctxdoctor.runner.mux import PortMux
 from ctxdoctor.runner.process import Command, CommandNotFound, Outcome
+
+if TYPE_CHECKING:
+    from ctxdoctor.runner.ptree import ProcessSampler
 
 HOST = "127.0.0.1"
 #: Exports are over once none has arrived for this long (after the command exited).
@@ -47,6 +51,9 @@ class RunOptions:
     zipkin_port: int = 0
     #: After the command exits: how long to wait, at most, for its leftover processes and exports.
     drain: float = 10.0
+    #: Load the probe into the command (see runner/probe.py); ``--no-probe`` turns it off.
+    probe: bool = True
+    verbose: bool = False
     #: Reading processes for a big dump (0: one per CPU).
     jobs: int = 0
     #: Only warnings and errors on stderr (``--quiet``); the report is not printed either.
@@ -120,6 +127,7 @@ def run(
     mux: PortMux | None = None
     outcome: Outcome | None = None
     start_error: int | None = None
+    processes: tuple[SeenProcess, ...] = ()
     started = time.monotonic()
     try:
         assert receiver.grpc_port is not None and receiver.http_port is not None
@@ -130,6 +138,7 @@ def run(
         plan = child_env(
             parent_env, HOST, mux.port, keep_endpoint=opts.keep_endpoint, zipkin_port=receiver.zipkin_port
         )
+        facts = _start_probe(plan.env, opts, log)
         _banner(plan, mux.port, receiver.zipkin_port, opts, log)
         cmd = Command(opts.command, plan.env)
         cmd.install_handlers()
@@ -140,8 +149,11 @@ def run(
                 log(str(exc))
                 start_error = NOT_FOUND if "not found" in str(exc) else NOT_EXECUTABLE
             else:
+                sampler = _sample_tree(cmd, facts)
                 outcome = cmd.wait()
                 _drain(cmd, receiver, opts.drain, log)
+                if sampler is not None:
+                    processes = sampler.stop()
         finally:
             cmd.restore_handlers()
     finally:
@@ -180,7 +192,7 @@ def run(
             "the dump could not be completed; analysing the journal of every acknowledged request: "
             f"{receiver.result_path}"
         )
-    report = _analyse(receiver.result_path, opts, console)
+    report = _analyse(receiver.result_path, opts, console, facts, processes)
     extra = {
         "run": {
             "program": os.path.basename(opts.command[0]),
@@ -194,6 +206,7 @@ def run(
             "dump": str(receiver.result_path),
             "env_set": plan.set,
             "env_replaced": plan.replaced,
+            "probe": str(facts) if facts is not None else None,
         }
     }
     summary_extra = []
@@ -253,7 +266,55 @@ def _drain(cmd: Command, receiver: Any, bound: float, log: Any) -> None:
             return
 
 
-def _analyse(path: Path, opts: RunOptions, console: Console) -> Report:
+def _start_probe(env: dict[str, str], opts: RunOptions, log: Any) -> Path | None:
+    """Load the probe into the command's environment; its facts go next to the dump."""
+    if not opts.probe:
+        return None
+    from ctxdoctor.runner.probe import add_probe, facts_path
+
+    facts = facts_path(opts.output)
+    try:
+        facts.parent.mkdir(parents=True, exist_ok=True)
+        facts.write_bytes(b"")  # this run's facts only
+    except OSError as exc:
+        log(f"the probe is off: cannot write {facts}: {exc.strerror or exc}")
+        return None
+    add_probe(env, facts, verbose=opts.verbose)
+    log(f"probe: NODE_OPTIONS and PYTHONPATH load it in front of yours; facts: {facts} (--no-probe: off)")
+    return facts
+
+
+def _sample_tree(cmd: Command, facts: Path | None) -> ProcessSampler | None:
+    """With the probe on, also watch the command's process tree (lifetimes of silent processes)."""
+    proc = getattr(cmd, "proc", None)
+    if facts is None or proc is None:
+        return None
+    from ctxdoctor.runner.ptree import ProcessSampler
+
+    return ProcessSampler(proc.pid).start()
+
+
+def _observe(report: Report, path: Path, facts_file: Path | None, processes: tuple[SeenProcess, ...]) -> Report:
+    """Apply what the probe saw; the statistical report stands alone when it saw nothing."""
+    from ctxdoctor.diagnose.observed import apply_observations
+    from ctxdoctor.probe.facts import read_facts
+    from ctxdoctor.readers import read_paths
+
+    facts = read_facts(facts_file) if facts_file is not None else None
+    if facts is None or not facts.units:
+        return report
+    facts = msgspec.structs.replace(facts, processes=processes)
+    spans = read_paths([path]).spans if report.summary.spans else []
+    return apply_observations(report, spans, facts)
+
+
+def _analyse(
+    path: Path,
+    opts: RunOptions,
+    console: Console,
+    facts: Path | None = None,
+    processes: tuple[SeenProcess, ...] = (),
+) -> Report:
     from ctxdoctor.analysis import analyze_paths
     from ctxdoctor.render import get_renderer
 
@@ -261,6 +322,7 @@ def _analyse(path: Path, opts: RunOptions, console: Console) -> Report:
         # This process has run a gRPC server: a dump big enough to read in parallel is read in a
         # fresh interpreter (see ctxdoctor.analysis).
         report = analyze_paths([path], opts.settings, jobs=opts.jobs, fresh_process=True)
+        report = _observe(report, path, facts, processes)
     except InputError as exc:  # the receiver wrote it: this would be a bug, but say what broke
         raise InputError(path, f"cannot read back the run's dump: {exc.message}") from None
     # An empty dump is the run's own finding (no spans arrived), said elsewhere in plainer words.

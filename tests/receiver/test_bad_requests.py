@@ -12,8 +12,8 @@ import grpc
 import pytest
 
 from ctxdoctor.receiver import Receiver, read_receipts
+from tests.helpers import EXPORT, assert_alive, http_call, rpc_status
 from tests.readers.test_bad_files import deep_value_line
-from tests.test_receiver_errors import EXPORT, assert_alive, http_call, rpc_status
 
 SECRET = "SECRET456"
 

@@ -15,7 +15,7 @@ from ctxdoctor.receiver import Receiver, read_receipts
 from ctxdoctor.receiver.http_server import HttpServer
 from ctxdoctor.receiver.ingest import Ingest
 from ctxdoctor.receiver.sink import AppendFile
-from tests.test_receiver_errors import dump_ids, http_call, make_request
+from tests.helpers import dump_ids, http_call, make_request
 
 CONNECTIONS = 200
 

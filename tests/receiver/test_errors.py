@@ -12,7 +12,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
@@ -20,38 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import PortInUse, Receiver, read_receipts
 from ctxdoctor.receiver.sink import drop_partial_line
-from tests.helpers import LIMIT, grpc_call, http_call, make_request
-
-
-def dump_ids(rcv: Receiver) -> list[tuple[int, int]]:
-    assert rcv.flush(), "the dump did not catch up with the journal"
-    return [(s.trace_id, s.span_id) for s in read_paths([rcv.output]).spans]
-
-
-_alive_seed = [1000]
-
-
-def assert_alive(rcv: Receiver) -> None:
-    """A good request over each protocol is accepted and lands in the dump."""
-    for proto in ("grpc", "http"):
-        _alive_seed[0] += 1
-        req, good = make_request(_alive_seed[0])
-        if proto == "grpc":
-            resp = grpc_call(rcv, req.SerializeToString())
-            assert not resp.HasField("partial_success")
-        else:
-            status, _, _ = http_call(rcv, req.SerializeToString())
-            assert status == 200
-        assert good <= set(dump_ids(rcv))
-
-
-def rpc_status(headers: dict[str, str], body: bytes) -> tuple[int, str]:
-    if headers["content-type"] == "application/json":
-        doc = json.loads(body)
-        return doc["code"], doc["message"]
-    st = status_pb2.Status.FromString(body)
-    return st.code, st.message
-
+from tests.helpers import LIMIT, assert_alive, dump_ids, grpc_call, http_call, make_request, rpc_status
 
 # -- malformed -----------------------------------------------------------------------------------
 

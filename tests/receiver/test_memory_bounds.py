@@ -16,7 +16,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from ctxdoctor.receiver import Receiver
 from ctxdoctor.receiver.encode import CACHE_BYTES, Transcoder
 from ctxdoctor.receiver.inflate import DEFAULT_SLOTS, KEEP_BYTES
-from tests.test_receiver_errors import EXPORT, assert_alive, make_request
+from tests.helpers import EXPORT, assert_alive, make_request
 
 LIMIT = 8 << 20
 BOMBS = 16

@@ -12,8 +12,7 @@ from pathlib import Path
 
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import Receiver, read_receipts
-from tests.helpers import Listen
-from tests.test_receiver_errors import http_call, make_request
+from tests.helpers import Listen, http_call, make_request
 
 HEAD = b"POST /v1/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n"
 
