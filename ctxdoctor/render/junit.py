@@ -64,30 +64,31 @@ def _lost_text(members: tuple[MissingParent, ...]) -> str:
     return "\n".join(lines)
 
 
-def leak_text(members: list[Leak]) -> str:
-    first = members[0]
+def _finding_text(first: Leak | SilentDispatch, what: str) -> str:
+    """A leak's or a silent dispatch's body: where, what, the evidence and the fix."""
     lines = [
         f"service: {first.span.unit.service}",
-        f"{len(members)} '{first.span.name}' span(s) recorded under '{first.wrong_parent.name}' ({belongs(members)}), "
-        f"confidence {first.confidence:.2f}",
+        f"{what}, confidence {first.confidence:.2f}",
         f"why: {'; '.join(first.evidence)}",
         "",
         _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
     ]
     return "\n".join(lines)
+
+
+def leak_text(members: list[Leak]) -> str:
+    first = members[0]
+    what = f"{len(members)} '{first.span.name}' span(s) recorded under '{first.wrong_parent.name}' ({belongs(members)})"
+    return _finding_text(first, what)
 
 
 def silent_text(members: list[SilentDispatch]) -> str:
     first = members[0]
-    lines = [
-        f"service: {first.span.unit.service}",
+    what = (
         f"{len(members)} '{first.span.name}' span(s) handed work across a {first.boundary.value} boundary and "
-        f"nothing came back, confidence {first.confidence:.2f}",
-        f"why: {'; '.join(first.evidence)}",
-        "",
-        _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
-    ]
-    return "\n".join(lines)
+        "nothing came back"
+    )
+    return _finding_text(first, what)
 
 
 def properties(report: Report) -> list[tuple[str, str]]:
