@@ -51,7 +51,9 @@ def test_python_exporters(tmp_path: Path, listen: Listen, protocol: str, compres
 @needs_node
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc", "http/json"])
 def test_node_worker_threads_exporters(tmp_path: Path, listen: Listen, protocol: str) -> None:
-    workers, rounds, per_task = 3, 6, 40
+    # Enough rounds for the diagnosis to tell the gap from chance (it calibrates against the
+    # roots' own jittered copies: six rounds are too few to be sure every time).
+    workers, rounds, per_task = 3, 12, 40
     endpoint = listen.grpc_endpoint if protocol == "grpc" else listen.http_endpoint
     env = app_env(
         tmp_path / "ids.txt",
