@@ -22,6 +22,16 @@ def _ref(s: Span | None) -> dict[str, Any] | None:
     return {"trace_id": trace_hex(s.trace_id), "span_id": span_hex(s.span_id), "name": s.name}
 
 
+def _located(s: Span) -> dict[str, Any]:
+    """What every finding starts with: the span (as ``_ref`` names it) and its service."""
+    return {
+        "trace_id": trace_hex(s.trace_id),
+        "span_id": span_hex(s.span_id),
+        "name": s.name,
+        "service": s.unit.service,
+    }
+
+
 def _fix(f: Fix | None) -> dict[str, Any] | None:
     if f is None:
         return None
@@ -51,10 +61,7 @@ def _observation(o: Observation | None) -> dict[str, Any] | None:
 def _orphan(o: Orphan) -> dict[str, Any]:
     s = o.span
     return {
-        "trace_id": trace_hex(s.trace_id),
-        "span_id": span_hex(s.span_id),
-        "name": s.name,
-        "service": s.unit.service,
+        **_located(s),
         "unit": s.unit.label(),
         "boundary": o.boundary.value,
         "boundary_evidence": o.boundary_evidence,
@@ -107,10 +114,7 @@ def _gap(g: Gap) -> dict[str, Any]:
 def _leak(lk: Leak) -> dict[str, Any]:
     s = lk.span
     return {
-        "trace_id": trace_hex(s.trace_id),
-        "span_id": span_hex(s.span_id),
-        "name": s.name,
-        "service": s.unit.service,
+        **_located(s),
         "wrong_parent": {"span_id": span_hex(lk.wrong_parent.span_id), "name": lk.wrong_parent.name},
         "likely_parent": _ref(lk.likely_parent),
         "confidence": round(lk.confidence, 4),
@@ -122,10 +126,7 @@ def _leak(lk: Leak) -> dict[str, Any]:
 def _silent(d: SilentDispatch) -> dict[str, Any]:
     s = d.span
     return {
-        "trace_id": trace_hex(s.trace_id),
-        "span_id": span_hex(s.span_id),
-        "name": s.name,
-        "service": s.unit.service,
+        **_located(s),
         "boundary": d.boundary.value,
         "confidence": round(d.confidence, 4),
         "evidence": list(d.evidence),
