@@ -160,12 +160,21 @@ def command(name: str, files: list[Path], report: Path) -> list[str]:
     raise ValueError(name)
 
 
-def run_pass(name: str, files: list[Path], spans: int, truth: dict[str, int], *, tty: bool) -> dict[str, Any]:
+#: The passes that can also run over a baseline tree (``--baseline``), shown as ``NAME@base``.
+BASELINE_PASSES = ("ctxdoctor", "ctxdoctor-1job", "ctxdoctor-proto")
+BASE_SUFFIX = "@base"
+
+
+def run_pass(
+    name: str, files: list[Path], spans: int, truth: dict[str, int], *, tty: bool, cwd: Path | None = None
+) -> dict[str, Any]:
+    """One pass; with ``cwd`` (a baseline checkout) ``python -m ctxdoctor`` imports that tree's
+    package, since the working directory comes first on ``sys.path`` for ``-m``."""
     with tempfile.TemporaryDirectory(prefix="ctxdoctor-bench-") as tmp:
         # The report goes to a file rather than /dev/null so its summary can be checked; rendering
         # and writing it cost the same either way.
         report = Path(tmp) / "report.json"
-        m = measure.run(command(name, files, report), tty_stderr=tty)
+        m = measure.run(command(name, files, report), tty_stderr=tty, cwd=cwd or ROOT)
         res: dict[str, Any] = m.as_dict()
         res["ok"] = m.returncode == 0 and not m.timed_out
         problems: list[str] = []
@@ -313,17 +322,18 @@ def print_size(
         f"(generated in {meta['generation_s']} s{', cached' if meta.get('cached') else ''})"
     )
     hdr = (
-        f"{'pass':<18} {'in':<5} {'wall s':>7} {'work s':>7} {'spans/s':>8} {'RSS MB':>7} {'B/span':>7} "
+        f"{'pass':<20} {'in':<5} {'wall s':>7} {'work s':>7} {'spans/s':>8} {'RSS MB':>7} {'B/span':>7} "
         f"{'cpu s':>6} {'load':>5}  note"
     )
     print(hdr)
     print("-" * len(hdr))
-    for name, inp, _what in PASSES:
+    shown = [(n, i) for name, i, _what in PASSES for n in (name, name + BASE_SUFFIX)]
+    for name, inp in shown:
         p = passes.get(name)
         if p is None:
             continue
         if p.get("skipped"):
-            print(f"{name:<18} {inp:<5} skipped: {p['skipped']}")
+            print(f"{name:<20} {inp:<5} skipped: {p['skipped']}")
             continue
         note = "; ".join(p["problems"]) if p["problems"] else ""
         fv = p.get("found_vs_truth")
@@ -335,7 +345,7 @@ def print_size(
         if pss:  # forked: RSS MB is the summed PSS (see measure.py); the summed RSS overcounts
             note += f"; {p['extra']['rss_sum_peak_bytes'] / 1e6:.0f} MB summed RSS"
         print(
-            f"{name:<18} {inp:<5} {p['wall_s']:>7.2f} {_num(p.get('work_s'), '.2f'):>7} "
+            f"{name:<20} {inp:<5} {p['wall_s']:>7.2f} {_num(p.get('work_s'), '.2f'):>7} "
             f"{_rate(p.get('spans_per_s')):>8} {p['peak_rss_bytes'] / 1e6:>7.0f} "
             f"{_num(p.get('bytes_per_span'), '.0f'):>7} {p['user_s'] + p['sys_s']:>6.2f} "
             f"{p['load_before']:>5.2f}  {note}"
@@ -360,6 +370,14 @@ def print_size(
         + _num(r["reference_over_ctxdoctor_cpu"], ".2f")
         + "x"
     )
+    for name in BASELINE_PASSES:
+        head, base = passes.get(name), passes.get(name + BASE_SUFFIX)
+        if head and base and head["ok"] and base["ok"]:
+            print(
+                f"  {name} against the baseline: wall {head['wall_s'] / base['wall_s']:.2f}x, "
+                f"cpu {(head['user_s'] + head['sys_s']) / (base['user_s'] + base['sys_s']):.2f}x, "
+                f"peak RSS {head['peak_rss_bytes'] / base['peak_rss_bytes']:.2f}x"
+            )
     for t in tg:
         val = t["value"]
         shown = (
@@ -423,7 +441,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep the 10M dump (~8 GB) after the run, and cached dumps of older generator versions",
     )
+    ap.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also run the ctxdoctor passes over the package in DIR (a checkout of an older commit, e.g. "
+        "`git worktree add /tmp/old REV`), alternately with this tree's, on the same dumps",
+    )
     args = ap.parse_args(argv)
+    if args.baseline is not None and not (args.baseline / "ctxdoctor" / "__main__.py").is_file():
+        ap.error(f"--baseline {args.baseline}: no ctxdoctor/__main__.py there")
 
     sizes = [s.strip().lower() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in dumpgen.SIZES]
@@ -466,17 +494,24 @@ def main(argv: list[str] | None = None) -> int:
             files = json_files if inp == "json" else proto if inp == "pb" else []
             if inp == "pb" and not proto:
                 continue
-            best: dict[str, Any] | None = None
+            # With a baseline, the two trees take turns, so a change in the machine's load hits both.
+            trees: list[tuple[str, Path | None]] = [(name, None)]
+            if args.baseline is not None and name in BASELINE_PASSES:
+                trees.append((name + BASE_SUFFIX, args.baseline.resolve()))
+            bests: dict[str, dict[str, Any]] = {}
             for _ in range(max(args.repeat, 1)):
-                log(f"[{size}] {name} ...")
-                res = run_pass(name, files, meta["spans"], meta["stats"], tty=size == "10m" and name == "ctxdoctor")
-                if best is None or (res["ok"] and res["wall_s"] < best["wall_s"]):
-                    best = res
-            assert best is not None
-            passes[name] = best
-            if not best["ok"]:
-                exit_code = 1
-                log(f"  {name} FAILED: {'; '.join(best['problems'])}")
+                for shown, cwd in trees:
+                    log(f"[{size}] {shown} ...")
+                    tty = size == "10m" and name == "ctxdoctor"
+                    res = run_pass(name, files, meta["spans"], meta["stats"], tty=tty, cwd=cwd)
+                    best = bests.get(shown)
+                    if best is None or (res["ok"] and res["wall_s"] < best["wall_s"]):
+                        bests[shown] = res
+            for shown, best in bests.items():
+                passes[shown] = best
+                if not best["ok"]:
+                    exit_code = 1
+                    log(f"  {shown} FAILED: {'; '.join(best['problems'])}")
         r = ratios(passes)
         tg = targets(size, r, passes)
         doc["sizes"][size] = {"dump": meta, "passes": passes, "ratios": r, "targets": tg}

@@ -30,13 +30,14 @@ import msgspec
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTracePartialSuccess,
+    ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
 from ctxdoctor.receiver.decode import BadRequest, parse_json, parse_protobuf
 from ctxdoctor.receiver.inflate import Corrupt, InflateBudget
 from ctxdoctor.receiver.inflate import TooLarge as InflatesTooLarge
-from ctxdoctor.receiver.ingest import Ingest
+from ctxdoctor.receiver.ingest import Accepted, Ingest
 from ctxdoctor.receiver.sink import SinkClosed
 
 PATH = "/v1/traces"
@@ -472,6 +473,21 @@ class _Handler(BaseHTTPRequestHandler):
         return 0
 
     # -- methods -------------------------------------------------------------------------------
+    # The flow of a request is the same for every protocol served over HTTP (OTLP here, Zipkin in
+    # receiver/zipkin.py): check path, media type and compression, read and inflate the body
+    # within the budget, parse and journal it under the work lock, answer. A protocol changes
+    # only the hooks below the flow: where it listens, which media types it takes, how it parses
+    # a body and how it answers.
+
+    #: Where requests go and what they carry, for the "no such path" answer.
+    _path = PATH
+    _payload = "OTLP/HTTP traces"
+    #: The server's name in the log.
+    _server_name = "OTLP/HTTP"
+    #: The media type assumed when a request has no Content-Type ("": none, refused).
+    _default_type = ""
+    _accepted_types = "application/x-protobuf or application/json"
+
     def do_POST(self) -> None:
         try:
             self._post()
@@ -480,20 +496,20 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as exc:
             # A bug, not bad input: one line (a traceback could quote span attributes), and the
             # exporter is told to retry.
-            self.owner.log(f"OTLP/HTTP: internal error ({type(exc).__name__})")
+            self.owner.log(f"{self._server_name}: internal error ({type(exc).__name__})")
             self.close_connection = True
-            self._status(503, _UNAVAILABLE, f"ctxdoctor internal error ({type(exc).__name__})", "json")
+            self._answer_error(503, _UNAVAILABLE, f"ctxdoctor internal error ({type(exc).__name__})", "json")
 
     def _post(self) -> None:
         arrived = time.time()
         path = self.path.split("?", 1)[0]
-        if path != PATH:
+        if path != self._path:
             self._drain_quietly()
-            self._status(404, _NOT_FOUND, f"no such path {path!r}: OTLP/HTTP traces go to POST {PATH}", "json")
+            self._no_such_path(path)
             return
-        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
-        encoding = "protobuf" if ctype in _PROTOBUF_TYPES else "json" if ctype in _JSON_TYPES else None
-        protocol = self._protocol = f"http/{encoding or 'unknown'}"
+        ctype = (self.headers.get("Content-Type") or self._default_type).split(";", 1)[0].strip().lower()
+        encoding = self._encoding(ctype)
+        protocol = self._protocol = self._protocol_of(encoding)
         content_encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
         compression = None if content_encoding == "identity" else content_encoding
         ingest = self.owner.ingest
@@ -512,13 +528,15 @@ class _Handler(BaseHTTPRequestHandler):
                     )
 
             if encoding is None:
+                # A header value is repeated only when it is a plain media type: errors never
+                # echo what could be a secret.
                 self._drain_quietly()
                 shown = repr(ctype) if _MEDIA_TYPE.fullmatch(ctype) else "(none)" if not ctype else "(not a media type)"
                 refuse(0, f"unsupported content type {shown}")
-                self._status(
+                self._answer_error(
                     415,
                     _INVALID_ARGUMENT,
-                    f"unsupported Content-Type {shown}: send application/x-protobuf or application/json",
+                    f"unsupported Content-Type {shown}: send {self._accepted_types}",
                     "json",
                 )
                 return
@@ -527,7 +545,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._drain_quietly()
                 compression = "unsupported"
                 refuse(0, "unsupported content encoding")
-                self._status(
+                self._answer_error(
                     415,
                     _INVALID_ARGUMENT,
                     "unsupported Content-Encoding: send gzip (or deflate) or no compression",
@@ -542,16 +560,18 @@ class _Handler(BaseHTTPRequestHandler):
             except TooLarge as exc:
                 self._drain_quietly()
                 refuse(0, f"too large: {exc}")
-                self._status(413, _RESOURCE_EXHAUSTED, str(exc), encoding)
+                self._answer_error(413, _RESOURCE_EXHAUSTED, str(exc), encoding)
                 return
             except _BodyError as exc:
                 self._drain_quietly()
                 refuse(0, f"invalid: {exc}")
-                self._status(400, _INVALID_ARGUMENT, str(exc), encoding)
+                self._answer_error(400, _INVALID_ARGUMENT, str(exc), encoding)
                 return
             if compression is None:
                 self._journal(wire, wire, encoding, protocol, compression, arrived, refuse)
                 return
+            # Inflated within the receiver's budget: a gzip bomb is refused after holding a few
+            # MiB, and only so many inflate at once.
             wbits = 16 + zlib.MAX_WBITS if content_encoding in ("gzip", "x-gzip") else zlib.MAX_WBITS
             try:
                 with self.owner.inflate.inflate(wire, wbits, limit) as body:
@@ -559,11 +579,11 @@ class _Handler(BaseHTTPRequestHandler):
             except InflatesTooLarge as exc:
                 message = f"request body {exc}"
                 refuse(0, f"too large: {message}")
-                self._status(413, _RESOURCE_EXHAUSTED, message, encoding)
+                self._answer_error(413, _RESOURCE_EXHAUSTED, message, encoding)
             except Corrupt as exc:
                 message = f"body is not valid {content_encoding}: {exc}"
                 refuse(0, f"invalid: {message}")
-                self._status(400, _INVALID_ARGUMENT, message, encoding)
+                self._answer_error(400, _INVALID_ARGUMENT, message, encoding)
         finally:
             ingest.end()
 
@@ -584,57 +604,43 @@ class _Handler(BaseHTTPRequestHandler):
         # per request than one thread doing it (bench/README, listen). Nothing here waits on
         # the client, so a slow client never holds the others up; answers go out after.
         failed: tuple[str, Exception] | None = None
+        res = Accepted(0, 0, "")
         with self.owner.work_lock:
             try:
-                if encoding == "protobuf":
-                    req = parse_protobuf(body)
-                    pre_rejected, pre_problem = 0, ""
-                else:
-                    req, pre_rejected, pre_problem = parse_json(body)
+                req, raw, pre_rejected, pre_problem = self._parse(body, encoding)
             except BadRequest as exc:
                 failed = ("invalid", exc)
             else:
                 try:
-                    res = ingest.accept(
-                        req,
-                        raw=body if encoding == "protobuf" else None,
-                        protocol=protocol,
-                        peer=self.peer,
-                        compression=compression,
-                        nbytes=len(wire),
-                        arrived=arrived,
-                        pre_rejected=pre_rejected,
-                        pre_problem=pre_problem,
-                        body=body,
-                    )
+                    if req is not None:
+                        res = ingest.accept(
+                            req,
+                            raw=raw,
+                            protocol=protocol,
+                            peer=self.peer,
+                            compression=compression,
+                            nbytes=len(wire),
+                            arrived=arrived,
+                            pre_rejected=pre_rejected,
+                            pre_problem=pre_problem,
+                            body=body,
+                        )
                 except (SinkClosed, OSError) as exc:
                     failed = ("unavailable", exc)
         if failed is not None:
             kind, err = failed
             if kind == "invalid":
                 refuse(len(wire), f"invalid: {err}")
-                self._status(400, _INVALID_ARGUMENT, str(err), encoding)
+                self._answer_error(400, _INVALID_ARGUMENT, str(err), encoding)
             elif isinstance(err, SinkClosed):
-                self._status(503, _UNAVAILABLE, "ctxdoctor is shutting down; retry later", encoding, retry_after=True)
+                self._answer_error(
+                    503, _UNAVAILABLE, "ctxdoctor is shutting down; retry later", encoding, retry_after=True
+                )
             else:
-                self._status(503, _UNAVAILABLE, f"ctxdoctor {err}; retry later", encoding, retry_after=True)
+                self._answer_error(503, _UNAVAILABLE, f"ctxdoctor {err}; retry later", encoding, retry_after=True)
             return
-        resp = ExportTraceServiceResponse()
-        if res.rejected:
-            resp.partial_success.CopyFrom(
-                ExportTracePartialSuccess(rejected_spans=res.rejected, error_message=res.error_message)
-            )
         gone = self._cut or self._client_gone()
-        if encoding == "protobuf":
-            sent = self._send(200, resp.SerializeToString(), "application/x-protobuf")
-        else:
-            doc: dict[str, Any] = {}
-            if res.rejected:
-                doc["partialSuccess"] = {
-                    "rejectedSpans": str(res.rejected),
-                    "errorMessage": res.error_message,
-                }
-            sent = self._send(200, msgspec.json.encode(doc), "application/json")
+        sent = self._answer_accepted(res, encoding)
         if (gone or not sent) and res.spans:
             # Kept but never acknowledged: said in the receipts, and an exporter's retry of
             # the same body is recognised and not written twice (see ``Ingest.unanswered``).
@@ -643,12 +649,50 @@ class _Handler(BaseHTTPRequestHandler):
     def _method_not_allowed(self) -> None:
         path = self.path.split("?", 1)[0]
         self._drain_quietly()
-        if path != PATH:
-            self._status(404, _NOT_FOUND, f"no such path {path!r}: OTLP/HTTP traces go to POST {PATH}", "json")
+        if path != self._path:
+            self._no_such_path(path)
         else:
-            self._status(405, _UNIMPLEMENTED, f"method {self.command} not allowed: use POST", "json", allow=True)
+            self._answer_error(405, _UNIMPLEMENTED, f"method {self.command} not allowed: use POST", "json", allow=True)
 
     do_GET = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _method_not_allowed
+
+    def _no_such_path(self, path: str) -> None:
+        self._answer_error(404, _NOT_FOUND, f"no such path {path!r}: {self._payload} go to POST {self._path}", "json")
+
+    # -- the protocol: OTLP/HTTP ---------------------------------------------------------------
+    def _encoding(self, ctype: str) -> str | None:
+        """How a body of this media type is parsed (None: refused)."""
+        return "protobuf" if ctype in _PROTOBUF_TYPES else "json" if ctype in _JSON_TYPES else None
+
+    def _protocol_of(self, encoding: str | None) -> str:
+        """The protocol's name in receipts and counts."""
+        return f"http/{encoding or 'unknown'}"
+
+    def _parse(self, body: bytes, encoding: str) -> tuple[ExportTraceServiceRequest | None, bytes | None, int, str]:
+        """The request (None: nothing to journal), its protobuf encoding when it came as
+        protobuf, the spans rejected before it (unreadable ids) and the first such problem.
+        Raises ``BadRequest``."""
+        if encoding == "protobuf":
+            return parse_protobuf(body), body, 0, ""
+        req, pre_rejected, pre_problem = parse_json(body)
+        return req, None, pre_rejected, pre_problem
+
+    def _answer_accepted(self, res: Accepted, encoding: str) -> bool:
+        """Acknowledge a journaled request; False when the answer could not be written."""
+        resp = ExportTraceServiceResponse()
+        if res.rejected:
+            resp.partial_success.CopyFrom(
+                ExportTracePartialSuccess(rejected_spans=res.rejected, error_message=res.error_message)
+            )
+        if encoding == "protobuf":
+            return self._send(200, resp.SerializeToString(), "application/x-protobuf")
+        doc: dict[str, Any] = {}
+        if res.rejected:
+            doc["partialSuccess"] = {
+                "rejectedSpans": str(res.rejected),
+                "errorMessage": res.error_message,
+            }
+        return self._send(200, msgspec.json.encode(doc), "application/json")
 
     # -- bodies --------------------------------------------------------------------------------
     # ``_body``: "unread" (nothing of it consumed yet), "read" (fully consumed), "chunked" (a
@@ -754,7 +798,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     # -- responses -----------------------------------------------------------------------------
-    def _status(
+    def _answer_error(
         self,
         http_code: int,
         grpc_code: int,
@@ -764,6 +808,7 @@ class _Handler(BaseHTTPRequestHandler):
         retry_after: bool = False,
         allow: bool = False,
     ) -> None:
+        """Answer an error as OTLP does: a ``google.rpc.Status`` in the request's encoding."""
         if encoding == "protobuf":
             body = status_pb2.Status(code=grpc_code, message=message).SerializeToString()
             ctype = "application/x-protobuf"
