@@ -40,6 +40,7 @@ import base64
 import binascii
 import math
 import struct
+from collections.abc import Callable
 from typing import NamedTuple
 
 import msgspec
@@ -339,6 +340,27 @@ def _times(start: int, stop: int) -> bytes:
     return out + b',"endTimeUnixNano":"%d"' % stop if stop else out
 
 
+def _string_field(buf: bytes, p: int, end: int, tag: int, key: bytes, parts: list[bytes]) -> int:
+    """Append ``key`` and the JSON string of the field ``tag`` when it comes next and is not
+    empty (proto3 leaves it out of the JSON then); return the position after it. For the
+    messages that are rare or cached (scopes, resources' entities, events, links, statuses);
+    the span loop inlines the same steps."""
+    if p < end and buf[p] == tag:
+        start, p = _len(buf, p + 1)
+        if p > start:
+            parts.append(key + _str(buf[start:p]))
+    return p
+
+
+def _count_field(buf: bytes, p: int, end: int, tag: int, key: bytes, parts: list[bytes]) -> int:
+    """``_string_field`` for a uint32 count, left out when 0."""
+    if p < end and buf[p] == tag:
+        v, p = _varint(buf, p + 1)
+        if v & _M32:
+            parts.append(key + b"%d" % (v & _M32))
+    return p
+
+
 def _str(raw: bytes) -> bytes:
     # Decoding checks the UTF-8 (upb rejects bad UTF-8 too); msgspec escapes as the old walker did.
     return _json(raw.decode())
@@ -444,16 +466,7 @@ class Transcoder:
         self, buf: bytes, p: int, end: int, out: list[bytes], trace_ids: list[bytes], counts: list[int]
     ) -> None:
         out.append(b"{")
-        sep = b""
-        if p < end and buf[p] == 0x0A:
-            start, p = _len(buf, p + 1)
-            raw = buf[start:p]
-            frag = self._resource.get(raw)
-            if frag is None:
-                frag = self._cache(self._resource, raw, self._resource_json(buf, start, p))
-            out.append(b'"resource":')
-            out.append(frag)
-            sep = b","
+        p, sep = self._cached_field(buf, p, end, self._resource, self._resource_json, b'"resource":', out)
         if p < end and buf[p] == 0x12:
             out.append(sep + b'"scopeSpans":[')
             sep = b""
@@ -464,10 +477,7 @@ class Transcoder:
                 self._scope_spans(buf, start, p, out, trace_ids, counts)
             out.append(b"]")
             sep = b","
-        if p < end and buf[p] == 0x1A:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                out.append(sep + b'"schemaUrl":' + _str(buf[start:p]))
+        p = _string_field(buf, p, end, 0x1A, sep + b'"schemaUrl":', out)
         _rest(buf, p, end, _RS_TAGS)
         out.append(b"}")
 
@@ -475,26 +485,38 @@ class Transcoder:
         self, buf: bytes, p: int, end: int, out: list[bytes], trace_ids: list[bytes], counts: list[int]
     ) -> None:
         out.append(b"{")
-        sep = b""
-        if p < end and buf[p] == 0x0A:
-            start, p = _len(buf, p + 1)
-            raw = buf[start:p]
-            frag = self._scope.get(raw)
-            if frag is None:
-                frag = self._cache(self._scope, raw, self._scope_json(buf, start, p))
-            out.append(b'"scope":')
-            out.append(frag)
-            sep = b","
+        p, sep = self._cached_field(buf, p, end, self._scope, self._scope_json, b'"scope":', out)
         if p < end and buf[p] == 0x12:
             p, opened = self._spans(buf, p, end, out, sep, trace_ids, counts)
             if opened:
                 sep = b","
-        if p < end and buf[p] == 0x1A:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                out.append(sep + b'"schemaUrl":' + _str(buf[start:p]))
+        p = _string_field(buf, p, end, 0x1A, sep + b'"schemaUrl":', out)
         _rest(buf, p, end, _SS_TAGS)
         out.append(b"}")
+
+    def _cached_field(
+        self,
+        buf: bytes,
+        p: int,
+        end: int,
+        cache: dict[bytes, bytes],
+        build: Callable[[bytes, int, int], bytes],
+        key: bytes,
+        out: list[bytes],
+    ) -> tuple[int, bytes]:
+        """The message's first field (a resource or a scope, which repeat from request to
+        request) as JSON, from the cache when its bytes were seen before; the position after it
+        and the separator the next field needs."""
+        if p < end and buf[p] == 0x0A:
+            start, p = _len(buf, p + 1)
+            raw = buf[start:p]
+            frag = cache.get(raw)
+            if frag is None:
+                frag = self._cache(cache, raw, build(buf, start, p))
+            out.append(key)
+            out.append(frag)
+            return p, b","
+        return p, b""
 
     # -- spans: the hot loop ------------------------------------------------------------------
     def _spans(
@@ -684,34 +706,43 @@ class Transcoder:
 
     def _span_rare(self, buf: bytes, q: int, e: int) -> tuple[bytes, int]:
         """The span fields between attributes and status that most spans do not have."""
-        parts = []
-        if q < e and buf[q] == 0x50:
-            c, q = _varint(buf, q + 1)
-            if c & _M32:
-                parts.append(b',"droppedAttributesCount":%d' % (c & _M32))
-        if q < e and buf[q] == 0x5A:
-            events = []
-            while q < e and buf[q] == 0x5A:
-                s, q = _len(buf, q + 1)
-                events.append(self._event(buf, s, q))
-            parts.append(b',"events":[' + b",".join(events) + b"]")
-        if q < e and buf[q] == 0x60:
-            c, q = _varint(buf, q + 1)
-            if c & _M32:
-                parts.append(b',"droppedEventsCount":%d' % (c & _M32))
-        if q < e and buf[q] == 0x6A:
-            links = []
-            while q < e and buf[q] == 0x6A:
-                s, q = _len(buf, q + 1)
-                links.append(self._link(buf, s, q))
-            parts.append(b',"links":[' + b",".join(links) + b"]")
-        if q < e and buf[q] == 0x70:
-            c, q = _varint(buf, q + 1)
-            if c & _M32:
-                parts.append(b',"droppedLinksCount":%d' % (c & _M32))
+        parts: list[bytes] = []
+        q = _count_field(buf, q, e, 0x50, b',"droppedAttributesCount":', parts)
+        q = self._repeated(buf, q, e, 0x5A, self._event, b',"events":[', parts)
+        q = _count_field(buf, q, e, 0x60, b',"droppedEventsCount":', parts)
+        q = self._repeated(buf, q, e, 0x6A, self._link, b',"links":[', parts)
+        q = _count_field(buf, q, e, 0x70, b',"droppedLinksCount":', parts)
         return b"".join(parts), q
 
     # -- the rest: rare or cached ---------------------------------------------------------------
+    def _attributes_field(self, buf: bytes, p: int, end: int, tag: int, count_tag: int, parts: list[bytes]) -> int:
+        """Append the attributes (field ``tag``) and their dropped count (``count_tag``) when
+        they come next; return the position after them."""
+        if p < end and buf[p] == tag:
+            frag, p = self._attributes(buf, p, end, tag, b'"attributes":')
+            parts.append(frag)
+        return _count_field(buf, p, end, count_tag, b'"droppedAttributesCount":', parts)
+
+    def _repeated(
+        self,
+        buf: bytes,
+        p: int,
+        end: int,
+        tag: int,
+        build: Callable[[bytes, int, int], bytes],
+        key: bytes,
+        parts: list[bytes],
+    ) -> int:
+        """Append ``key``, then the JSON of every message of the repeated field ``tag`` that
+        comes next and ``]``; return the position after them."""
+        if p < end and buf[p] == tag:
+            items = []
+            while p < end and buf[p] == tag:
+                start, p = _len(buf, p + 1)
+                items.append(build(buf, start, p))
+            parts.append(key + b",".join(items) + b"]")
+        return p
+
     def _cache(self, cache: dict[bytes, bytes], raw: bytes, frag: bytes) -> bytes:
         size = len(raw) + len(frag) + CACHE_ENTRY_OVERHEAD
         if size > MAX_CACHED_PART:
@@ -760,11 +791,8 @@ class Transcoder:
 
     def _kv_object(self, buf: bytes, p: int, end: int, depth: int) -> bytes:
         """A KeyValue ``depth`` messages below the attribute it is part of (0: the attribute)."""
-        parts = []
-        if p < end and buf[p] == 0x0A:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                parts.append(b'"key":' + _str(buf[start:p]))
+        parts: list[bytes] = []
+        p = _string_field(buf, p, end, 0x0A, b'"key":', parts)
         if p < end and buf[p] == 0x12:
             start, p = _len(buf, p + 1)
             parts.append(b'"value":' + self._any_json(buf, start, p, depth + 1))
@@ -815,53 +843,35 @@ class Transcoder:
         return out
 
     def _array_json(self, buf: bytes, p: int, end: int, depth: int) -> bytes:
-        if depth > self._max_depth:
-            raise _Irregular
-        values = []
-        while p < end and buf[p] == 0x0A:
-            start, p = _len(buf, p + 1)
-            values.append(self._any_json(buf, start, p, depth + 1))
-        _rest(buf, p, end, _LIST_TAGS)
-        return b'{"values":[' + b",".join(values) + b"]}" if values else b"{}"
+        return self._values_json(buf, p, end, depth, self._any_json)
 
     def _kvlist_json(self, buf: bytes, p: int, end: int, depth: int) -> bytes:
+        return self._values_json(buf, p, end, depth, self._kv_object)
+
+    def _values_json(
+        self, buf: bytes, p: int, end: int, depth: int, item: Callable[[bytes, int, int, int], bytes]
+    ) -> bytes:
+        """An ArrayValue or a KeyValueList: both are ``repeated ... values = 1``."""
         if depth > self._max_depth:
             raise _Irregular
         values = []
         while p < end and buf[p] == 0x0A:
             start, p = _len(buf, p + 1)
-            values.append(self._kv_object(buf, start, p, depth + 1))
+            values.append(item(buf, start, p, depth + 1))
         _rest(buf, p, end, _LIST_TAGS)
         return b'{"values":[' + b",".join(values) + b"]}" if values else b"{}"
 
     def _resource_json(self, buf: bytes, p: int, end: int) -> bytes:
-        parts = []
-        if p < end and buf[p] == 0x0A:
-            frag, p = self._attributes(buf, p, end, 0x0A, b'"attributes":')
-            parts.append(frag)
-        if p < end and buf[p] == 0x10:
-            v, p = _varint(buf, p + 1)
-            if v & _M32:
-                parts.append(b'"droppedAttributesCount":%d' % (v & _M32))
-        if p < end and buf[p] == 0x1A:
-            refs = []
-            while p < end and buf[p] == 0x1A:
-                start, p = _len(buf, p + 1)
-                refs.append(self._entity_ref_json(buf, start, p))
-            parts.append(b'"entityRefs":[' + b",".join(refs) + b"]")
+        parts: list[bytes] = []
+        p = self._attributes_field(buf, p, end, 0x0A, 0x10, parts)
+        p = self._repeated(buf, p, end, 0x1A, self._entity_ref_json, b'"entityRefs":[', parts)
         _rest(buf, p, end, _RESOURCE_TAGS)
         return b"{" + b",".join(parts) + b"}"
 
     def _entity_ref_json(self, buf: bytes, p: int, end: int) -> bytes:
-        parts = []
-        if p < end and buf[p] == 0x0A:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                parts.append(b'"schemaUrl":' + _str(buf[start:p]))
-        if p < end and buf[p] == 0x12:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                parts.append(b'"type":' + _str(buf[start:p]))
+        parts: list[bytes] = []
+        p = _string_field(buf, p, end, 0x0A, b'"schemaUrl":', parts)
+        p = _string_field(buf, p, end, 0x12, b'"type":', parts)
         for tag, key in ((0x1A, b'"idKeys":['), (0x22, b'"descriptionKeys":[')):
             if p < end and buf[p] == tag:
                 keys = []
@@ -873,64 +883,34 @@ class Transcoder:
         return b"{" + b",".join(parts) + b"}"
 
     def _scope_json(self, buf: bytes, p: int, end: int) -> bytes:
-        parts = []
-        if p < end and buf[p] == 0x0A:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                parts.append(b'"name":' + _str(buf[start:p]))
-        if p < end and buf[p] == 0x12:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                parts.append(b'"version":' + _str(buf[start:p]))
-        if p < end and buf[p] == 0x1A:
-            frag, p = self._attributes(buf, p, end, 0x1A, b'"attributes":')
-            parts.append(frag)
-        if p < end and buf[p] == 0x20:
-            v, p = _varint(buf, p + 1)
-            if v & _M32:
-                parts.append(b'"droppedAttributesCount":%d' % (v & _M32))
+        parts: list[bytes] = []
+        p = _string_field(buf, p, end, 0x0A, b'"name":', parts)
+        p = _string_field(buf, p, end, 0x12, b'"version":', parts)
+        p = self._attributes_field(buf, p, end, 0x1A, 0x20, parts)
         _rest(buf, p, end, _SCOPE_TAGS)
         return b"{" + b",".join(parts) + b"}"
 
     def _event(self, buf: bytes, p: int, end: int) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         if p < end and buf[p] == 0x09:
             t = _u64(buf, p + 1)[0]
             p += 9
             if t:
                 parts.append(b'"timeUnixNano":"%d"' % t)
-        if p < end and buf[p] == 0x12:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                parts.append(b'"name":' + _str(buf[start:p]))
-        if p < end and buf[p] == 0x1A:
-            frag, p = self._attributes(buf, p, end, 0x1A, b'"attributes":')
-            parts.append(frag)
-        if p < end and buf[p] == 0x20:
-            v, p = _varint(buf, p + 1)
-            if v & _M32:
-                parts.append(b'"droppedAttributesCount":%d' % (v & _M32))
+        p = _string_field(buf, p, end, 0x12, b'"name":', parts)
+        p = self._attributes_field(buf, p, end, 0x1A, 0x20, parts)
         _rest(buf, p, end, _EVENT_TAGS)
         return b"{" + b",".join(parts) + b"}"
 
     def _link(self, buf: bytes, p: int, end: int) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         for tag, key in ((0x0A, b'"traceId":"'), (0x12, b'"spanId":"')):
             if p < end and buf[p] == tag:
                 start, p = _len(buf, p + 1)
                 if p > start:
                     parts.append(key + _hex(buf[start:p]) + b'"')
-        if p < end and buf[p] == 0x1A:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                parts.append(b'"traceState":' + _str(buf[start:p]))
-        if p < end and buf[p] == 0x22:
-            frag, p = self._attributes(buf, p, end, 0x22, b'"attributes":')
-            parts.append(frag)
-        if p < end and buf[p] == 0x28:
-            v, p = _varint(buf, p + 1)
-            if v & _M32:
-                parts.append(b'"droppedAttributesCount":%d' % (v & _M32))
+        p = _string_field(buf, p, end, 0x1A, b'"traceState":', parts)
+        p = self._attributes_field(buf, p, end, 0x22, 0x28, parts)
         if p < end and buf[p] == 0x35:
             f = _u32(buf, p + 1)[0]
             p += 5
@@ -940,11 +920,8 @@ class Transcoder:
         return b"{" + b",".join(parts) + b"}"
 
     def _status_json(self, buf: bytes, p: int, end: int) -> bytes:
-        parts = []
-        if p < end and buf[p] == 0x12:
-            start, p = _len(buf, p + 1)
-            if p > start:
-                parts.append(b'"message":' + _str(buf[start:p]))
+        parts: list[bytes] = []
+        p = _string_field(buf, p, end, 0x12, b'"message":', parts)
         if p < end and buf[p] == 0x18:
             v, p = _varint(buf, p + 1)
             if _int32(v):

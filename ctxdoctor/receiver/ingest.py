@@ -167,20 +167,17 @@ class Ingest:
             if self.max_spans is not None and st.spans >= self.max_spans and not self.limit_reached.is_set():
                 self.limit_reached.set()
                 hit_limit = True
-        if self.receipts is not None:
-            self.receipts.write(
-                Receipt(
-                    time=arrived,
-                    protocol=protocol,
-                    peer=peer,
-                    compression=compression,
-                    bytes=nbytes,
-                    spans=screened.spans,
-                    rejected=rejected,
-                    services=screened.services,
-                    status="partial" if rejected else "ok",
-                )
-            )
+        self._receipt(
+            arrived,
+            protocol,
+            peer,
+            compression,
+            nbytes,
+            "partial" if rejected else "ok",
+            spans=screened.spans,
+            rejected=rejected,
+            services=screened.services,
+        )
         if hit_limit and self.on_limit is not None:
             self.on_limit()
         return Accepted(screened.spans, rejected, message)
@@ -193,19 +190,15 @@ class Ingest:
             self._unanswered[key] = spans
             while len(self._unanswered) > _UNANSWERED_MAX:
                 self._unanswered.popitem(last=False)
-        if self.receipts is not None:
-            self.receipts.write(
-                Receipt(
-                    time=time.time(),
-                    protocol=protocol,
-                    peer=peer,
-                    compression=None,
-                    bytes=0,
-                    spans=0,
-                    status=f"unanswered: the client left before its answer; its {spans} span(s) are kept, "
-                    "and a retry of the same request will not be written again",
-                )
-            )
+        self._receipt(
+            time.time(),
+            protocol,
+            peer,
+            None,
+            0,
+            f"unanswered: the client left before its answer; its {spans} span(s) are kept, "
+            "and a retry of the same request will not be written again",
+        )
 
     def _retry_of_unanswered(
         self, body: bytes, protocol: str, peer: str, compression: str | None, nbytes: int, arrived: float
@@ -217,19 +210,15 @@ class Ingest:
                 return None
             self.stats.requests += 1
             self.stats.bytes_in += nbytes
-        if self.receipts is not None:
-            self.receipts.write(
-                Receipt(
-                    time=arrived,
-                    protocol=protocol,
-                    peer=peer,
-                    compression=compression,
-                    bytes=nbytes,
-                    spans=0,
-                    status=f"duplicate: the retry of an unanswered request, whose {spans} span(s) are "
-                    "already kept; acknowledged, not written again",
-                )
-            )
+        self._receipt(
+            arrived,
+            protocol,
+            peer,
+            compression,
+            nbytes,
+            f"duplicate: the retry of an unanswered request, whose {spans} span(s) are "
+            "already kept; acknowledged, not written again",
+        )
         return Accepted(0, 0, "")
 
     def refuse(
@@ -256,6 +245,22 @@ class Ingest:
                 self.stats.last_write_error = write
         if write is not None and self.on_write_error is not None:
             self.on_write_error(write)
+        self._receipt(arrived, protocol, peer, compression, nbytes, redact(status)[:300])
+
+    def _receipt(
+        self,
+        arrived: float,
+        protocol: str,
+        peer: str,
+        compression: str | None,
+        nbytes: int,
+        status: str,
+        *,
+        spans: int = 0,
+        rejected: int = 0,
+        services: tuple[str, ...] = (),
+    ) -> None:
+        """One line of the receipts sidecar, when there is one."""
         if self.receipts is not None:
             self.receipts.write(
                 Receipt(
@@ -264,7 +269,9 @@ class Ingest:
                     peer=peer,
                     compression=compression,
                     bytes=nbytes,
-                    spans=0,
-                    status=redact(status)[:300],
+                    spans=spans,
+                    rejected=rejected,
+                    services=services,
+                    status=status,
                 )
             )
