@@ -26,6 +26,18 @@ from ctxdoctor.readers.otlp_json import OtlpJsonReader, ResourceCache, decode_re
 from ctxdoctor.units import UnitTable
 
 _TRAILING = "trailing characters"
+#: Tags OpenTelemetry's Jaeger and Zipkin exporters make from fields OTLP has (status, scope):
+#: both readers turn them back into those fields instead of attributes.
+OTEL_FIELD_TAGS = frozenset(
+    {
+        "otel.status_code",
+        "otel.status_description",
+        "otel.scope.name",
+        "otel.library.name",
+        "otel.scope.version",
+        "otel.library.version",
+    }
+)
 _HEX = re.compile(r"[0-9a-fA-F]+").fullmatch
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from ctxdoctor.readers.documents import (
+    OTEL_FIELD_TAGS,
     AnswerError,
     DocumentReader,
     ShapeError,
@@ -34,18 +35,7 @@ _KEYS = frozenset({"data", "errors", "limit", "offset", "total", "traceID", "spa
 _KINDS = {"internal": 1, "server": 2, "client": 3, "producer": 4, "consumer": 5}
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
 #: Tags that Jaeger's OTLP translation made from fields OTLP has: they become those fields again.
-_MAPPED = frozenset(
-    {
-        "span.kind",
-        "otel.status_code",
-        "otel.status_description",
-        "otel.scope.name",
-        "otel.library.name",
-        "otel.scope.version",
-        "otel.library.version",
-        "internal.span.format",
-    }
-)
+_MAPPED = OTEL_FIELD_TAGS | {"span.kind", "internal.span.format"}
 _ZERO = "0" * 16
 
 

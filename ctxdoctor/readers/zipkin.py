@@ -16,7 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from ctxdoctor.readers.documents import DocumentReader, ShapeError, attribute, expect, hex_id, json_type, micros
+from ctxdoctor.readers.documents import (
+    OTEL_FIELD_TAGS,
+    DocumentReader,
+    ShapeError,
+    attribute,
+    expect,
+    hex_id,
+    json_type,
+    micros,
+)
 
 _KINDS = {"CLIENT": 3, "SERVER": 2, "PRODUCER": 4, "CONSUMER": 5}
 _STATUS = {"UNSET": 0, "OK": 1, "ERROR": 2}
@@ -37,16 +46,7 @@ _RESOURCE_PREFIXES = (
 )
 _SPAN_THREAD_KEYS = ("thread.id", "thread.name")
 #: Tags the exporters made from fields OTLP has: they become those fields again.
-_MAPPED = frozenset(
-    {
-        "otel.status_code",
-        "otel.status_description",
-        "otel.scope.name",
-        "otel.library.name",
-        "otel.scope.version",
-        "otel.library.version",
-    }
-)
+_MAPPED = OTEL_FIELD_TAGS
 _ZERO = "0" * 16
 
 

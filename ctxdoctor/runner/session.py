@@ -120,21 +120,25 @@ def run(
         log=log,
         dump_format=dump_format_for(opts.output),
     )
+    # The command's port is bound before the receiver opens anything: a busy port then fails the
+    # run without touching the dump an earlier run left. Its targets are set once they exist.
+    try:
+        mux = PortMux(HOST, 0, 0, port=opts.port, log=log)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {HOST}:{opts.port}: {exc.strerror or exc}") from None
     try:
         receiver.start()
     except (PortInUse, DumpWriteError) as exc:
+        mux.close()
         raise UsageError(str(exc)) from None
-    mux: PortMux | None = None
     outcome: Outcome | None = None
     start_error: int | None = None
     processes: tuple[SeenProcess, ...] = ()
     started = time.monotonic()
     try:
         assert receiver.grpc_port is not None and receiver.http_port is not None
-        try:
-            mux = PortMux(HOST, receiver.grpc_port, receiver.http_port, port=opts.port, log=log).start()
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {HOST}:{opts.port}: {exc.strerror or exc}") from None
+        mux.grpc_port, mux.http_port = receiver.grpc_port, receiver.http_port
+        mux.start()
         plan = child_env(
             parent_env, HOST, mux.port, keep_endpoint=opts.keep_endpoint, zipkin_port=receiver.zipkin_port
         )
@@ -157,11 +161,9 @@ def run(
         finally:
             cmd.restore_handlers()
     finally:
-        if mux is not None:
-            mux.stop_accepting()
+        mux.stop_accepting()
         receiver.stop()
-        if mux is not None:
-            mux.close()
+        mux.close()
     elapsed = time.monotonic() - started
     stats = receiver.stats
     protocols = _protocols(stats.connections)
