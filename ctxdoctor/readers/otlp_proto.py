@@ -40,10 +40,15 @@ class OtlpProtoReader:
         return pos
 
     def sniff(self, head: bytes) -> bool:
-        if len(head) < 4:
+        # Any four bytes are some length: the record behind them must also open like a request
+        # (a Python module's '"""T' is a length of 572 MB, random bytes one in four times).
+        if len(head) < 6:
             return False
         (length,) = struct.unpack(">I", head[:4])
-        return 0 < length <= MAX_RECORD and head[:1] != b"{"
+        if not 0 < length <= MAX_RECORD:
+            return False
+        body = head[4:]
+        return body[:4] == _ZSTD_MAGIC or _opens_a_request(body, length)
 
     def read(
         self,
@@ -74,6 +79,7 @@ class OtlpProtoReader:
                 )
                 return
             (length,) = struct.unpack(">I", header)
+            first = at_start and offset == 0
             if length > MAX_RECORD:
                 raise InputError(
                     path,
@@ -82,6 +88,9 @@ class OtlpProtoReader:
                     offset=offset,
                 )
             body = stream.read(length)
+            if len(body) < length and first:
+                # Nothing before it to keep: a file this short is no dump, not an empty one.
+                raise InputError(path, _not_a_dump(f"claims {length} bytes, the file holds {len(body)}"), offset=0)
             if len(body) < length:
                 warn(
                     ReadWarning(
@@ -102,7 +111,42 @@ class OtlpProtoReader:
             try:
                 request_spans(body, units, emit, names)
             except DecodeError as exc:
+                if first:
+                    raise InputError(path, _not_a_dump(f"does not decode ({exc})"), offset=0) from None
                 raise InputError(
                     path, f"record is not a valid ExportTraceServiceRequest: {exc}", offset=offset
                 ) from None
             offset += 4 + length
+
+
+def _not_a_dump(first_record: str) -> str:
+    return (
+        f"not a trace dump: its first record {first_record}; expected the Collector file exporter's "
+        "proto format (a 4-byte big-endian length, then an ExportTraceServiceRequest) or one of the "
+        "formats in docs/formats.md"
+    )
+
+
+def _opens_a_request(body: bytes, length: int) -> bool:
+    """Whether a record of ``length`` bytes starting with ``body`` opens like an
+    ``ExportTraceServiceRequest`` that holds spans: its first field is ``resource_spans`` (field 1,
+    length-delimited, the request's only field), whose length fits in the record, and which opens
+    with one of ``ResourceSpans``' own fields. Writers emit fields in order, and neither ``listen``
+    nor the Collector writes a request without spans."""
+    if body[:1] != b"\x0a":
+        return False
+    n = shift = 0
+    p = 1
+    while True:
+        if p >= len(body) or p > 5:
+            return False
+        b = body[p]
+        n |= (b & 0x7F) << shift
+        p += 1
+        if not b & 0x80:
+            break
+        shift += 7
+    if p + n > length:
+        return False
+    # resource (1), scope_spans (2) or schema_url (3), all length-delimited.
+    return n == 0 or p >= len(body) or body[p] in (0x0A, 0x12, 0x1A)
