@@ -83,6 +83,11 @@ def test_answers_and_journal(tmp_path: Path) -> None:
         assert status == 415 and "application/json" in text
         status, text, _ = _post(port, b"[]", path="/v1/traces")
         assert status == 404 and "/api/v2/spans" in text
+        # Header values are never repeated back: they could hold a secret.
+        status, text, _ = _post(port, b"[]", **{"Content-Encoding": "token-s3cr3t"})
+        assert status == 415 and "gzip" in text and "s3cr3t" not in text
+        status, text, _ = _post(port, b"[]", **{"Content-Type": "Bearer s3cr3t"})
+        assert status == 415 and "application/json" in text and "s3cr3t" not in text
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         conn.request("GET", "/api/v2/spans")
         resp = conn.getresponse()
