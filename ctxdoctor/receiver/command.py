@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 from rich.console import Console
 
+from ctxdoctor.errors import InputError, UsageError
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Settings
 from ctxdoctor.receiver.grpc_server import PortInUse
@@ -25,6 +26,7 @@ from ctxdoctor.receiver.receiver import Receiver, dump_format_for
 from ctxdoctor.receiver.sink import DumpWriteError
 from ctxdoctor.receiver.zipkin import DEFAULT_PORT as ZIPKIN_PORT
 from ctxdoctor.receiver.zipkin import PATH as ZIPKIN_PATH
+from ctxdoctor.render import status
 
 
 def _url_host(host: str) -> str:
@@ -43,31 +45,6 @@ def zipkin_default_port(host: str) -> int | None:
         except OSError:
             return None
     return ZIPKIN_PORT
-
-
-def env_hints(host: str, grpc_port: int, http_port: int, zipkin_port: int | None = None) -> list[tuple[str, str]]:
-    """(who, shell line) pairs telling apps where to export."""
-    h = _url_host(host)
-    hints = [
-        (
-            "Node.js (http/protobuf, the SDK default)",
-            f"export OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf "
-            f"OTEL_EXPORTER_OTLP_ENDPOINT=http://{h}:{http_port}",
-        ),
-        (
-            "Python (gRPC, the SDK default)",
-            f"export OTEL_TRACES_EXPORTER=otlp OTEL_EXPORTER_OTLP_PROTOCOL=grpc "
-            f"OTEL_EXPORTER_OTLP_ENDPOINT=http://{h}:{grpc_port}",
-        ),
-    ]
-    if zipkin_port:
-        hints.append(
-            (
-                "apps on a Zipkin exporter",
-                f"export OTEL_TRACES_EXPORTER=zipkin OTEL_EXPORTER_ZIPKIN_ENDPOINT=http://{h}:{zipkin_port}{ZIPKIN_PATH}",
-            )
-        )
-    return hints
 
 
 def listen(
@@ -93,32 +70,29 @@ def listen(
 
     ``zipkin_port`` None: Zipkin's own port, 9411, unless something already listens there (a
     Zipkin, a Collector), which is then said and left alone rather than failing the OTLP receiver.
+    Raises ``UsageError`` (options, a busy port, a dump it may not replace) and ``InputError`` (a
+    dump it cannot read back); the CLI maps them to exit codes.
     """
     zipkin_note = None
     if zipkin_port is None:
         zipkin_port = zipkin_default_port(host)
         if zipkin_port is None:
-            zipkin_note = f"port {ZIPKIN_PORT} is taken, so Zipkin is not received; name a free one with --zipkin-port"
+            zipkin_note = status.zipkin_port_taken(ZIPKIN_PORT)
     for name, value in (("--port", port), ("--http-port", http_port), ("--zipkin-port", zipkin_port or 0)):
         if not 0 <= value <= 65535:
-            err.print(f"error: {name} {value} is not a TCP port (0-65535)", markup=False, highlight=False)
-            return ExitCode.USAGE
+            raise UsageError(f"{name} {value} is not a TCP port (0-65535)")
     if zipkin_port and zipkin_port in (port, http_port):
-        err.print(f"error: --zipkin-port {zipkin_port} is also an OTLP port", markup=False, highlight=False)
-        return ExitCode.USAGE
+        raise UsageError(f"--zipkin-port {zipkin_port} is also an OTLP port")
     if port == http_port and port != 0:
-        err.print(
-            f"error: --port and --http-port are both {port}; OTLP/gRPC and OTLP/HTTP need separate ports",
-            markup=False,
-            highlight=False,
-        )
-        return ExitCode.USAGE
+        raise UsageError(f"--port and --http-port are both {port}; OTLP/gRPC and OTLP/HTTP need separate ports")
     if max_message_mib <= 0:
-        err.print("error: --max-message-mib must be positive", markup=False, highlight=False)
-        return ExitCode.USAGE
+        raise UsageError("--max-message-mib must be positive")
 
     def log(message: str) -> None:
-        err.print(f"listen: {message}", markup=False, highlight=False, soft_wrap=True)
+        _say(err, f"listen: {message}")
+
+    def say(line: str) -> None:
+        _say(console, line)
 
     receiver = Receiver(
         output=output,
@@ -137,8 +111,7 @@ def listen(
     try:
         receiver.start()
     except (PortInUse, DumpWriteError) as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        return ExitCode.USAGE
+        raise UsageError(str(exc)) from None
 
     stop = threading.Event()
     reason = ["stopped"]
@@ -149,7 +122,7 @@ def listen(
         write_errors_reported[0] += 1
         n = write_errors_reported[0]
         if n in (1, 10, 100, 1000) or n % 10000 == 0:
-            log(f"ERROR {message}; exporters are answered UNAVAILABLE and will retry (failure #{n})")
+            log(status.write_error(message, n))
 
     receiver.on_write_error(on_write_error)
 
@@ -163,29 +136,26 @@ def listen(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         assert receiver.grpc_port is not None and receiver.http_port is not None
-        console.print(
-            f"ctxdoctor listen: OTLP/gRPC on {host}:{receiver.grpc_port}, OTLP/HTTP on "
-            f"{host}:{receiver.http_port} (POST /v1/traces), "
-            + (f"Zipkin on {host}:{receiver.zipkin_port} (POST {ZIPKIN_PATH}), " if receiver.zipkin_port else "")
-            + f"writing {output}"
-            + (" (Collector proto format)" if receiver.dump_format == "proto" else ""),
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+        say(
+            status.listen_banner(
+                host,
+                receiver.grpc_port,
+                receiver.http_port,
+                receiver.zipkin_port,
+                ZIPKIN_PATH,
+                output,
+                proto=receiver.dump_format == "proto",
+            )
         )
-        console.print("Point your apps here (exporters default to localhost:4317/4318 already):", highlight=False)
+        say(status.POINT_YOUR_APPS)
         if zipkin_note is not None:
             log(zipkin_note)
-        for who, line in env_hints(host, receiver.grpc_port, receiver.http_port, receiver.zipkin_port):
-            console.print(f"  {who}:", highlight=False, markup=False)
-            console.print(f"    {line}", highlight=False, markup=False, soft_wrap=True)
-        stop_conditions = []
-        if duration is not None:
-            stop_conditions.append(f"after {duration:g}s")
-        if max_spans is not None:
-            stop_conditions.append(f"after {max_spans} spans")
-        stop_conditions.append("on Ctrl-C/SIGTERM")
-        console.print(f"Stops {', '.join(stop_conditions)}, then prints the diagnosis.", highlight=False)
+        hints = status.exporter_hints(
+            _url_host(host), receiver.grpc_port, receiver.http_port, receiver.zipkin_port, ZIPKIN_PATH
+        )
+        for line in status.hint_lines(hints):
+            say(line)
+        say(status.stops_when(duration, max_spans))
 
         state = LiveState(receiver)
         deadline = None if duration is None else time.monotonic() + duration
@@ -207,7 +177,12 @@ def listen(
             signal.signal(sig, handler)
 
     report_to = _ReportTo(settings or Settings(), jobs, junit, json_path)
-    return _finish(receiver, output, reason[0], console, err, report_to)
+    return _finish(receiver, output, reason[0], console, report_to)
+
+
+def _say(console: Console, line: str) -> None:
+    """Print a line of ``render.status`` as it is: no markup, no highlighting, no wrapping."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 class _ReportTo(NamedTuple):
@@ -219,50 +194,19 @@ class _ReportTo(NamedTuple):
     json_path: Path | None
 
 
-def _finish(
-    receiver: Receiver, output: Path, reason: str, console: Console, err: Console, report_to: _ReportTo
-) -> ExitCode:
+def _finish(receiver: Receiver, output: Path, reason: str, console: Console, report_to: _ReportTo) -> ExitCode:
     st = receiver.stats
     wrote = output if receiver.dump_complete else receiver.result_path
-    console.print(
-        f"\nStopped ({reason}). Received {st.spans} spans in {st.requests} requests; wrote {wrote}"
-        + (f" and {receiver.receipts_path.name}" if receiver.receipts_path else "")
-        + ".",
-        highlight=False,
-        markup=False,
-        soft_wrap=True,
-    )
+    receipts = receiver.receipts_path.name if receiver.receipts_path else None
+    _say(console, status.listen_stopped(reason, st.spans, st.requests, wrote, receipts))
     if st.rejected_spans or st.failed_requests:
-        console.print(
-            f"Rejected {st.rejected_spans} spans (invalid ids, answered with partial_success); "
-            f"{st.failed_requests} requests answered with an error (see the receipts).",
-            highlight=False,
-            markup=False,
-        )
-    conns = st.connections_per_service()
-    sdks = st.resources_per_service()
-    if conns:
-        console.print("Exporter connections per service (each SDK instance opens its own):", highlight=False)
-        for svc, n in conns.items():
-            console.print(
-                f"  {svc}: {n} connection{'s' if n != 1 else ''}, {sdks.get(svc, 0)} SDK instance"
-                f"{'s' if sdks.get(svc, 0) != 1 else ''} (distinct resources)",
-                highlight=False,
-                markup=False,
-            )
+        _say(console, status.refused(st.rejected_spans, st.failed_requests))
+    for line in status.connections_per_service(st.connections_per_service(), st.resources_per_service()):
+        _say(console, line)
     if st.spans == 0:
-        console.print(
-            "No spans arrived. Check that the app exports OTLP (OTEL_TRACES_EXPORTER=otlp) "
-            "to the ports above; "
-            "an OTLP/HTTP exporter aimed at the gRPC port fails with a parse error such as 'BadStatusLine' "
-            "or 'Parse Error: Expected HTTP/' in the app's log.",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+        _say(console, status.LISTEN_NO_SPANS)
         return ExitCode.OK
     from ctxdoctor.analysis import analyze_paths
-    from ctxdoctor.errors import InputError
     from ctxdoctor.render import get_renderer
     from ctxdoctor.render.ci import publish
 
@@ -272,8 +216,8 @@ def _finish(
         # fresh interpreter (see ctxdoctor.analysis).
         report = analyze_paths([path], report_to.settings, jobs=report_to.jobs, fresh_process=True)
     except InputError as exc:
-        err.print(f"error: cannot read back the dump: {exc}", markup=False, highlight=False)
-        return ExitCode.BAD_INPUT
+        # The receiver wrote it: this would be a bug, but say what broke.
+        raise InputError(path, f"cannot read back the dump: {exc.message}") from None
     console.print()
     get_renderer("terminal").render(report, console)
     publish(report, junit=report_to.junit, json_path=report_to.json_path, summary_heading="ctxdoctor listen")

@@ -1,4 +1,4 @@
-"""What ``ctxdoctor listen`` shows while it runs.
+"""When ``ctxdoctor listen`` shows its live figures (what they say is ``render.status``).
 
 On a terminal: a rich ``Live`` panel refreshed four times a second. Otherwise (CI logs, pipes):
 one plain line every few seconds, and only when something changed, so a log is not flooded.
@@ -15,12 +15,11 @@ import time
 from typing import Any
 
 import msgspec
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
 from ctxdoctor.receiver.receiver import Receiver
+from ctxdoctor.render.status import HINT_BACKLOG_BYTES, draining, live_line, live_panel
 
 
 class Snapshot(msgspec.Struct, frozen=True):
@@ -78,85 +77,6 @@ class LiveState:
         )
 
 
-def _orphans_text(snap: Snapshot) -> str:
-    if snap.orphans is None:
-        return "-" if snap.spans == 0 else "computing…"
-    text = str(snap.orphans)
-    if snap.orphans_spans < snap.observed_spans:
-        text += f" in the last {snap.orphans_spans} spans"
-    age = snap.orphans_age or 0.0
-    if age >= 2:
-        text += f" (as of {age:.0f}s ago)"
-    return text
-
-
-def _traces_text(snap: Snapshot) -> str:
-    return f"~{snap.traces}" if snap.traces_estimated else str(snap.traces)
-
-
-#: From this far behind, the view says how to have a dump that keeps up.
-HINT_BACKLOG_BYTES = 64 << 20
-
-
-def _backlog_text(snap: Snapshot) -> str | None:
-    if snap.backlog_bytes < 1 << 20:
-        return None
-    text = f"JSON dump {snap.backlog_bytes / (1 << 20):.0f} MiB behind (all of it safe in the journal)"
-    if snap.backlog_bytes >= HINT_BACKLOG_BYTES:
-        text += "; a proto dump (-o dump.pb) keeps up at any rate"
-    return text
-
-
-def plain_line(snap: Snapshot) -> str:
-    services = ", ".join(f"{svc} ({c} conn)" for svc, (c, _sdk) in snap.services.items()) or "none yet"
-    line = (
-        f"[{snap.elapsed:6.1f}s] spans {snap.spans}  traces {_traces_text(snap)}  requests {snap.requests}  "
-        f"connections {snap.connections}  suspected orphans {_orphans_text(snap)}  services: {services}"
-    )
-    if snap.rejected or snap.failed:
-        line += f"  rejected spans {snap.rejected}  failed requests {snap.failed}"
-    backlog = _backlog_text(snap)
-    if backlog:
-        line += f"  {backlog}"
-    if snap.write_error:
-        line += f"  NOT WRITABLE: {snap.write_error}"
-    return line
-
-
-def panel(snap: Snapshot, title: str) -> Any:
-    head = Table.grid(padding=(0, 3))
-    for _ in range(5):
-        head.add_column(justify="right")
-    head.add_row("spans", "traces", "requests", "connections", "suspected orphans")
-    head.add_row(
-        Text(str(snap.spans), style="bold"),
-        Text(_traces_text(snap), style="bold"),
-        Text(str(snap.requests), style="bold"),
-        Text(str(snap.connections), style="bold"),
-        Text(_orphans_text(snap), style="bold yellow" if snap.orphans else "bold"),
-    )
-    parts: list[Any] = [
-        Text(f"{title}  ({snap.elapsed:.0f}s, Ctrl-C to stop and diagnose)", style="dim"),
-        head,
-    ]
-    if snap.services:
-        svc = Table(show_header=True, header_style="dim", box=None, padding=(0, 2))
-        svc.add_column("service")
-        svc.add_column("connections", justify="right")
-        svc.add_column("SDK instances", justify="right")
-        for name, (c, sdk) in snap.services.items():
-            svc.add_row(name, str(c), str(sdk))
-        parts.append(svc)
-    if snap.rejected or snap.failed:
-        parts.append(Text(f"rejected spans {snap.rejected}, failed requests {snap.failed}", style="yellow"))
-    backlog = _backlog_text(snap)
-    if backlog:
-        parts.append(Text(backlog, style="dim"))
-    if snap.write_error:
-        parts.append(Text(f"DUMP NOT WRITABLE: {snap.write_error} (exporters are told to retry)", style="bold red"))
-    return Group(*parts)
-
-
 class LiveView:
     """Drives the display from the main thread: call ``tick()`` a few times a second."""
 
@@ -175,7 +95,7 @@ class LiveView:
     def __enter__(self) -> LiveView:
         if self.tty:
             self._live = Live(
-                panel(self.state.snapshot(), self.title),
+                live_panel(self.state.snapshot(), self.title),
                 console=self.console,
                 refresh_per_second=4,
                 transient=False,
@@ -186,12 +106,12 @@ class LiveView:
     def tick(self) -> None:
         snap = self.state.snapshot()
         if self._live is not None:
-            self._live.update(panel(snap, self.title))
+            self._live.update(live_panel(snap, self.title))
             return
         now = time.monotonic()
         key = (snap.spans, snap.requests, snap.orphans, snap.failed, snap.write_error, snap.connections)
         if now - self._last_plain >= self._plain_every and key != self._last_line_key:
-            self.console.print(plain_line(snap), highlight=False, markup=False, soft_wrap=True)
+            self.console.print(live_line(snap), highlight=False, markup=False, soft_wrap=True)
             self._last_plain = now
             self._last_line_key = key
 
@@ -203,24 +123,18 @@ class LiveView:
             return
         left = total - done
         if left >= 1 << 20 and now - self._last_drain >= 2.0:
-            hint = ""
-            if not self._hinted and left >= HINT_BACKLOG_BYTES:
-                hint = " (a proto dump, -o dump.pb, is complete the moment the load stops)"
-                self._hinted = True
-            self.console.print(
-                f"finishing the JSON dump: {left / (1 << 20):.0f} MiB of the journal left{hint}",
-                highlight=False,
-                markup=False,
-            )
+            hint = not self._hinted and left >= HINT_BACKLOG_BYTES
+            self._hinted = self._hinted or hint
+            self.console.print(draining(left, hint=hint), highlight=False, markup=False)
             self._last_drain = now
 
     def __exit__(self, *exc: object) -> None:
         if self._live is not None:
-            self._live.update(panel(self.state.snapshot(), self.title))
+            self._live.update(live_panel(self.state.snapshot(), self.title))
             self._live.__exit__(None, None, None)
             self._live = None
             return
         snap = self.state.snapshot()
         key = (snap.spans, snap.requests, snap.orphans, snap.failed, snap.write_error, snap.connections)
         if key != self._last_line_key:
-            self.console.print(plain_line(snap), highlight=False, markup=False, soft_wrap=True)
+            self.console.print(live_line(snap), highlight=False, markup=False, soft_wrap=True)

@@ -23,6 +23,7 @@ from ctxdoctor.errors import InputError, UsageError
 from ctxdoctor.exitcodes import ExitCode
 from ctxdoctor.findings import Report, Settings
 from ctxdoctor.probe.facts import SeenProcess
+from ctxdoctor.render import status
 from ctxdoctor.render.ci import publish
 from ctxdoctor.runner.env import EnvPlan, child_env
 from ctxdoctor.runner.mux import PortMux
@@ -139,9 +140,7 @@ def run(
         assert receiver.grpc_port is not None and receiver.http_port is not None
         mux.grpc_port, mux.http_port = receiver.grpc_port, receiver.http_port
         mux.start()
-        plan = child_env(
-            parent_env, HOST, mux.port, keep_endpoint=opts.keep_endpoint, zipkin_port=receiver.zipkin_port
-        )
+        plan = child_env(parent_env, HOST, mux.port, keep_endpoint=opts.keep_endpoint, zipkin_port=receiver.zipkin_port)
         facts = _start_probe(plan.env, opts, log)
         _banner(plan, mux.port, receiver.zipkin_port, opts, log)
         cmd = Command(opts.command, plan.env)
@@ -167,33 +166,19 @@ def run(
     elapsed = time.monotonic() - started
     stats = receiver.stats
     protocols = _protocols(stats.connections)
-    if outcome is not None:
-        how = (
-            f"was killed by {_signal_name(outcome.signal)}"
-            if outcome.signal is not None
-            else f"exited with code {outcome.returncode}"
+    if outcome is not None and not opts.quiet:
+        how = status.command_how(
+            _signal_name(outcome.signal) if outcome.signal is not None else None,
+            outcome.returncode,
+            [_signal_name(s) for s in outcome.received],
         )
-        if outcome.received:
-            how += f" (after ctxdoctor passed on {', '.join(_signal_name(s) for s in outcome.received)})"
-        via = ", ".join(f"{p}: {n} connection{'s' if n != 1 else ''}" for p, n in protocols.items())
-        if not opts.quiet:
-            log(
-                f"the command {how} after {outcome.duration:.1f}s; received {stats.spans} spans in {stats.requests} "
-                f"requests{f' ({via})' if via else ''}; dump: {opts.output}"
-            )
+        log(status.command_ended(how, outcome.duration, stats.spans, stats.requests, protocols, opts.output))
     if start_error is not None:
         return start_error
     if stats.spans == 0:
-        log(
-            "no spans arrived. Check that the command's SDK exports OTLP or Zipkin (OTEL_TRACES_EXPORTER unset, "
-            "'otlp' or 'zipkin') "
-            "and reads the standard environment; an exporter given an endpoint in code is not redirected."
-        )
+        log(status.RUN_NO_SPANS)
     if not receiver.dump_complete:
-        log(
-            "the dump could not be completed; analysing the journal of every acknowledged request: "
-            f"{receiver.result_path}"
-        )
+        log(status.dump_incomplete(receiver.result_path))
     report = _analyse(receiver.result_path, opts, console, facts, processes)
     extra = {
         "run": {
@@ -213,10 +198,7 @@ def run(
     }
     summary_extra = []
     if outcome is not None and outcome.returncode != 0:
-        summary_extra.append(
-            f"> The command `{os.path.basename(opts.command[0])}` exited with code {outcome.returncode}; "
-            "ctxdoctor run passes that code on."
-        )
+        summary_extra.append(status.command_failed_note(os.path.basename(opts.command[0]), outcome.returncode))
     publish(
         report,
         junit=opts.junit,
@@ -233,15 +215,12 @@ def run(
 
 def _banner(plan: EnvPlan, port: int, zipkin_port: int | None, opts: RunOptions, log: Any) -> None:
     if not opts.quiet:
-        zipkin = f" and Zipkin on {HOST}:{zipkin_port}" if zipkin_port else ""
-        log(f"receiving OTLP/gRPC and OTLP/HTTP on {HOST}:{port}{zipkin}; writing {opts.output}")
+        log(status.run_banner(HOST, port, zipkin_port, opts.output))
     for name, value in plan.set.items():
-        if name in plan.replaced:
-            log(f"  {name}={value} (replaces the value you set)")
-        elif not opts.quiet:
-            log(f"  {name}={value}")
+        if name in plan.replaced or not opts.quiet:
+            log(status.env_set(name, value, replaced=name in plan.replaced))
     for note in plan.notes:
-        log(f"note: {note}")
+        log(status.note(note))
 
 
 def _drain(cmd: Command, receiver: Any, bound: float, log: Any) -> None:
@@ -258,11 +237,11 @@ def _drain(cmd: Command, receiver: Any, bound: float, log: Any) -> None:
     while cmd.group_alive() and time.monotonic() < deadline and not interrupted():
         time.sleep(0.05)
     if cmd.group_alive() and not interrupted():
-        log(f"processes the command started are still running after {bound:g}s; analysing without them")
+        log(status.still_running(bound))
     while not interrupted():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            log("exports were still arriving when the wait ended; the last ones may be missing")
+            log(status.EXPORTS_STILL_ARRIVING)
             return
         if receiver.wait_idle(QUIET_S, timeout=min(0.25, remaining)):
             return
@@ -279,10 +258,10 @@ def _start_probe(env: dict[str, str], opts: RunOptions, log: Any) -> Path | None
         facts.parent.mkdir(parents=True, exist_ok=True)
         facts.write_bytes(b"")  # this run's facts only
     except OSError as exc:
-        log(f"the probe is off: cannot write {facts}: {exc.strerror or exc}")
+        log(status.probe_off(facts, str(exc.strerror or exc)))
         return None
     add_probe(env, facts, verbose=opts.verbose)
-    log(f"probe: NODE_OPTIONS and PYTHONPATH load it in front of yours; facts: {facts} (--no-probe: off)")
+    log(status.probe_loaded(facts))
     return facts
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from rich.console import Console
 
 from ctxdoctor.analysis import analyze_paths
 from ctxdoctor.findings import Allow, Settings
@@ -19,9 +18,8 @@ from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import convert
 from ctxdoctor.receiver.convert import OBSERVE_AHEAD_BYTES, Converter, Progress, TraceCounter, idle_cores
 from ctxdoctor.receiver.decode import parse_json
-from ctxdoctor.receiver.live import panel, plain_line
 from ctxdoctor.receiver.sink import DumpWriteError, journal_record
-from tests.helpers import ROOT, journal_records, make_request, snapshot, unreadable_record
+from tests.helpers import ROOT, journal_records, make_request, unreadable_record
 
 
 def test_converter_waits_for_a_record_still_being_written(tmp_path: Path) -> None:
@@ -228,40 +226,6 @@ def test_trace_counter_is_exact_then_close() -> None:
     for i in range(n):
         seq.add([(i + 1).to_bytes(16, "big")])
     assert abs(seq.count() - n) / n < 0.03
-
-
-def test_live_panel_and_plain_line_show_the_figures() -> None:
-    console = Console(record=True, width=120, force_terminal=True)
-    console.print(panel(snapshot(), "ctxdoctor listen -> dump.json"))
-    text = console.export_text()
-    for word in ("spans", "traces", "requests", "connections", "suspected orphans", "1200", "40", "api"):
-        assert word in text
-    assert "SDK instances" in text
-    line = plain_line(snapshot())
-    assert "spans 1200" in line and "traces 40" in line and "suspected orphans 7" in line
-    assert "api (3 conn)" in line
-
-
-def test_live_figures_say_what_they_cover() -> None:
-    snap = snapshot(
-        orphans_spans=50_000,
-        observed_spans=90_000,
-        orphans_age=4.0,
-        traces=250_000,
-        traces_estimated=True,
-        backlog_bytes=300 << 20,
-        write_error="cannot write dump.json: disk full",
-    )
-    line = plain_line(snap)
-    assert "suspected orphans 7 in the last 50000 spans (as of 4s ago)" in line
-    assert "traces ~250000" in line
-    assert "300 MiB behind" in line
-    assert "NOT WRITABLE: cannot write dump.json: disk full" in line
-    console = Console(record=True, width=140, force_terminal=True)
-    console.print(panel(snap, "t"))
-    assert "NOT WRITABLE" in console.export_text()
-    assert plain_line(snapshot(orphans=None, spans=0)).count("suspected orphans -") == 1
-    assert "computing" in plain_line(snapshot(orphans=None))
 
 
 def test_live_figures_run_ahead_of_a_dump_that_is_behind(tmp_path: Path) -> None:

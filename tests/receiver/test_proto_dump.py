@@ -23,7 +23,7 @@ from rich.console import Console
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver import read_receipts
 from ctxdoctor.receiver.convert import Converter
-from ctxdoctor.receiver.live import LiveState, LiveView, plain_line
+from ctxdoctor.receiver.live import LiveState, LiveView
 from ctxdoctor.receiver.receiver import Receiver, dump_format_for
 from ctxdoctor.receiver.sink import DumpWriteError, journal_record
 from tests.helpers import (
@@ -38,7 +38,6 @@ from tests.helpers import (
     journal_records,
     make_request,
     run_python_app,
-    snapshot,
     unreadable_record,
 )
 
@@ -182,13 +181,6 @@ def test_observer_waits_for_a_record_still_being_written(tmp_path: Path) -> None
         f.write(last[-3:])
     assert conv.step() and conv.progress.spans == 20
     conv.close()
-
-
-def test_the_live_view_says_how_to_keep_up() -> None:
-    behind = plain_line(snapshot(backlog_bytes=300 << 20))
-    assert "JSON dump 300 MiB behind" in behind and "-o dump.pb" in behind
-    assert "-o dump.pb" not in plain_line(snapshot(backlog_bytes=8 << 20))  # a short lag is no news
-    assert "behind" not in plain_line(snapshot(backlog_bytes=0))
 
 
 def test_a_proto_dump_is_never_behind_in_the_live_view(tmp_path: Path) -> None:
