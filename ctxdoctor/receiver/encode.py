@@ -39,6 +39,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import struct
 from collections.abc import Callable
 from typing import NamedTuple
@@ -239,6 +240,11 @@ CACHE_ENTRY_OVERHEAD = 120
 _MAX_VALUE_DEPTH = 95
 
 _M32 = 0xFFFFFFFF
+#: Strings from this long are checked for a plain-ASCII shortcut (``_str``); shorter ones are
+#: cheaper to decode and escape than to scan first.
+_LONG_STRING = 64 << 10
+#: What JSON escapes (controls, quote, backslash) or what must be checked as UTF-8 (non-ASCII).
+_NOT_PLAIN = re.compile(rb'[\x00-\x1f"\\\x80-\xff]')
 _M64 = 0xFFFFFFFFFFFFFFFF
 #: Span.kind as the old walker wrote it, for the six kinds the specification defines.
 _KINDS = [b""] + [b',"kind":%d' % k for k in range(1, 6)]
@@ -348,7 +354,7 @@ def _string_field(buf: bytes, p: int, end: int, tag: int, key: bytes, parts: lis
     if p < end and buf[p] == tag:
         start, p = _len(buf, p + 1)
         if p > start:
-            parts.append(key + _str(buf[start:p]))
+            parts.append(_str_in(buf, start, p, key))
     return p
 
 
@@ -364,6 +370,20 @@ def _count_field(buf: bytes, p: int, end: int, tag: int, key: bytes, parts: list
 def _str(raw: bytes) -> bytes:
     # Decoding checks the UTF-8 (upb rejects bad UTF-8 too); msgspec escapes as the old walker did.
     return _json(raw.decode())
+
+
+def _str_in(buf: bytes, start: int, end: int, before: bytes = b"", after: bytes = b"") -> bytes:
+    """``before``, the JSON string of ``buf[start:end]`` and ``after``, as ``_str`` makes it, but
+    made from the buffer without a copy of the string first: a 20 MiB attribute value otherwise
+    stands in memory three or four times over at once (a slice, its decoded text, its JSON, and
+    the JSON with ``before`` and ``after``)."""
+    if end - start < _LONG_STRING:
+        return before + _str(buf[start:end]) + after
+    if _NOT_PLAIN.search(buf, start, end) is None:
+        # Plain ASCII: its JSON is itself in quotes.
+        return b"".join((before, b'"', memoryview(buf)[start:end], b'"', after))
+    text = _json(str(memoryview(buf)[start:end], "utf-8"))
+    return b"%b%b%b" % (before, text, after) if before or after else text
 
 
 def _double(v: float) -> bytes:
@@ -675,7 +695,7 @@ class Transcoder:
             if trace_id != last_trace:
                 trace_ids.append(trace_id)
                 last_trace = trace_id
-            if parent and start and stop and attrs is not None and not head:
+            if parent and start and stop and attrs is not None and not head and len(attrs) < _LONG_STRING:
                 # What nearly every span has, in one formatting step.
                 ids = hexlify(trace_id), hexlify(span_id), hexlify(parent)
                 add(_SPAN % (*ids, flags, name, kind, start, stop, attrs, tail))
@@ -684,22 +704,33 @@ class Transcoder:
                 head += b',"parentSpanId":"' + hexlify(parent) + b'"'
             if start and stop:
                 times = b',"startTimeUnixNano":"%d","endTimeUnixNano":"%d"' % (start, stop)
+            # Joined rather than formatted: a large attribute is copied once (formatting grows
+            # its buffer as it goes, and the attributes' brackets would be one copy more).
             add(
-                b'{"traceId":"%b","spanId":"%b"%b%b%b%b%b%b%b}'
-                % (
-                    hexlify(trace_id),
-                    hexlify(span_id),
-                    head,
-                    flags,
-                    name,
-                    kind,
-                    times,
-                    b"" if attrs is None else b',"attributes":[' + attrs + b"]",
-                    tail,
+                b"".join(
+                    (
+                        b'{"traceId":"',
+                        hexlify(trace_id),
+                        b'","spanId":"',
+                        hexlify(span_id),
+                        b'"',
+                        head,
+                        flags,
+                        name,
+                        kind,
+                        times,
+                        b"" if attrs is None else b',"attributes":[',
+                        b"" if attrs is None else attrs,
+                        b"" if attrs is None else b"]",
+                        tail,
+                        b"}",
+                    )
                 )
             )
         if spans:
-            out.append(sep + b'"spans":[' + b",".join(spans) + b"]")
+            # Kept apart in ``out`` (joined once, into the line): a span with a large value is
+            # copied once more, not twice.
+            out += (sep + b'"spans":[', b",".join(spans), b"]")
         counts[0] += len(spans)
         counts[1] += rejected
         return p, bool(spans)
@@ -791,17 +822,20 @@ class Transcoder:
 
     def _kv_object(self, buf: bytes, p: int, end: int, depth: int) -> bytes:
         """A KeyValue ``depth`` messages below the attribute it is part of (0: the attribute)."""
-        parts: list[bytes] = []
+        # Joined once at the end, each part in its place: a large value is copied once here.
+        parts: list[bytes] = [b"{"]
         p = _string_field(buf, p, end, 0x0A, b'"key":', parts)
         if p < end and buf[p] == 0x12:
             start, p = _len(buf, p + 1)
-            parts.append(b'"value":' + self._any_json(buf, start, p, depth + 1))
+            parts.append(b',"value":' if len(parts) > 1 else b'"value":')
+            parts.append(self._any_json(buf, start, p, depth + 1))
         if p < end and buf[p] == 0x18:
             v, p = _varint(buf, p + 1)
             if _int32(v):
-                parts.append(b'"keyStrindex":%d' % _int32(v))
+                parts.append(b'%b"keyStrindex":%d' % (b"," if len(parts) > 1 else b"", _int32(v)))
         _rest(buf, p, end, _KV_TAGS)
-        return b"{" + b",".join(parts) + b"}"
+        parts.append(b"}")
+        return b"".join(parts)
 
     def _any_json(self, buf: bytes, p: int, end: int, depth: int) -> bytes:
         if depth > self._max_depth:
@@ -812,7 +846,7 @@ class Transcoder:
         p += 1
         if tag == 0x0A:
             start, p = _len(buf, p)
-            out = b'{"stringValue":' + _str(buf[start:p]) + b"}"
+            out = _str_in(buf, start, p, b'{"stringValue":', b"}")
         elif tag == 0x10:
             v, p = _varint(buf, p)
             out = b'{"boolValue":true}' if v else b'{"boolValue":false}'

@@ -679,3 +679,61 @@ def test_json_decoder_accepts_snake_case_and_enum_names() -> None:
         Status.STATUS_CODE_ERROR,
         1544712660000000000,
     )
+
+
+_LONG = 70 << 10  # past the length from which long strings are written from the buffer
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a" * _LONG, "q" * _LONG + '"', "\\" + "b" * _LONG, "é" * (_LONG // 2), "c" * _LONG + "\n", "\u2028" * _LONG],
+)
+def test_long_strings_write_what_short_ones_do(text: str) -> None:
+    """Plain ASCII, a quote, a backslash, non-ASCII and controls: in a span's attribute (alone,
+    so the span is written apart from the common shape), beside another, nested in a kvlist, and
+    as an event's name and a scope's version."""
+    req = ExportTraceServiceRequest()
+    rs = req.resource_spans.add()
+    ss = rs.scope_spans.add()
+    ss.scope.name, ss.scope.version = "s", text
+    for i, attrs in enumerate(
+        (
+            [KeyValue(key="big", value=AnyValue(string_value=text))],
+            [KeyValue(key="k", value=AnyValue(int_value=1)), KeyValue(key="big", value=AnyValue(string_value=text))],
+        )
+    ):
+        span = ss.spans.add(trace_id=b"\x01" * 16, span_id=bytes([i + 1]) * 8, parent_span_id=b"\x09" * 8, name="op")
+        span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+        span.attributes.extend(attrs)
+        span.events.add(name=text, time_unix_nano=1)
+    nested = AnyValue()
+    nested.kvlist_value.values.add(key="inner", value=AnyValue(string_value=text))
+    ss.spans[1].attributes.add(key="nested", value=nested)
+    assert _line(req) == _reference_line(req)
+
+
+def test_a_large_value_is_held_a_few_times_not_many() -> None:
+    """The converter transcodes one record at a time; a 20 MiB value in it is what sets its peak
+    memory (bench/README, listen bursts). Counted with tracemalloc: at most three copies of the
+    value besides the record itself (the attribute's bytes, its JSON, the line)."""
+    import tracemalloc
+
+    value = 20 << 20
+    req = ExportTraceServiceRequest()
+    span = req.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=b"\x01" * 16, span_id=b"\x02" * 8, parent_span_id=b"\x03" * 8, name="op"
+    )
+    span.start_time_unix_nano, span.end_time_unix_nano = 1, 2
+    span.attributes.add(key="payload", value=AnyValue(string_value="v" * value))
+    body = req.SerializeToString()
+    del req, span
+    transcoder = Transcoder()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        line = transcoder.transcode(body).line
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert len(line) > value
+    assert peak < 3.5 * value, f"{peak / value:.1f} copies"
