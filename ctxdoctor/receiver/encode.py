@@ -240,7 +240,7 @@ CACHE_ENTRY_OVERHEAD = 120
 _MAX_VALUE_DEPTH = 95
 
 _M32 = 0xFFFFFFFF
-#: Strings from this long are checked for a plain-ASCII shortcut (``_str``); shorter ones are
+#: Strings from this long are checked for a plain-ASCII shortcut (``_str_in``); shorter ones are
 #: cheaper to decode and escape than to scan first.
 _LONG_STRING = 64 << 10
 #: What JSON escapes (controls, quote, backslash) or what must be checked as UTF-8 (non-ASCII).
