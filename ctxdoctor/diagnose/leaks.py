@@ -26,6 +26,7 @@ spans of one group consistently find a dispatcher of one name there; otherwise i
 
 from __future__ import annotations
 
+import enum
 import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
@@ -85,6 +86,12 @@ class LeakParams(msgspec.Struct, frozen=True):
     #: their median) is a timer's ticks: they should be roots, whatever happened to be running.
     periodic_cv: float = 0.25
     periodic_min: int = 4
+    #: Gaps shorter than this cannot show regularity: with a millisecond clock (Node.js) a 25%
+    #: deviation needs gaps of at least 4 ms to be seen at all.
+    periodic_min_gap_ns: int = 4 * MS
+    #: A running span that ends within this share of the leaked span's duration (at least
+    #: ``late_grace_ns``) of its end waited for that work: it is where the work came from.
+    waited_share: float = 0.05
 
 
 DEFAULT = LeakParams()
@@ -252,31 +259,61 @@ class _ActiveIndex:
         self._starts = {r: [s.start for s in v] for r, v in self._by_res.items()}
         self._longest = {r: max((s.duration for s in v), default=0) for r, v in self._by_res.items()}
 
-    def innermost(self, leaked: Span, excluded: set[int]) -> Span | None:
-        """The latest-started span (not itself leaked) in the same resource running when ``leaked``
-        began (the dispatcher may end first: an event handler outlives the emit that ran it)."""
+    def running(self, leaked: Span, excluded: set[int]) -> list[Span]:
+        """The spans (not themselves leaked) in the same resource running when ``leaked`` began:
+        where its work may have come from. The same trace counts too: the first event of a
+        leaking listener may come from the very request that subscribed it."""
         r = leaked.unit.resource
         spans, starts = self._by_res.get(r, []), self._starts.get(r, [])
         lo = bisect_left(starts, leaked.start - self._longest.get(r, 0))
         hi = bisect_right(starts, leaked.start)
-        for s in reversed(spans[lo:hi]):
-            # The same trace counts too: the first event of a leaking listener may come from the
-            # very request that subscribed it.
-            if s.end >= leaked.start and s.span_id not in excluded and s.parent_span_id != leaked.span_id:
-                return s
-        return None
+        return [
+            s
+            for s in spans[lo:hi]
+            if s.end >= leaked.start and s.span_id not in excluded and s.parent_span_id != leaked.span_id
+        ]
 
 
-def periodic_cv(starts: list[int]) -> float | None:
+class _Way(enum.Enum):
+    """How work reaches a callback, which decides which running span it came from."""
+
+    #: The caller waits for the work (awaits a query's callback, a pooled job): it ends just after
+    #: the work does, and of a chain of waiting callers the innermost (latest-started) is the one.
+    WAITED = "waited"
+    #: The work was handed off (an event emitted synchronously, a task queued) and the caller went
+    #: on: the innermost running span, the latest-started; of those started at the same instant
+    #: (clocks with a millisecond's resolution) the one that ends first, as a stack's top frame does.
+    HANDED_OFF = "handed off"
+
+
+def _pick(leaked: Span, running: list[Span], way: _Way, tolerance_ns: int, name: str | None = None) -> Span | None:
+    """The running span ``leaked``'s work came from, the given way; of the given name if any.
+
+    Without a name (a member's vote), a waited-for caller must have ended within
+    ``tolerance_ns`` of the work; with the group's agreed name, the one of that name that ended
+    nearest (a millisecond clock can put the caller's end a little before the work's).
+    """
+    if way is _Way.HANDED_OFF:
+        pool = running if name is None else [s for s in running if s.name == name]
+        return max(pool, key=lambda s: (s.start, -s.end), default=None)
+    if name is None:
+        waited = [s for s in running if abs(s.end - leaked.end) <= tolerance_ns]
+        return max(waited, key=lambda s: (s.start, -abs(s.end - leaked.end)), default=None)
+    named = [s for s in running if s.name == name]
+    return min(named, key=lambda s: (abs(s.end - leaked.end), -s.start), default=None)
+
+
+def periodic_cv(starts: list[int], min_gap_ns: int = 0) -> float | None:
     """How irregular the gaps between consecutive starts are: the median absolute deviation of
     the gaps over their median (robust: a timer delayed once by a busy event loop stays regular).
-    None when there are too few starts to tell."""
+    None when there are too few starts to tell, or when the median gap is under ``min_gap_ns``
+    (gaps of a clock tick or two look regular whatever spaced them)."""
     starts = sorted(starts)
     gaps = sorted(b - a for a, b in pairwise(starts))
     if len(gaps) < 2:
         return None
     mid = gaps[len(gaps) // 2]
-    if mid <= 0:
+    if mid <= 0 or mid < min_gap_ns:
         return None
     dev = sorted(abs(g - mid) for g in gaps)
     return dev[len(dev) // 2] / mid
@@ -295,41 +332,58 @@ def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT, *, ordered: list[
         return []
     leaked_ids = {c.span.span_id for c, _, _ in flagged}
     index = _ActiveIndex(spans, {c.span.unit.resource for c, _, _ in flagged})
-    found = {c.span.span_id: index.innermost(c.span, leaked_ids) for c, _, _ in flagged}
-    # One group per (wrong parent, child name): name a dispatcher only if most members agree on it.
+    running = {c.span.span_id: index.running(c.span, leaked_ids) for c, _, _ in flagged}
+    # One group per (wrong parent, child name). Which way the work reached its callback is the
+    # group's, not each span's: whichever way makes the most members agree on one dispatcher name
+    # (a waited-for query callback, a synchronously emitted event), and a name only when at least
+    # ``parent_consistency`` of them do.
     groups: dict[tuple[int, str], list[LeakCandidate]] = defaultdict(list)
     for c, _, _ in flagged:
         groups[(c.parent.span_id, c.span.name)].append(c)
-    agreed: dict[tuple[int, str], str | None] = {}
+    agreed: dict[tuple[int, str], tuple[str, _Way] | None] = {}
     ticking: dict[tuple[int, str], float] = {}
     for key, group in groups.items():
-        cv = periodic_cv([c.span.start for c in group]) if len(group) >= p.periodic_min else None
+        cv = periodic_cv([c.span.start for c in group], p.periodic_min_gap_ns) if len(group) >= p.periodic_min else None
         if cv is not None and cv <= p.periodic_cv:
             ticking[key] = cv
             agreed[key] = None
             continue
-        members = [c.span.span_id for c in group]
-        names = Counter(found[m].name for m in members if found[m] is not None)  # type: ignore[union-attr]
-        best = names.most_common(1)
-        ok = best and best[0][1] >= p.parent_consistency * len(members)
-        agreed[key] = best[0][0] if ok else None
+        votes: list[tuple[int, int, str, _Way]] = []
+        for rank, way in enumerate((_Way.HANDED_OFF, _Way.WAITED)):
+            names: Counter[str] = Counter()
+            for c in group:
+                got = _pick(c.span, running[c.span.span_id], way, _tolerance(c.span, p))
+                if got is not None:
+                    names[got.name] += 1
+            if names:
+                name, n = names.most_common(1)[0]
+                votes.append((n, -rank, name, way))
+        best = max(votes, default=None)
+        agreed[key] = (best[2], best[3]) if best and best[0] >= p.parent_consistency * len(group) else None
     out = []
     for c, conf, why in flagged:
-        name = agreed[(c.parent.span_id, c.span.name)]
-        cand = found[c.span.span_id]
-        likely = cand if name is not None and cand is not None and cand.name == name else None
-        cv = ticking.get((c.parent.span_id, c.span.name))
-        if likely is not None:
-            why = [*why, f"it started inside {likely.name!r}, as most of its group did"]
+        key = (c.parent.span_id, c.span.name)
+        choice = agreed[key]
+        likely = None
+        if choice is not None:
+            likely = _pick(c.span, running[c.span.span_id], choice[1], _tolerance(c.span, p), choice[0])
+        cv = ticking.get(key)
+        if likely is not None and choice is not None:
+            how = "it ended just after it: it waited for the work" if choice[1] is _Way.WAITED else "the innermost one"
+            why = [*why, f"it started inside {likely.name!r} ({how}), as most of its group did"]
         elif cv is not None:
             why = [
                 *why,
                 f"they start at regular intervals (gaps vary by {cv:.0%}): a timer's ticks, which should be roots",
             ]
-        elif name is not None:
-            why = [*why, f"no {name!r} was running when it started (most of its group started inside one)"]
+        elif choice is not None:
+            why = [*why, f"no {choice[0]!r} was running when it started (most of its group started inside one)"]
         else:
             why = [*why, "no span of one name was running where these started: they should be roots"]
         out.append(Leak(c.span, c.parent, likely, conf, tuple(why), leak_fix(c.span.unit.language)))
     out.sort(key=lambda lk: (-lk.confidence, lk.span.start))
     return out
+
+
+def _tolerance(leaked: Span, p: LeakParams) -> int:
+    return max(p.late_grace_ns, int(p.waited_share * leaked.duration))

@@ -79,6 +79,21 @@ def test_event_handlers_name_the_span_that_emitted_them_as_the_likely_parent() -
     assert len(right) >= 0.75 * len(want)
 
 
+def test_pool_callbacks_name_the_query_that_waited_for_them_as_the_likely_parent() -> None:
+    # Several queries run at once when the pool's loop runs their callbacks: the innermost running
+    # span is often another request's; the query that awaited the callback ends just after it.
+    name = "leak-pool-first-consumer-low"
+    want = {r["span_id"]: r["intended_parent"]["span_id"] for r in truth(name) if r["label"] == "leak"}
+    leaks = report(name).leaks
+    right = [
+        lk
+        for lk in leaks
+        if lk.likely_parent is not None and span_hex(lk.likely_parent.span_id) == want.get(span_hex(lk.span.span_id))
+    ]
+    assert len(want) >= 8 and len(right) >= 0.9 * len(want)
+    assert all("waited for the work" in lk.evidence[-1] for lk in right)
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if meta(n)["kind"] != "naive"])
 def test_no_leak_or_silent_finding_on_a_fixed_or_control_run(name: str) -> None:
     rep = report(name)
