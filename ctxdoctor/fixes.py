@@ -245,6 +245,9 @@ _LEAK = {
             "under token = opentelemetry.context.attach(opentelemetry.context.Context()) ... detach(token).",
             "Per job, start the span from the job's own context: tracer.start_as_current_span(name, "
             "context=opentelemetry.propagate.extract(job.carrier)), or context=Context() for a new root.",
+            "asyncio: create_task() copies the current context into the task for good: create long-lived tasks "
+            "with loop.create_task(coro, context=contextvars.Context()) and pass each message its context. A "
+            "connection or pool that keeps a contextvars.copy_context() from its creation must take one per call.",
         ),
         apis=(
             "opentelemetry.context.attach(Context())",

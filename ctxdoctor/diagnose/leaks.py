@@ -92,6 +92,9 @@ class LeakParams(msgspec.Struct, frozen=True):
     #: A running span that ends within this share of the leaked span's duration (at least
     #: ``late_grace_ns``) of its end waited for that work: it is where the work came from.
     waited_share: float = 0.05
+    #: A group's callers waited for its work when their ends typically (the median) fall within
+    #: this share of the work's duration of its end: the evidence then outranks the rest.
+    waited_fit: float = 0.25
 
 
 DEFAULT = LeakParams()
@@ -252,9 +255,15 @@ class _ActiveIndex:
 
     def __init__(self, spans: Sequence[Span], resources: set[int]) -> None:
         by_res: dict[int, list[Span]] = defaultdict(list)
+        #: What each span did and when (its start and end, its children's starts and ends): a span
+        #: that acted at the instant some work began was executing then, not merely open.
+        self.acts: dict[int, list[int]] = defaultdict(list)
         for s in spans:
-            if s.unit.resource in resources and s.kind != SpanKind.CLIENT:
-                by_res[s.unit.resource].append(s)
+            if s.unit.resource in resources:
+                self.acts[s.parent_span_id] += (s.start, s.end)
+                self.acts[s.span_id] += (s.start, s.end)
+                if s.kind != SpanKind.CLIENT:
+                    by_res[s.unit.resource].append(s)
         self._by_res = {r: sorted(v, key=attrgetter("start")) for r, v in by_res.items()}
         self._starts = {r: [s.start for s in v] for r, v in self._by_res.items()}
         self._longest = {r: max((s.duration for s in v), default=0) for r, v in self._by_res.items()}
@@ -281,12 +290,25 @@ class _Way(enum.Enum):
     #: the work does, and of a chain of waiting callers the innermost (latest-started) is the one.
     WAITED = "waited"
     #: The work was handed off (an event emitted synchronously, a task queued) and the caller went
-    #: on: the innermost running span, the latest-started; of those started at the same instant
-    #: (clocks with a millisecond's resolution) the one that ends first, as a stack's top frame does.
+    #: on: the running span that was *executing* when the work began, the one whose own activity
+    #: (its start or end, a child's start or end) is nearest that instant. An open span that was only
+    #: waiting elsewhere (another request) did nothing then. Ties (clocks with a millisecond's
+    #: resolution) go to the innermost: the latest-started, then the one that ends first.
     HANDED_OFF = "handed off"
 
 
-def _pick(leaked: Span, running: list[Span], way: _Way, tolerance_ns: int, name: str | None = None) -> Span | None:
+def _nearest_act(acts: list[int], t: int) -> int:
+    return min((abs(a - t) for a in acts), default=1 << 62)
+
+
+def _pick(
+    leaked: Span,
+    running: list[Span],
+    way: _Way,
+    tolerance_ns: int,
+    acts: dict[int, list[int]],
+    name: str | None = None,
+) -> Span | None:
     """The running span ``leaked``'s work came from, the given way; of the given name if any.
 
     Without a name (a member's vote), a waited-for caller must have ended within
@@ -295,7 +317,7 @@ def _pick(leaked: Span, running: list[Span], way: _Way, tolerance_ns: int, name:
     """
     if way is _Way.HANDED_OFF:
         pool = running if name is None else [s for s in running if s.name == name]
-        return max(pool, key=lambda s: (s.start, -s.end), default=None)
+        return min(pool, key=lambda s: (_nearest_act(acts[s.span_id], leaked.start), -s.start, s.end), default=None)
     if name is None:
         waited = [s for s in running if abs(s.end - leaked.end) <= tolerance_ns]
         return max(waited, key=lambda s: (s.start, -abs(s.end - leaked.end)), default=None)
@@ -333,43 +355,74 @@ def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT, *, ordered: list[
     leaked_ids = {c.span.span_id for c, _, _ in flagged}
     index = _ActiveIndex(spans, {c.span.unit.resource for c, _, _ in flagged})
     running = {c.span.span_id: index.running(c.span, leaked_ids) for c, _, _ in flagged}
-    # One group per (wrong parent, child name). Which way the work reached its callback is the
-    # group's, not each span's: whichever way makes the most members agree on one dispatcher name
-    # (a waited-for query callback, a synchronously emitted event), and a name only when at least
-    # ``parent_consistency`` of them do.
+    # One group per (trace of the wrong parent, child name): what a captured context runs lands in
+    # that one trace, under one span or under each other (a re-armed timer's chain of ticks).
+    # Which way the work reached its callback is the group's, not each span's, and the evidence is
+    # weighed strongest first: callers that waited (ends that coincide, member after member, are
+    # no accident), then a timer's regular ticks (roots), then the spans acting when the work
+    # began. A way names a dispatcher only when at least ``parent_consistency`` of the members
+    # agree on its name.
     groups: dict[tuple[int, str], list[LeakCandidate]] = defaultdict(list)
     for c, _, _ in flagged:
-        groups[(c.parent.span_id, c.span.name)].append(c)
+        groups[(c.parent.trace_id, c.span.name)].append(c)
+
+    def agreement(group: list[LeakCandidate], way: _Way) -> tuple[str | None, int, float]:
+        """The name most members' picks have, how many, and how tightly the picks fit: the median
+        gap between the ends (waited) or between the start and the pick's act (handed off), over
+        the leaked span's duration."""
+        names: Counter[str] = Counter()
+        gaps: dict[str, list[float]] = defaultdict(list)
+        for c in group:
+            got = _pick(c.span, running[c.span.span_id], way, _tolerance(c.span, p), index.acts)
+            if got is not None:
+                names[got.name] += 1
+                fit = (
+                    abs(got.end - c.span.end)
+                    if way is _Way.WAITED
+                    else _nearest_act(index.acts[got.span_id], c.span.start)
+                )
+                gaps[got.name].append(fit / max(c.span.duration, 1))
+        best = names.most_common(1)
+        if not best:
+            return None, 0, math.inf
+        name, n = best[0]
+        fits = sorted(gaps[name])
+        return name, n, fits[n // 2]
+
     agreed: dict[tuple[int, str], tuple[str, _Way] | None] = {}
     ticking: dict[tuple[int, str], float] = {}
     for key, group in groups.items():
+        enough = p.parent_consistency * len(group)
+        w_name, w_n, w_fit = agreement(group, _Way.WAITED)
+        h_name, h_n, _ = agreement(group, _Way.HANDED_OFF)
+        # Callers that typically end within ``waited_fit`` of the work's length after it decide.
+        if w_name is not None and w_n >= enough and w_fit <= p.waited_fit:
+            agreed[key] = (w_name, _Way.WAITED)
+            continue
         cv = periodic_cv([c.span.start for c in group], p.periodic_min_gap_ns) if len(group) >= p.periodic_min else None
         if cv is not None and cv <= p.periodic_cv:
             ticking[key] = cv
             agreed[key] = None
-            continue
-        votes: list[tuple[int, int, str, _Way]] = []
-        for rank, way in enumerate((_Way.HANDED_OFF, _Way.WAITED)):
-            names: Counter[str] = Counter()
-            for c in group:
-                got = _pick(c.span, running[c.span.span_id], way, _tolerance(c.span, p))
-                if got is not None:
-                    names[got.name] += 1
-            if names:
-                name, n = names.most_common(1)[0]
-                votes.append((n, -rank, name, way))
-        best = max(votes, default=None)
-        agreed[key] = (best[2], best[3]) if best and best[0] >= p.parent_consistency * len(group) else None
+        elif h_name is not None and h_n >= enough:
+            agreed[key] = (h_name, _Way.HANDED_OFF)
+        elif w_name is not None and w_n >= enough:
+            agreed[key] = (w_name, _Way.WAITED)
+        else:
+            agreed[key] = None
     out = []
     for c, conf, why in flagged:
-        key = (c.parent.span_id, c.span.name)
+        key = (c.parent.trace_id, c.span.name)
         choice = agreed[key]
         likely = None
         if choice is not None:
-            likely = _pick(c.span, running[c.span.span_id], choice[1], _tolerance(c.span, p), choice[0])
+            likely = _pick(c.span, running[c.span.span_id], choice[1], _tolerance(c.span, p), index.acts, choice[0])
         cv = ticking.get(key)
         if likely is not None and choice is not None:
-            how = "it ended just after it: it waited for the work" if choice[1] is _Way.WAITED else "the innermost one"
+            how = (
+                "it ended just after it: it waited for the work"
+                if choice[1] is _Way.WAITED
+                else "the span acting at that instant"
+            )
             why = [*why, f"it started inside {likely.name!r} ({how}), as most of its group did"]
         elif cv is not None:
             why = [
