@@ -290,8 +290,8 @@ _SILENT = {
         title="Initialise the SDK in every worker process (after the fork) and flush before it exits",
         steps=(
             "A TracerProvider built before the fork (gunicorn --preload, uWSGI, Celery prefork, multiprocessing) "
-            "is not the worker's own: older SDKs and exporters opened before the fork do not work in the child, and "
-            "a worker leaving through os._exit() never flushes the inherited batch. Build it in the worker instead.",
+            "is not the worker's own: older SDKs do not restart the batch processor's thread in the child, and a "
+            "worker leaving through os._exit() (or killed) never flushes the inherited batch. Build it in the worker.",
             "gunicorn: def post_fork(server, worker): init_tracing() in gunicorn.conf.py; uWSGI: "
             "@uwsgidecorators.postfork; Celery: @worker_process_init.connect; multiprocessing: "
             "Pool(initializer=init_tracing); plain os.fork: os.register_at_fork(after_in_child=init_tracing).",
