@@ -21,6 +21,9 @@ def _run_server(
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], list[dict[str, Any]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GITHUB_", "CTX_", "CTXDOCTOR_"))}
     env.update(CTX_MODE=mode, CTX_WORKERS="2", CTX_REQUESTS="16", CTXDOCTOR_TRUTH=str(tmp_path / "truth.jsonl"))
+    # A worker that lives less than the batch's schedule delay exports nothing before os._exit; a
+    # loaded CI machine must not stretch a worker's life past the SDK's default 5 s.
+    env["OTEL_BSP_SCHEDULE_DELAY"] = "30000"
     done = subprocess.run(
         [
             sys.executable,
