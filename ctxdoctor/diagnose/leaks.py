@@ -18,10 +18,11 @@ Only children in the parent's own SDK (same resource, parent not recorded as rem
 suspects: context captured by a listener never crosses a process by itself, and a remote parent
 was propagated on purpose (a message consumer under its producer is the intended shape).
 
-The likely parent of a leaked span is the span its work really came from: the innermost span
-active in the same process, in another trace, when it started. It is named only when the leaked
-spans of one group consistently find a dispatcher of one name there; otherwise it is ``None``
-(the work should have been a root: a timer tick, a background loop).
+The likely parent of a leaked span is the span its work really came from, among the spans running
+in the same process when it started: the caller that waited for it (it ends just after the work)
+or, for work handed off, the span acting at that instant. It is named only when the leaked spans
+of one group consistently find a dispatcher of one name that way; otherwise it is ``None`` (the
+work should have been a root: a timer's ticks, a background loop).
 """
 
 from __future__ import annotations
