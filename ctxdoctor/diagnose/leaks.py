@@ -261,7 +261,8 @@ class _ActiveIndex:
         self.acts: dict[int, list[int]] = defaultdict(list)
         for s in spans:
             if s.unit.resource in resources:
-                self.acts[s.parent_span_id] += (s.start, s.end)
+                if s.parent_span_id:
+                    self.acts[s.parent_span_id] += (s.start, s.end)
                 self.acts[s.span_id] += (s.start, s.end)
                 if s.kind != SpanKind.CLIENT:
                     by_res[s.unit.resource].append(s)
@@ -420,11 +421,11 @@ def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT, *, ordered: list[
         cv = ticking.get(key)
         if likely is not None and choice is not None:
             how = (
-                "it ended just after it: it waited for the work"
+                "which ended just after it: it waited for the work"
                 if choice[1] is _Way.WAITED
                 else "the span acting at that instant"
             )
-            why = [*why, f"it started inside {likely.name!r} ({how}), as most of its group did"]
+            why = [*why, f"it started inside {likely.name!r}, {how}, as most of its group did"]
         elif cv is not None:
             why = [
                 *why,
