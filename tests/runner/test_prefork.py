@@ -24,6 +24,8 @@ def _run_server(
     # A worker that lives less than the batch's schedule delay exports nothing before os._exit; a
     # loaded CI machine must not stretch a worker's life past the SDK's default 5 s.
     env["OTEL_BSP_SCHEDULE_DELAY"] = "30000"
+    # As in GitHub Actions: the job summary gets the findings too.
+    env.update(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"))
     done = subprocess.run(
         [
             sys.executable,
@@ -68,6 +70,9 @@ def test_preloaded_workers_that_never_export_are_named_with_the_fork_fix(tmp_pat
         assert p["lifetime_s"] >= 1.0
         assert "os.register_at_fork(after_in_child=...)" in p["fix"]["apis"]
     assert "Silent process: pid" in done.stdout and "register_at_fork" in done.stdout
+    summary = (tmp_path / "summary.md").read_text()
+    assert all(f"pid {pid}" in summary for pid in workers)
+    assert "`os.register_at_fork(after_in_child=...)`" in summary
 
 
 def test_workers_initialised_after_the_fork_are_clean(tmp_path: Path) -> None:
