@@ -123,6 +123,7 @@ class SilentProcess(msgspec.Struct, frozen=True):
     command: str
     lifetime_s: float
     parent_pid: int | None
+    fix: Fix | None = None  # for the kind of process its command line names (gunicorn, Celery, node...)
 
 
 class Observation(msgspec.Struct, frozen=True):

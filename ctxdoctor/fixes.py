@@ -245,6 +245,9 @@ _LEAK = {
             "under token = opentelemetry.context.attach(opentelemetry.context.Context()) ... detach(token).",
             "Per job, start the span from the job's own context: tracer.start_as_current_span(name, "
             "context=opentelemetry.propagate.extract(job.carrier)), or context=Context() for a new root.",
+            "asyncio: create_task() copies the current context into the task for good: create long-lived tasks "
+            "with loop.create_task(coro, context=contextvars.Context()) and pass each message its context. A "
+            "connection or pool that keeps a contextvars.copy_context() from its creation must take one per call.",
         ),
         apis=(
             "opentelemetry.context.attach(Context())",
@@ -286,8 +289,9 @@ _SILENT = {
     "python": Fix(
         title="Initialise the SDK in every worker process (after the fork) and flush before it exits",
         steps=(
-            "A TracerProvider built before fork (gunicorn --preload, uWSGI, Celery prefork, multiprocessing) has "
-            "an exporter that does not work in the child: build it in the worker instead.",
+            "A TracerProvider built before the fork (gunicorn --preload, uWSGI, Celery prefork, multiprocessing) "
+            "is not the worker's own: older SDKs do not restart the batch processor's thread in the child, and a "
+            "worker leaving through os._exit() (or killed) never flushes the inherited batch. Build it in the worker.",
             "gunicorn: def post_fork(server, worker): init_tracing() in gunicorn.conf.py; uWSGI: "
             "@uwsgidecorators.postfork; Celery: @worker_process_init.connect; multiprocessing: "
             "Pool(initializer=init_tracing); plain os.fork: os.register_at_fork(after_in_child=init_tracing).",
@@ -336,3 +340,100 @@ _SILENT_GENERIC = Fix(
 
 def silent_fix(language: str | None) -> Fix:
     return _SILENT.get(language or "", _SILENT_GENERIC)
+
+
+# -- silent processes: a process ``run`` saw live that exported nothing, by what it runs ------------
+_AFTER_FORK = (
+    "Build the TracerProvider in the worker, after the fork, not in the master: an SDK inherited across a fork "
+    "is flushed only by atexit, which a forked worker leaving through os._exit() (or killed on a timeout) skips, "
+    "so everything it recorded since its last scheduled export is lost."
+)
+_SILENT_PROCESS = {
+    "gunicorn": Fix(
+        title="gunicorn: initialise the SDK in each worker (post_fork) and flush it as the worker exits",
+        steps=(
+            _AFTER_FORK,
+            "In gunicorn.conf.py: def post_fork(server, worker): init_tracing(); and def worker_exit(server, "
+            "worker): trace.get_tracer_provider().shutdown(). Keep --preload only for the app, not the SDK.",
+        ),
+        apis=("post_fork(server, worker)", "worker_exit(server, worker)", "TracerProvider.shutdown()"),
+        snippet=(
+            "# gunicorn.conf.py\n"
+            "def post_fork(server, worker):\n"
+            "    from myapp.telemetry import init_tracing\n"
+            "    init_tracing()\n\n"
+            "def worker_exit(server, worker):\n"
+            "    from opentelemetry import trace\n"
+            "    trace.get_tracer_provider().shutdown()"
+        ),
+    ),
+    "uwsgi": Fix(
+        title="uWSGI: initialise the SDK in each worker (@postfork) and flush it at exit",
+        steps=(
+            _AFTER_FORK,
+            "Decorate the set-up with @uwsgidecorators.postfork, run uWSGI with --enable-threads (the batch "
+            "processor needs its thread) and register provider.shutdown with uwsgi.atexit.",
+        ),
+        apis=("uwsgidecorators.postfork", "--enable-threads", "uwsgi.atexit"),
+        snippet=(
+            "from uwsgidecorators import postfork\n\n"
+            "@postfork\n"
+            "def init_worker_tracing():\n"
+            "    provider = init_tracing()\n"
+            "    uwsgi.atexit = provider.shutdown"
+        ),
+    ),
+    "celery": Fix(
+        title="Celery prefork: initialise the SDK in each pool process and flush it as the process exits",
+        steps=(
+            _AFTER_FORK,
+            "Connect the set-up to celery.signals.worker_process_init and the flush to "
+            "celery.signals.worker_process_shutdown.",
+        ),
+        apis=("celery.signals.worker_process_init", "celery.signals.worker_process_shutdown"),
+        snippet=(
+            "from celery.signals import worker_process_init, worker_process_shutdown\n\n"
+            "@worker_process_init.connect(weak=False)\n"
+            "def init_worker_tracing(*args, **kwargs):\n"
+            "    init_tracing()\n\n"
+            "@worker_process_shutdown.connect(weak=False)\n"
+            "def flush_worker_tracing(*args, **kwargs):\n"
+            "    trace.get_tracer_provider().shutdown()"
+        ),
+    ),
+    "python": Fix(
+        title="Forked Python workers: initialise the SDK after the fork and flush it before the worker exits",
+        steps=(
+            _AFTER_FORK,
+            "Plain os.fork: os.register_at_fork(after_in_child=init_tracing), and provider.shutdown() before "
+            "os._exit(); multiprocessing: Pool(initializer=init_tracing) with a multiprocessing.util.Finalize "
+            "that shuts it down, and close()/join() rather than terminate().",
+        ),
+        apis=(
+            "os.register_at_fork(after_in_child=...)",
+            "TracerProvider.shutdown() before os._exit()",
+            "Pool(initializer=...)",
+        ),
+        snippet=(
+            "os.register_at_fork(after_in_child=init_tracing)\n"
+            "...\n"
+            "# in the worker, before it leaves\n"
+            "provider.shutdown()\n"
+            "os._exit(0)"
+        ),
+    ),
+    "nodejs": _SILENT["nodejs"],
+}
+
+
+def silent_process_fix(command: str) -> Fix:
+    """The fix for a process that lived and exported nothing, for what its command line runs."""
+    words = command.lower().replace("/", " ").split()
+    for key in ("gunicorn", "uwsgi", "celery"):
+        if any(w.startswith(key) for w in words):
+            return _SILENT_PROCESS[key]
+    if any(w in ("node", "npm", "npx") or w.endswith((".js", ".cjs", ".mjs")) for w in words):
+        return _SILENT_PROCESS["nodejs"]
+    if any(w.startswith("python") or w.endswith(".py") for w in words):
+        return _SILENT_PROCESS["python"]
+    return _SILENT_GENERIC

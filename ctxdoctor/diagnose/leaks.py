@@ -18,14 +18,16 @@ Only children in the parent's own SDK (same resource, parent not recorded as rem
 suspects: context captured by a listener never crosses a process by itself, and a remote parent
 was propagated on purpose (a message consumer under its producer is the intended shape).
 
-The likely parent of a leaked span is the span its work really came from: the innermost span
-active in the same process, in another trace, when it started. It is named only when the leaked
-spans of one group consistently find a dispatcher of one name there; otherwise it is ``None``
-(the work should have been a root: a timer tick, a background loop).
+The likely parent of a leaked span is the span its work really came from, among the spans running
+in the same process when it started: the caller that waited for it (it ends just after the work)
+or, for work handed off, the span acting at that instant. It is named only when the leaked spans
+of one group consistently find a dispatcher of one name that way; otherwise it is ``None`` (the
+work should have been a root: a timer's ticks, a background loop).
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
@@ -85,6 +87,15 @@ class LeakParams(msgspec.Struct, frozen=True):
     #: their median) is a timer's ticks: they should be roots, whatever happened to be running.
     periodic_cv: float = 0.25
     periodic_min: int = 4
+    #: Gaps shorter than this cannot show regularity: with a millisecond clock (Node.js) a 25%
+    #: deviation needs gaps of at least 4 ms to be seen at all.
+    periodic_min_gap_ns: int = 4 * MS
+    #: A running span that ends within this share of the leaked span's duration (at least
+    #: ``late_grace_ns``) of its end waited for that work: it is where the work came from.
+    waited_share: float = 0.05
+    #: A group's callers waited for its work when their ends typically (the median) fall within
+    #: this share of the work's duration of its end: the evidence then outranks the rest.
+    waited_fit: float = 0.25
 
 
 DEFAULT = LeakParams()
@@ -245,38 +256,88 @@ class _ActiveIndex:
 
     def __init__(self, spans: Sequence[Span], resources: set[int]) -> None:
         by_res: dict[int, list[Span]] = defaultdict(list)
+        #: What each span did and when (its start and end, its children's starts and ends): a span
+        #: that acted at the instant some work began was executing then, not merely open.
+        self.acts: dict[int, list[int]] = defaultdict(list)
         for s in spans:
-            if s.unit.resource in resources and s.kind != SpanKind.CLIENT:
-                by_res[s.unit.resource].append(s)
+            if s.unit.resource in resources:
+                if s.parent_span_id:
+                    self.acts[s.parent_span_id] += (s.start, s.end)
+                self.acts[s.span_id] += (s.start, s.end)
+                if s.kind != SpanKind.CLIENT:
+                    by_res[s.unit.resource].append(s)
         self._by_res = {r: sorted(v, key=attrgetter("start")) for r, v in by_res.items()}
         self._starts = {r: [s.start for s in v] for r, v in self._by_res.items()}
         self._longest = {r: max((s.duration for s in v), default=0) for r, v in self._by_res.items()}
 
-    def innermost(self, leaked: Span, excluded: set[int]) -> Span | None:
-        """The latest-started span (not itself leaked) in the same resource running when ``leaked``
-        began (the dispatcher may end first: an event handler outlives the emit that ran it)."""
+    def running(self, leaked: Span, excluded: set[int]) -> list[Span]:
+        """The spans (not themselves leaked) in the same resource running when ``leaked`` began:
+        where its work may have come from. The same trace counts too: the first event of a
+        leaking listener may come from the very request that subscribed it."""
         r = leaked.unit.resource
         spans, starts = self._by_res.get(r, []), self._starts.get(r, [])
         lo = bisect_left(starts, leaked.start - self._longest.get(r, 0))
         hi = bisect_right(starts, leaked.start)
-        for s in reversed(spans[lo:hi]):
-            # The same trace counts too: the first event of a leaking listener may come from the
-            # very request that subscribed it.
-            if s.end >= leaked.start and s.span_id not in excluded and s.parent_span_id != leaked.span_id:
-                return s
-        return None
+        return [
+            s
+            for s in spans[lo:hi]
+            if s.end >= leaked.start and s.span_id not in excluded and s.parent_span_id != leaked.span_id
+        ]
 
 
-def periodic_cv(starts: list[int]) -> float | None:
+class _Way(enum.Enum):
+    """How work reaches a callback, which decides which running span it came from."""
+
+    #: The caller waits for the work (awaits a query's callback, a pooled job): it ends just after
+    #: the work does, and of a chain of waiting callers the innermost (latest-started) is the one.
+    WAITED = "waited"
+    #: The work was handed off (an event emitted synchronously, a task queued) and the caller went
+    #: on: the running span that was *executing* when the work began, the one whose own activity
+    #: (its start or end, a child's start or end) is nearest that instant. An open span that was only
+    #: waiting elsewhere (another request) did nothing then. Ties (clocks with a millisecond's
+    #: resolution) go to the innermost: the latest-started, then the one that ends first.
+    HANDED_OFF = "handed off"
+
+
+def _nearest_act(acts: list[int], t: int) -> int:
+    return min((abs(a - t) for a in acts), default=1 << 62)
+
+
+def _pick(
+    leaked: Span,
+    running: list[Span],
+    way: _Way,
+    tolerance_ns: int,
+    acts: dict[int, list[int]],
+    name: str | None = None,
+) -> Span | None:
+    """The running span ``leaked``'s work came from, the given way; of the given name if any.
+
+    Without a name (a member's vote), a waited-for caller must have ended within
+    ``tolerance_ns`` of the work; with the group's agreed name, the one of that name that ended
+    nearest (a millisecond clock can put the caller's end a little before the work's).
+    """
+    if way is _Way.HANDED_OFF:
+        pool = running if name is None else [s for s in running if s.name == name]
+        return min(pool, key=lambda s: (_nearest_act(acts[s.span_id], leaked.start), -s.start, s.end), default=None)
+    if name is None:
+        waited = [s for s in running if abs(s.end - leaked.end) <= tolerance_ns]
+        return max(waited, key=lambda s: (s.start, -abs(s.end - leaked.end)), default=None)
+    named = [s for s in running if s.name == name]
+    return min(named, key=lambda s: (abs(s.end - leaked.end), -s.start), default=None)
+
+
+def periodic_cv(starts: list[int], min_gap_ns: int = 0) -> float | None:
     """How irregular the gaps between consecutive starts are: the median absolute deviation of
     the gaps over their median (robust: a timer delayed once by a busy event loop stays regular).
-    None when there are too few starts to tell."""
+    None when there are too few starts to tell, or when the median gap is under ``min_gap_ns``
+    (gaps of a clock tick or two look regular whatever spaced them)."""
     starts = sorted(starts)
     gaps = sorted(b - a for a, b in pairwise(starts))
     if len(gaps) < 2:
         return None
     mid = gaps[len(gaps) // 2]
-    if mid <= 0:
+    if mid <= 0 or mid < min_gap_ns:
         return None
     dev = sorted(abs(g - mid) for g in gaps)
     return dev[len(dev) // 2] / mid
@@ -295,41 +356,89 @@ def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT, *, ordered: list[
         return []
     leaked_ids = {c.span.span_id for c, _, _ in flagged}
     index = _ActiveIndex(spans, {c.span.unit.resource for c, _, _ in flagged})
-    found = {c.span.span_id: index.innermost(c.span, leaked_ids) for c, _, _ in flagged}
-    # One group per (wrong parent, child name): name a dispatcher only if most members agree on it.
+    running = {c.span.span_id: index.running(c.span, leaked_ids) for c, _, _ in flagged}
+    # One group per (trace of the wrong parent, child name): what a captured context runs lands in
+    # that one trace, under one span or under each other (a re-armed timer's chain of ticks).
+    # Which way the work reached its callback is the group's, not each span's, and the evidence is
+    # weighed strongest first: callers that waited (ends that coincide, member after member, are
+    # no accident), then a timer's regular ticks (roots), then the spans acting when the work
+    # began. A way names a dispatcher only when at least ``parent_consistency`` of the members
+    # agree on its name.
     groups: dict[tuple[int, str], list[LeakCandidate]] = defaultdict(list)
     for c, _, _ in flagged:
-        groups[(c.parent.span_id, c.span.name)].append(c)
-    agreed: dict[tuple[int, str], str | None] = {}
+        groups[(c.parent.trace_id, c.span.name)].append(c)
+
+    def agreement(group: list[LeakCandidate], way: _Way) -> tuple[str | None, int, float]:
+        """The name most members' picks have, how many, and how tightly the picks fit: the median
+        gap between the ends (waited) or between the start and the pick's act (handed off), over
+        the leaked span's duration."""
+        names: Counter[str] = Counter()
+        gaps: dict[str, list[float]] = defaultdict(list)
+        for c in group:
+            got = _pick(c.span, running[c.span.span_id], way, _tolerance(c.span, p), index.acts)
+            if got is not None:
+                names[got.name] += 1
+                fit = (
+                    abs(got.end - c.span.end)
+                    if way is _Way.WAITED
+                    else _nearest_act(index.acts[got.span_id], c.span.start)
+                )
+                gaps[got.name].append(fit / max(c.span.duration, 1))
+        best = names.most_common(1)
+        if not best:
+            return None, 0, math.inf
+        name, n = best[0]
+        fits = sorted(gaps[name])
+        return name, n, fits[n // 2]
+
+    agreed: dict[tuple[int, str], tuple[str, _Way] | None] = {}
     ticking: dict[tuple[int, str], float] = {}
     for key, group in groups.items():
-        cv = periodic_cv([c.span.start for c in group]) if len(group) >= p.periodic_min else None
+        enough = p.parent_consistency * len(group)
+        w_name, w_n, w_fit = agreement(group, _Way.WAITED)
+        h_name, h_n, _ = agreement(group, _Way.HANDED_OFF)
+        # Callers that typically end within ``waited_fit`` of the work's length after it decide.
+        if w_name is not None and w_n >= enough and w_fit <= p.waited_fit:
+            agreed[key] = (w_name, _Way.WAITED)
+            continue
+        cv = periodic_cv([c.span.start for c in group], p.periodic_min_gap_ns) if len(group) >= p.periodic_min else None
         if cv is not None and cv <= p.periodic_cv:
             ticking[key] = cv
             agreed[key] = None
-            continue
-        members = [c.span.span_id for c in group]
-        names = Counter(found[m].name for m in members if found[m] is not None)  # type: ignore[union-attr]
-        best = names.most_common(1)
-        ok = best and best[0][1] >= p.parent_consistency * len(members)
-        agreed[key] = best[0][0] if ok else None
+        elif h_name is not None and h_n >= enough:
+            agreed[key] = (h_name, _Way.HANDED_OFF)
+        elif w_name is not None and w_n >= enough:
+            agreed[key] = (w_name, _Way.WAITED)
+        else:
+            agreed[key] = None
     out = []
     for c, conf, why in flagged:
-        name = agreed[(c.parent.span_id, c.span.name)]
-        cand = found[c.span.span_id]
-        likely = cand if name is not None and cand is not None and cand.name == name else None
-        cv = ticking.get((c.parent.span_id, c.span.name))
-        if likely is not None:
-            why = [*why, f"it started inside {likely.name!r}, as most of its group did"]
+        key = (c.parent.trace_id, c.span.name)
+        choice = agreed[key]
+        likely = None
+        if choice is not None:
+            likely = _pick(c.span, running[c.span.span_id], choice[1], _tolerance(c.span, p), index.acts, choice[0])
+        cv = ticking.get(key)
+        if likely is not None and choice is not None:
+            how = (
+                "which ended just after it: it waited for the work"
+                if choice[1] is _Way.WAITED
+                else "the span acting at that instant"
+            )
+            why = [*why, f"it started inside {likely.name!r}, {how}, as most of its group did"]
         elif cv is not None:
             why = [
                 *why,
                 f"they start at regular intervals (gaps vary by {cv:.0%}): a timer's ticks, which should be roots",
             ]
-        elif name is not None:
-            why = [*why, f"no {name!r} was running when it started (most of its group started inside one)"]
+        elif choice is not None:
+            why = [*why, f"no {choice[0]!r} was running when it started (most of its group started inside one)"]
         else:
             why = [*why, "no span of one name was running where these started: they should be roots"]
         out.append(Leak(c.span, c.parent, likely, conf, tuple(why), leak_fix(c.span.unit.language)))
     out.sort(key=lambda lk: (-lk.confidence, lk.span.start))
     return out
+
+
+def _tolerance(leaked: Span, p: LeakParams) -> int:
+    return max(p.late_grace_ns, int(p.waited_share * leaked.duration))

@@ -34,6 +34,7 @@ from ctxdoctor.findings import (
     SilentProcess,
     SilentWorker,
 )
+from ctxdoctor.fixes import silent_process_fix
 from ctxdoctor.model import Span, span_hex, trace_hex
 from ctxdoctor.probe.facts import Dispatch, Facts, Unit
 from ctxdoctor.units import Boundary
@@ -213,7 +214,12 @@ def _silent_processes(facts: Facts, spans: Sequence[Span]) -> list[SilentProcess
     own view of the Node.js and Python processes. A process "started a span" when a span in the
     dump carries its ``process.pid`` or the probe saw a span begin there.
     """
-    active = {s.unit.pid for s in spans if s.unit.pid is not None} | {s.pid for s in facts.starts}
+    # "Exported" is what counts: a forked worker that inherited its master's SDK starts spans (the
+    # probe sees them) and may never export one. Its spans also carry the master's resource.
+    exported = {(s.trace_id, s.span_id) for s in spans}
+    active = {s.unit.pid for s in spans if s.unit.pid is not None} | {
+        s.pid for s in facts.starts if (s.trace_id, s.span_id) in exported
+    }
     out = []
     if facts.processes:
         for p in facts.processes:
@@ -223,14 +229,28 @@ def _silent_processes(facts: Facts, spans: Sequence[Span]) -> list[SilentProcess
             if any(h in p.command for h in _RUNTIME_HELPERS):
                 continue
             out.append(
-                SilentProcess(pid=p.pid, command=p.command, lifetime_s=round(lifetime, 3), parent_pid=p.parent_pid)
+                SilentProcess(
+                    pid=p.pid,
+                    command=p.command,
+                    lifetime_s=round(lifetime, 3),
+                    parent_pid=p.parent_pid,
+                    fix=silent_process_fix(p.command),
+                )
             )
     else:
         for u in facts.units:
             lifetime = (u.last_t - u.first_t) / 1e9
             if not u.main or u.pid in active or lifetime < SILENT_AFTER_S:
                 continue
-            out.append(SilentProcess(pid=u.pid, command=u.command, lifetime_s=round(lifetime, 3), parent_pid=u.ppid))
+            out.append(
+                SilentProcess(
+                    pid=u.pid,
+                    command=u.command,
+                    lifetime_s=round(lifetime, 3),
+                    parent_pid=u.ppid,
+                    fix=silent_process_fix(u.command),
+                )
+            )
     out.sort(key=lambda p: p.pid)
     return out
 

@@ -203,6 +203,11 @@ def step_summary(report: Report, *, heading: str = "ctxdoctor", extra: Iterable[
         lines += ["", "### Silent processes (lived a while, exported no span)", ""]
         for p in report.silent_processes:
             lines.append(f"- pid {p.pid} `{md(p.command)}`: {p.lifetime_s:.1f}s")
+        fix = next((p.fix for p in report.silent_processes if p.fix is not None), None)
+        if fix is not None:
+            # Code spans show backslashes literally: the APIs go in as they are, minus any backtick.
+            apis = ", ".join(f"`{api.replace('`', '')}`" for api in fix.apis)
+            lines += ["", f"Fix: {md(fix.title)} ({apis})"]
     lost = report.lost_groups
     if lost:
         lines += ["", "### Spans whose parent never arrived", ""]

@@ -185,7 +185,13 @@ def report_dict(report: Report) -> dict[str, Any]:
             for w in report.silent_workers
         ],
         "silent_processes": [
-            {"pid": p.pid, "command": p.command, "lifetime_s": p.lifetime_s, "parent_pid": p.parent_pid}
+            {
+                "pid": p.pid,
+                "command": p.command,
+                "lifetime_s": p.lifetime_s,
+                "parent_pid": p.parent_pid,
+                "fix": _fix(p.fix) if p.fix is not None else None,
+            }
             for p in report.silent_processes
         ],
     }

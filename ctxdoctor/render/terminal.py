@@ -294,6 +294,9 @@ class TerminalRenderer:
         observed = observation_text(report)
         if observed is not None:
             console.print(observed)
+        fixed = next((p.fix for p in report.silent_processes if p.fix is not None), None)
+        if fixed is not None:
+            console.print(fix_block(fixed, "javascript" if any("NodeSDK" in a for a in fixed.apis) else "python"))
         table = missing_table(report.missing_parents)
         if table is not None:
             console.print()

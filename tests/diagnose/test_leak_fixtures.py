@@ -79,6 +79,21 @@ def test_event_handlers_name_the_span_that_emitted_them_as_the_likely_parent() -
     assert len(right) >= 0.75 * len(want)
 
 
+def test_pool_callbacks_name_the_query_that_waited_for_them_as_the_likely_parent() -> None:
+    # Several queries run at once when the pool's loop runs their callbacks: the innermost running
+    # span is often another request's; the query that awaited the callback ends just after it.
+    name = "leak-pool-first-consumer-low"
+    want = {r["span_id"]: r["intended_parent"]["span_id"] for r in truth(name) if r["label"] == "leak"}
+    leaks = report(name).leaks
+    right = [
+        lk
+        for lk in leaks
+        if lk.likely_parent is not None and span_hex(lk.likely_parent.span_id) == want.get(span_hex(lk.span.span_id))
+    ]
+    assert len(want) >= 8 and len(right) >= 0.9 * len(want)
+    assert all("waited for the work" in lk.evidence[-1] for lk in right)
+
+
 @pytest.mark.parametrize("name", [n for n in NAMES if meta(n)["kind"] != "naive"])
 def test_no_leak_or_silent_finding_on_a_fixed_or_control_run(name: str) -> None:
     rep = report(name)
@@ -105,6 +120,28 @@ def test_silent_dispatches_are_the_dispatches_whose_worker_spans_never_arrived()
     assert any("from another unit" in w for w in d.evidence)
     assert "TracerProvider.force_flush()" in d.fix.apis
     assert report(name).summary.silent_dispatches == len(got)
+
+
+def test_a_node_worker_thread_terminated_before_its_flush_is_a_silent_thread_dispatch() -> None:
+    name = "silent-node-unflushed-thread-server-low"
+    spans = read_paths([LEAKS / name / "dump.json"]).spans
+    silent = corpus().silent_dispatches(truth(name), {span_hex(s.span_id) for s in spans})
+    got = report(name).silent_dispatches
+    assert got and {span_hex(d.span.span_id) for d in got} <= silent
+    assert all(d.boundary.value == "thread" for d in got)
+    assert "await sdk.shutdown()" in got[0].fix.apis
+
+
+def test_python_pool_and_asyncio_leaks_name_the_caller_that_waited() -> None:
+    for name in ("leak-py-pool-first-server-low", "leak-py-asyncio-startup-internal-low"):
+        want = {r["span_id"]: r["intended_parent"]["span_id"] for r in truth(name) if r["label"] == "leak"}
+        right = [
+            lk
+            for lk in report(name).leaks
+            if lk.likely_parent is not None
+            and span_hex(lk.likely_parent.span_id) == want.get(span_hex(lk.span.span_id))
+        ]
+        assert len(right) >= 0.85 * len(want), name
 
 
 @pytest.mark.parametrize("name", scenario_names())
