@@ -89,9 +89,9 @@ def test_listen_reports_from_the_fresh_process_or_else_here(
 
     monkeypatch.setattr(analysis, "_worth_a_fresh_process", lambda path: True)
     monkeypatch.setattr(analysis, "_analyze_in_fresh_process", spy)
-    console, err = Console(record=True, width=200), Console(record=True, width=200)
+    console = Console(record=True, width=200)
     report_to = command._ReportTo(Settings(), 2, None, None)
-    assert command._finish(rcv, out, "test", console, err, report_to) == 0
+    assert command._finish(rcv, out, "test", console, report_to) == 0
     assert used == [out]
     text = console.export_text()
     assert "12 spans in 3 traces" in text  # the report, whichever process made it
