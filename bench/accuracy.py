@@ -130,10 +130,18 @@ class Score:
         return r + 2 * p + a + 2 * c - 3 * noisy
 
 
-def load_cells(include_corpus: bool = True, include_fixtures: bool = False, only: str | None = None) -> list[Cell]:
+def load_cells(
+    include_corpus: bool = True,
+    include_fixtures: bool = False,
+    only: str | None = None,
+    cache: Path = CACHE,
+    since: float = 0.0,
+) -> list[Cell]:
     cells: list[Cell] = []
     if include_corpus:
-        for meta_path in sorted(CACHE.glob("*/cell.json")):
+        for meta_path in sorted(cache.glob("*/cell.json")):
+            if meta_path.stat().st_mtime < since:
+                continue
             meta = json.loads(meta_path.read_text())
             if only and only not in meta["name"]:
                 continue
@@ -238,9 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default-only", action="store_true", help="no tuning: score the shipped defaults only")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     ap.add_argument("--verbose", "-v", action="store_true", help="print every cell")
+    ap.add_argument("--cache", type=Path, default=CACHE, help="the recorded corpus (default: bench/.cache/corpus)")
+    ap.add_argument("--since", type=float, default=0.0, help="only cells recorded after this Unix time")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    cells = load_cells(not args.no_corpus, args.fixtures or args.no_corpus, args.only)
+    cells = load_cells(not args.no_corpus, args.fixtures or args.no_corpus, args.only, args.cache, args.since)
     if not cells:
         print("no cells: record the corpus first (python bench/corpus.py)", file=sys.stderr)
         return 2

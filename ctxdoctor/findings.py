@@ -199,7 +199,7 @@ class Allow(msgspec.Struct, frozen=True):
 class Settings(msgspec.Struct, frozen=True):
     """What the diagnosis was run with; reported so a CI log says which bar was applied."""
 
-    min_confidence: float = 0.5
+    min_confidence: float = 0.85
     max_orphan_ratio: float | None = None
     allow: tuple[Allow, ...] = ()
     #: (setting, where its value came from: "command line", "default" or the config file)

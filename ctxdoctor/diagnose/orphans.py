@@ -26,7 +26,9 @@ any root look dispatched on a busy service, so the evidence is weighed against c
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
@@ -60,22 +62,48 @@ class ModelParams(msgspec.Struct, frozen=True):
     #: Skip candidates in units that only run suspect roots ("workers do not hand work out").
     worker_unit_exclusion: bool = False
     #: A non-periodic root in a unit that only runs suspect roots is likelier handed-over work.
-    worker_unit_prior: bool = False
-
-    def describe(self) -> str:
-        on = [k for k in ("peer_unit_exclusion", "worker_unit_exclusion", "worker_unit_prior") if getattr(self, k)]
-        return "rules: " + (", ".join(on) if on else "none") + f"; confidence: {self.confidence}"
+    worker_unit_prior: bool = True
 
     #: Where a root's confidence comes from: the group's EM posterior ("posterior"), its
     #: calibration against time-shifted copies ("calibrated"), or the lesser of the two ("both").
     confidence: str = "both"
+    #: How regular (robust coefficient of variation of the gaps between starts) a group's roots
+    #: must recur to count as started by a timer. A timer on a loaded machine jitters; a pool
+    #: that is never idle also starts work at a steady pace, and must not lose its lag evidence.
+    periodic_cv: float = 0.25
+    #: Count balance (``_balance``): a group whose roots start inside the spans of one name a
+    #: fixed number of times each, whatever their length, is confident without its timing
+    #: beating the shifted copies.
+    count_balance: bool = True
+    #: No root is more confident from its timing than its group's share of non-chance roots (one
+    #: less Storey's estimate over the group's own p-values): a scheduler's faint pull on every
+    #: root of a background job, significant over thousands of roots, is not a dispatch pattern.
+    #: Count balance, a test of the group as a whole, is not capped.
+    group_share_cap: bool = True
+
+    def describe(self) -> str:
+        on = [
+            k
+            for k in (
+                "peer_unit_exclusion",
+                "worker_unit_exclusion",
+                "worker_unit_prior",
+                "count_balance",
+                "group_share_cap",
+            )
+            if getattr(self, k)
+        ]
+        rules = ", ".join(on) if on else "none"
+        return f"rules: {rules}; confidence: {self.confidence}; periodic<{self.periodic_cv}"
 
     @staticmethod
     def variants() -> list[ModelParams]:
         return [
-            ModelParams(worker_unit_exclusion=b, worker_unit_prior=c, confidence=k)
-            for b, c in ((False, False), (False, True), (True, True))
-            for k in ("posterior", "calibrated", "both")
+            ModelParams(worker_unit_prior=c, periodic_cv=cv, count_balance=b, group_share_cap=g)
+            for c in (False, True)
+            for cv in (0.1, 0.25)
+            for b in (False, True)
+            for g in (False, True)
         ]
 
 
@@ -129,6 +157,21 @@ def _partitions(units: Iterable[Unit]) -> dict[Unit, Hashable]:
     return {u: uf.find(u) for u in units}
 
 
+_NUMBERS = re.compile(r"\b(?=[0-9a-fA-F-]*[0-9])[0-9a-fA-F-]{8,}\b|[0-9]+")
+
+
+@functools.lru_cache(maxsize=65536)
+def shape(name: str) -> str:
+    """A span name with its numbers and ids replaced: the name of the code, not of the item.
+
+    Test cases, batch items and handlers often carry the item in their name ("handles item 7",
+    "test_parse[3]", "GET /users/1234"). Grouped by literal name every one of them is alone, and
+    recurrence, the model's main evidence against chance, cannot show; nor can work items of one
+    kind be told apart from their dispatcher.
+    """
+    return _NUMBERS.sub("#", name)
+
+
 def is_suspect(span: Span) -> bool:
     """A root that could be lost context: not an entry point, not deliberately linked."""
     return span.parent_span_id == 0 and span.kind not in ENTRY_KINDS and not span.links
@@ -169,12 +212,12 @@ def _sweep(
     workers = _worker_units(spans, real)
     # The unit and kind of the trace each suspect root heads, and whether that unit only runs
     # such roots (a worker).
-    root_of = {r.trace_id: (id(r.unit), (r.unit.service, r.name), id(r.unit) in workers) for r in real}
+    root_of = {r.trace_id: (id(r.unit), (r.unit.service, shape(r.name)), id(r.unit) in workers) for r in real}
     rel_cache: dict[tuple[int, int], Relation | None] = {}
     suspects: list[_Suspect] = []
     for r, active in zip(suspects_in, active_at, strict=True):
         best: dict[int, Span] = {}
-        unit, kind = id(r.unit), (r.unit.service, r.name)
+        unit, kind = id(r.unit), (r.unit.service, shape(r.name))
         for a in active:
             # Work items run side by side: another root of the same kind being busy, any other
             # such root busy in the same unit (a pool running several jobs at once), or one
@@ -207,13 +250,14 @@ def _sweep(
         # so one that started while nothing related was busy is evidence against the pattern.
         active_by_name: dict[str, int] = defaultdict(int)
         for c in cands:
-            active_by_name[c.parent.name] += 1
+            active_by_name[shape(c.parent.name)] += 1
         suspects.append(_Suspect(r, _keep(r, cands), dict(active_by_name)))
-    names = {c.parent.name for sus in suspects for c in sus.candidates}
+    names = {shape(c.parent.name) for sus in suspects for c in sus.candidates}
     by_name: dict[str, list[Span]] = defaultdict(list)
     for a in spans:
-        if a.name in names:
-            by_name[a.name].append(a)
+        nm = shape(a.name)
+        if nm in names:
+            by_name[nm].append(a)
     first = min(a.start for a in spans)
     window = max(max(a.end for a in spans) - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
@@ -263,10 +307,10 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
     return {id(s.unit) for s in suspects} - serving
 
 
-def _periodic(group: list[_Suspect]) -> bool:
+def _periodic(group: list[_Suspect], cv: float) -> bool:
     """Roots that recur at a fixed interval in their unit: a timer, whatever the load.
 
-    Robustly: half of the gaps between starts lie within ``_PERIODIC_CV`` of their median (a
+    Robustly: half of the gaps between starts lie within ``cv`` of their median (a
     scaled median absolute deviation), so a tick delayed by a busy scheduler, or one skipped,
     does not hide the period.
     """
@@ -282,9 +326,72 @@ def _periodic(group: list[_Suspect]) -> bool:
         if median <= 0:
             continue
         deviations = sorted(abs(g - median) for g in gaps)
-        if _MAD_SCALE * deviations[len(deviations) // 2] / median < _PERIODIC_CV:
+        if _MAD_SCALE * deviations[len(deviations) // 2] / median < cv:
             return True
     return False
+
+
+def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dict[str, float]:
+    """Per candidate parent name X, the log-likelihood ratio that X's spans each hand out roots.
+
+    Count, for every span D of name X, the group's roots (of other traces) that start inside
+    it. A dispatcher starts a fixed number k of them itself, whatever its length, plus whatever
+    other dispatchers' roots land in it by chance; roots that merely run while X spans are busy
+    land in proportion to each D's length (``_balance_llr``). Only the number of roots per span
+    counts, never their exact timing, so this holds where many dispatchers run at once and a
+    root's timing cannot single out its own.
+    """
+    starts = sorted((sus.span.start, sus.span.trace_id) for sus in group)
+    ts = [x[0] for x in starts]
+    out: dict[str, float] = {}
+    # On one thread (an event loop) callbacks of one tick run together, so how many roots land
+    # in a span there is scheduling, not dispatch: only spans of other threads are counted.
+    names = {shape(c.parent.name) for sus in group for c in sus.candidates if not c.one_thread}
+    for nm in names:
+        # Only spans of the time the group's roots were running: a root group that exists for a
+        # part of the recording (a process started late, a job that stopped) would otherwise
+        # make early or late spans look like dispatchers that handed out nothing.
+        ds = [d for d in spans_by_name.get(nm, []) if ts[0] <= d.start and d.end <= ts[-1]]
+        if len(ds) < _BALANCE_MIN_SPANS:
+            continue
+        counts, lengths = [], []
+        for d in ds:
+            lo, hi = bisect_left(ts, d.start), bisect_right(ts, d.end)
+            counts.append(sum(1 for k in range(lo, hi) if starts[k][1] != d.trace_id))
+            lengths.append(float(max(d.end - d.start, 1)))
+        out[nm] = _balance_llr(counts, lengths)
+    return out
+
+
+def _balance_llr(counts: list[int], lengths: list[float]) -> float:
+    """Log-likelihood ratio of "each span hands out k roots" against "roots land by length".
+
+    Chance puts roots into a span in proportion to its length, whatever their spread (random
+    starts are Poisson, a timer's ticks are more regular than that): the counts lie on a line
+    through the origin. A dispatcher adds its own k whatever its length: the line starts at k.
+    So the evidence is the intercept: least squares with and without it, Gaussian residuals of
+    a variance the data sets (never below an integer count's rounding, ``_COUNT_NOISE``), and
+    half a log of the number of spans paid for the extra parameter (BIC). An intercept below
+    half a root is no dispatch at all.
+    """
+    n = len(counts)
+    if not sum(counts):
+        return -math.inf
+    penalty = 0.5 * math.log(n)
+    mean_c, mean_t = sum(counts) / n, sum(lengths) / n
+    sxx = sum((t - mean_t) ** 2 for t in lengths)
+    sxy = sum((t - mean_t) * (c - mean_c) for c, t in zip(counts, lengths, strict=True))
+    slope = max(sxy / sxx, 0.0) if sxx > 0 else 0.0
+    intercept = mean_c - slope * mean_t
+    if slope == 0.0:
+        intercept = mean_c
+    if intercept < 0.5:
+        return -penalty
+    through_origin = sum(c * t for c, t in zip(counts, lengths, strict=True)) / sum(t * t for t in lengths)
+    floor = n * _COUNT_NOISE
+    rss1 = max(sum((c - intercept - slope * t) ** 2 for c, t in zip(counts, lengths, strict=True)), floor)
+    rss0 = max(sum((c - through_origin * t) ** 2 for c, t in zip(counts, lengths, strict=True)), floor)
+    return 0.5 * n * math.log(rss0 / rss1) - penalty
 
 
 def _resolution(group: list[_Suspect]) -> float:
@@ -315,7 +422,9 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
     phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
     name_time: dict[str, float] = defaultdict(float)
     for tid, items in by_trace.items():
-        ev = sorted([(m.start, m.name, 0) for m in members[tid]] + [(m.end, m.name, 1) for m in members.pop(tid)])
+        ev = sorted(
+            [(m.start, shape(m.name), 0) for m in members[tid]] + [(m.end, shape(m.name), 1) for m in members.pop(tid)]
+        )
         ts = [e[0] for e in ev]
         parents: dict[int, Span] = {}
         for r, c in items:
@@ -334,9 +443,9 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
                 lo = max(ts[i], p.start)
                 hi = min(ts[i + 1] if i + 1 < len(ts) else p.end, p.end)
                 if hi > lo:
-                    phase_time[(p.name, (ev[i][1], ev[i][2]))] += hi - lo
+                    phase_time[(shape(p.name), (ev[i][1], ev[i][2]))] += hi - lo
                 i += 1
-            name_time[p.name] += max(p.end - p.start, 1)
+            name_time[shape(p.name)] += max(p.end - p.start, 1)
     return {key: v / name_time[key[0]] for key, v in phase_time.items()}
 
 
@@ -351,7 +460,6 @@ _ANCHOR_PRIOR = 8.0
 _MIN_PHASE = 0.05
 #: Strength of the prior that dispatching parent names occur as chance predicts (duty cycles).
 _NAME_PRIOR = 4.0
-_ONE_THREAD_TIMING_CAP = 1.0
 #: Share of waiting dispatchers that end right after the work (the rest do more work first):
 #: the exponential part of the end-gap density.
 _WAIT_WEIGHT = 0.7
@@ -394,11 +502,20 @@ _GRID_SHARE = 0.9
 _GRID_TOLERANCE = 1000  # ns
 #: Storey's lambda: p-values above it are taken to come from chance roots.
 _STOREY_LAMBDA = 0.5
+#: Fibonacci hashing: a span id to a fixed pseudo-random share (copies' shifts, ties).
+_GOLDEN = 0x9E3779B97F4A7C15
 #: Trace ids of the shifted copies start here, above any 128-bit trace id.
 _PLACEBO_TRACE = 1 << 128
-_PERIODIC_CV = 0.25
 #: Scales a median absolute deviation to a standard deviation for normal data.
 _MAD_SCALE = 1.4826
+#: Count balance (``_balance``): spans of a name needed before their counts say anything, and
+#: the least residual variance of a count (an integer's rounding: uniform over one unit).
+_BALANCE_MIN_SPANS = 5
+_COUNT_NOISE = 1.0 / 12.0
+#: Prior log-odds that a group is handed-over work: the mean of ``_SHARE_PRIOR``.
+_PRIOR_LOG_ODDS = math.log(1.0 / 3.0)
+#: Log-odds below which a confidence is taken as zero (and ``exp`` cannot overflow).
+_LOG_ODDS_CAP = 700.0
 
 
 class _Params(msgspec.Struct):
@@ -434,7 +551,7 @@ class _Pair(msgspec.Struct, gc=False):
 def _pair(r: Span, c: _Candidate, resolution: float) -> _Pair:
     p = c.parent
     return _Pair(
-        name=p.name,
+        name=shape(p.name),
         key=_key(c),
         lag=float(c.lag),
         gap=float(c.gap),
@@ -468,14 +585,15 @@ def _pair_lr(q: _Pair, prm: _Params) -> float:
         lr *= min(1.0, (1.0 - prm.contained) / max(_MIN_OVERSHOOT, min(1.0, q.rdur / q.pdur)))
     if q.one_thread:
         # On one thread (an event loop) callbacks and timers that fire in the same tick start
-        # and end together whether or not one dispatched the other: timing proves little, so
-        # such a gap has to show itself by recurring above chance.
-        return min(lr, _ONE_THREAD_TIMING_CAP)
+        # and end together whether or not one dispatched the other: timing proves nothing
+        # either way (not even against chance copies, which lose that alignment), so such a gap
+        # has to show itself by recurring above chance.
+        return 1.0
     return min(lr, _LR_CAP)
 
 
 def _key(c: _Candidate) -> Key:
-    return (c.parent.name, c.anchor)
+    return (shape(c.parent.name), c.anchor)
 
 
 class _Scored(msgspec.Struct):
@@ -487,7 +605,7 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
     """Fit the group's dispatch pattern; score each root and each of its candidates."""
     counts: dict[str, int] = defaultdict(int)
     for sus in group:
-        for nm in sorted({c.parent.name for c in sus.candidates}):
+        for nm in sorted({shape(c.parent.name) for c in sus.candidates}):
             counts[nm] += 1
     total = sum(counts.values())
     # Start the time scales at what the tightest candidate of each root shows: the dispatcher is
@@ -499,7 +617,7 @@ def _em(group: list[_Suspect], sweep: _Sweep, model: ModelParams) -> tuple[_Para
         if any(c.parent.end >= sus.span.end for c in sus.candidates)
     )
     res = _resolution(group)
-    periodic = _periodic(group)
+    periodic = _periodic(group, model.periodic_cv)
     floor = max(_TAU_FLOOR, res)
     prm = _Params(
         share=_START_SHARE,
@@ -594,7 +712,13 @@ def _like(sus: _Suspect, prm: _Params, workers: set[int]) -> float:
     return total * (prm.worker_lr if id(sus.span.unit) in workers else 1.0)
 
 
-def _shifted(group: list[_Suspect], prm: _Params, first_id: int) -> list[Span]:
+def _shifted(
+    group: list[_Suspect],
+    prm: _Params,
+    first_id: int,
+    window: tuple[int, int] | None = None,
+    lifetimes: dict[int, tuple[int, int]] | None = None,
+) -> list[Span]:
     """Copies of (a sample of) the group's roots, each moved a little: what chance scores.
 
     A jitter, not a move to anywhere: each copy starts between half and all of ``_jitter(prm)``
@@ -603,6 +727,14 @@ def _shifted(group: list[_Suspect], prm: _Params, first_id: int) -> list[Span]:
     start when their process is busy, so a copy placed at a random time would meet fewer busy
     spans than any real root and make every root look dispatched. Each copy keeps its unit,
     name and length and heads a trace of its own (ids from ``first_id``).
+
+    A copy stays where its root could have been: inside the lifetime of the root's unit (its
+    first span's start to its last span's end, from ``lifetimes`` by unit identity) when the unit
+    runs several of the group's roots, else (one root in a process started for it) inside
+    ``window``, the observed time span; one that would leave it wraps around to the other side
+    (a circular shift). A copy moved to where its process was not
+    running, or out of what was recorded, meets a different load (often none), and would make
+    any root look dispatched when the group's time scales are long next to the recording.
     """
     jitter = _jitter(prm)
     # Roots stamped on a millisecond clock stay on it: coincidences on a coarse grid are as
@@ -611,41 +743,83 @@ def _shifted(group: list[_Suspect], prm: _Params, first_id: int) -> list[Span]:
     on_grid = sum(1 for x in group if (x.span.start + _GRID_TOLERANCE) % MS <= 2 * _GRID_TOLERANCE)
     grid = MS if on_grid >= _GRID_SHARE * len(group) else 1
     step = max(1, len(group) // _PLACEBO_ROOTS)
+    per_unit: dict[int, int] = defaultdict(int)
+    for sus in group:
+        per_unit[id(sus.span.unit)] += 1
     out: list[Span] = []
     for sus in group[::step][:_PLACEBO_ROOTS]:
         r = sus.span
         dur = r.end - r.start
         for k in range(_PLACEBO_SHIFTS):
-            h = (r.span_id * (2 * k + 1) * 0x9E3779B97F4A7C15 >> 17) & 0xFFFF
+            h = (r.span_id * (2 * k + 1) * _GOLDEN >> 17) & 0xFFFF
             offset = max(grid, round(jitter * (0.5 + 0.5 * h / 0xFFFF) / grid) * grid)
             start = r.start + (offset if k % 2 else -offset)
+            bounds = (lifetimes or {}).get(id(r.unit)) if per_unit[id(r.unit)] > 1 else None
+            if bounds is None or bounds[1] - bounds[0] - dur <= grid:
+                bounds = window
+            if bounds is not None:
+                lo, room = bounds[0], bounds[1] - bounds[0] - dur
+                if room > grid:
+                    start = lo + (start - lo) % room
             out.append(msgspec.structs.replace(r, trace_id=first_id + len(out), start=start, end=start + dur))
     return out
 
 
 def _jitter(prm: _Params) -> float:
     """How far the copies move: several of the group's dispatch time scales."""
-    return max(_JITTER_SCALES * max(prm.tau_lag, prm.tau_end), _JITTER_FLOOR, _JITTER_SCALES * prm.resolution)
+    # A timer decides when a periodic root starts: its lag is no evidence, and its scale no guide.
+    scale = prm.tau_end if prm.timer_driven else max(prm.tau_lag, prm.tau_end)
+    return max(_JITTER_SCALES * scale, _JITTER_FLOOR, _JITTER_SCALES * prm.resolution)
 
 
 def _calibrate(likes: list[float], placebo: list[float]) -> list[float]:
-    """Confidence per root: one less its local false-discovery rate against the shifted copies.
+    """Confidence per root of one group: its p-values against the copies, then the FDR step."""
+    return _fdr_confidence(_p_values(likes, placebo))
 
-    A root's p-value is the share of copies (roots placed at random) that look at least as
-    dispatched; the share of chance roots in the group comes from the p-values above one half
-    (Storey's estimate, with one pseudo-root), and the rate follows Benjamini-Hochberg's step-up,
-    capped by the root's own p-value.
+
+def _p_values(likes: list[float], placebo: list[float], ties: list[float] | None = None) -> list[float]:
+    """Per root, the share of its group's copies (roots moved in time) that look at least as dispatched.
+
     Timing that any busy process offers by coincidence (a dense stream of events near every
-    start) scores the copies as high as the roots, and so earns nothing.
+    start) scores the copies as high as the roots, and so earns nothing. With no copy to compare
+    with, nothing is earned either. Where evidence is neutral (one thread, a timer) many roots
+    and copies score exactly alike; a tie counts as a share ``ties[i]`` (in [0, 1), fixed per
+    root) of itself, so that p-values of chance roots stay uniform and the estimate of how many
+    roots are chance (``_fdr_confidence``) is not fooled by a heap of ties just under one half.
     """
-    n, m = len(likes), len(placebo)
+    m = len(placebo)
+    if not m:
+        return [1.0] * len(likes)
+    ranked = sorted(placebo)
+    out = []
+    for i, x in enumerate(likes):
+        if x <= 0:
+            out.append(1.0)
+            continue
+        lo, hi = bisect_left(ranked, x), bisect_right(ranked, x)
+        u = ties[i] if ties is not None else 1.0
+        out.append((m - hi + u * (hi - lo + 1)) / (1 + m))
+    return out
+
+
+def _chance_share(q: list[float]) -> float:
+    """Storey's estimate of the share of chance roots: p-values above lambda come from them."""
+    return min(1.0, (sum(1 for x in q if x > _STOREY_LAMBDA) + 1) / ((1 - _STOREY_LAMBDA) * len(q) + 1))
+
+
+def _fdr_confidence(q: list[float]) -> list[float]:
+    """One less each root's false-discovery rate, over every root tested together.
+
+    The share of chance roots comes from the p-values above ``_STOREY_LAMBDA`` (Storey's
+    estimate, with one pseudo-root), and the rate follows Benjamini-Hochberg's step-up, capped by
+    the root's own p-value. Every group's roots are tested together: a dump of a hundred test
+    cases, each a group of its own, would otherwise let one in nine beat its eight copies by luck
+    alone and be reported with confidence 0.89.
+    """
+    n = len(q)
     if not n:
         return []
-    if not m:
-        return [0.0] * n
-    ranked = sorted(placebo)
-    q = [(1 + m - bisect_left(ranked, x)) / (1 + m) if x > 0 else 1.0 for x in likes]
-    pi0 = min(1.0, (sum(1 for x in q if x > _STOREY_LAMBDA) + 1) / ((1 - _STOREY_LAMBDA) * n + 1))
+    pi0 = _chance_share(q)
     order = sorted(range(n), key=q.__getitem__)
     fdr = [1.0] * n
     running = 1.0
@@ -717,47 +891,89 @@ def plan_search(spans: Sequence[Span]) -> SearchPlan:
     return SearchPlan([(members, part_suspects[key]) for key, members in parts.items()], dict(group_sizes))
 
 
-def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[Orphan]:
-    orphans: list[Orphan] = []
+class _Tested(msgspec.Struct, gc=False):
+    """A suspect's best explanation, before the confidence is decided over every root together."""
+
+    orphan: Orphan  # its confidence is a placeholder until ``_decide``
+    posterior: float
+    p_value: float
+    #: From the group's count balance on the parent's name (``ModelParams.count_balance``).
+    balanced: float = 0.0
+    #: One less the share of chance roots in the group (``ModelParams.group_share_cap``).
+    group_share: float = 1.0
+
+
+def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[_Tested]:
+    tested: list[_Tested] = []
     sweep = _sweep(members, part_suspects, model)
     groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in sweep.suspects:
-        groups[(sus.span.unit.service, sus.span.name)].append(sus)
+        groups[(sus.span.unit.service, shape(sus.span.name))].append(sus)
     fitted = {key: _em(group, sweep, model) for key, group in groups.items() if any(s.candidates for s in group)}
+    window = (min(s.start for s in members), max(s.end for s in members))
+    lifetimes: dict[int, tuple[int, int]] = {}
+    for s in members:
+        lo, hi = lifetimes.get(id(s.unit), (s.start, s.end))
+        lifetimes[id(s.unit)] = (min(lo, s.start), max(hi, s.end))
     # What chance scores: every fitted group's roots jittered, in one pass for all groups.
     copies: dict[tuple[str, str], list[Span]] = {}
     for key, (prm, _) in fitted.items():
-        copies[key] = _shifted(groups[key], prm, _PLACEBO_TRACE + sum(len(c) for c in copies.values()))
+        first = _PLACEBO_TRACE + sum(len(c) for c in copies.values())
+        copies[key] = _shifted(groups[key], prm, first, window, lifetimes)
     placebo = _sweep(members, [c for cs in copies.values() for c in cs], model, reference=part_suspects)
+    by_name: dict[str, list[Span]] = defaultdict(list)
+    if model.count_balance:
+        for a in members:
+            by_name[shape(a.name)].append(a)
     placebo_groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in placebo.suspects:
-        placebo_groups[(sus.span.unit.service, sus.span.name)].append(sus)
+        placebo_groups[(sus.span.unit.service, shape(sus.span.name))].append(sus)
     for key, (prm, scored) in fitted.items():
         group = groups[key]
         likes = [_like(sus, prm, sweep.worker_units) for sus in group]
         chance = [_like(sus, prm, sweep.worker_units) for sus in placebo_groups.get(key, [])]
-        calibrated = _calibrate(likes, chance)
-        for sus, sc, cal in zip(group, scored, calibrated, strict=True):
-            conf = {"posterior": sc.posterior, "calibrated": cal}.get(model.confidence, min(sc.posterior, cal))
-            if sc.posterior <= 0 or conf <= 0:
+        balance = _balance(group, by_name) if model.count_balance else {}
+        ties = [((sus.span.span_id * _GOLDEN) >> 11 & 0xFFFFF) / 0x100000 for sus in group]
+        p_values = _p_values(likes, chance, ties)
+        # Without the pseudo-root: that keeps one small group's FDR honest, but here it would cap
+        # every group of eight at 0.8 however clearly each of its roots beats its copies.
+        share = 1.0 - min(1.0, sum(1 for x in p_values if x > _STOREY_LAMBDA) / ((1 - _STOREY_LAMBDA) * len(p_values)))
+        for sus, sc, q in zip(group, scored, p_values, strict=True):
+            if sc.posterior <= 0:
                 continue
             i = max(range(len(sc.weights)), key=sc.weights.__getitem__)
             c = sus.candidates[i]
             bnd, why = boundary(sus.span.unit, c.parent.unit, c.rel)
-            m_same = sum(1 for o in sus.candidates if o.parent.name == c.parent.name)
-            orphans.append(
-                Orphan(
-                    span=sus.span,
-                    parent=c.parent,
-                    boundary=bnd,
-                    boundary_evidence=why,
-                    confidence=conf,
-                    parent_confidence=sc.weights[i] / sc.posterior,
-                    candidates=len(sus.candidates),
-                    evidence=_evidence(sus.span, c, m_same, prm, sweep.duty.get(c.parent.name, 1.0)),
-                )
+            m_same = sum(1 for o in sus.candidates if shape(o.parent.name) == shape(c.parent.name))
+            orphan = Orphan(
+                span=sus.span,
+                parent=c.parent,
+                boundary=bnd,
+                boundary_evidence=why,
+                confidence=sc.posterior,
+                parent_confidence=sc.weights[i] / sc.posterior,
+                candidates=len(sus.candidates),
+                evidence=_evidence(sus.span, c, m_same, prm, sweep.duty.get(shape(c.parent.name), 1.0)),
             )
-    return orphans
+            llr = balance.get(shape(c.parent.name), -math.inf) + _PRIOR_LOG_ODDS
+            balanced = 1.0 / (1.0 + math.exp(-llr)) if llr > -_LOG_ODDS_CAP else 0.0
+            tested.append(_Tested(orphan, sc.posterior, q, min(balanced, 1.0), share))
+    return tested
+
+
+def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
+    """Each root's confidence, with the false-discovery rate taken over every root of the dump."""
+    calibrated = _fdr_confidence([t.p_value for t in tested])
+    out = []
+    for t, cal in zip(tested, calibrated, strict=True):
+        # A group whose counts show dispatch needs no root's timing to beat chance on its own.
+        if model.group_share_cap:
+            cal = min(cal, t.group_share)
+        cal = max(cal, t.balanced)
+        conf = {"posterior": t.posterior, "calibrated": cal}.get(model.confidence, min(t.posterior, cal))
+        if conf > 0:
+            out.append(msgspec.structs.replace(t.orphan, confidence=conf))
+    return out
 
 
 def find_orphans(
@@ -770,8 +986,9 @@ def find_orphans(
     """
     model = model or ModelParams()
     plan = plan_search(spans)
-    # The suspects with at least one candidate parent, partition by partition, most confident first.
-    orphans = [o for members, suspects in plan.parts for o in _search_part(members, suspects, model)]
+    tested = [t for members, suspects in plan.parts for t in _search_part(members, suspects, model)]
+    # Most confident first: ``_acyclic`` keeps the better supported direction.
+    orphans = _decide(tested, model)
     orphans.sort(key=lambda o: (-o.confidence, o.span.start))
     return _acyclic(orphans), plan.group_sizes
 

@@ -12,6 +12,7 @@ from ctxdoctor.cli import run
 from ctxdoctor.config import find_config, load_config, resolve_settings
 from ctxdoctor.errors import UsageError
 from ctxdoctor.exitcodes import ExitCode
+from ctxdoctor.findings import Settings
 from tests.helpers import ROOT
 
 NAIVE = ROOT / "fixtures" / "scenarios" / "node-worker-threads-naive" / "dump.json"
@@ -47,7 +48,7 @@ def test_ctxdoctor_toml_wins_over_pyproject_in_the_same_directory(tmp_path: Path
 def test_nothing_found_means_defaults(tmp_path: Path) -> None:
     settings = resolve_settings(cwd=tmp_path)
     assert settings.max_orphan_ratio is None
-    assert settings.min_confidence == 0.5
+    assert settings.min_confidence == Settings().min_confidence == 0.85
     assert settings.allow == ()
     assert dict(settings.sources) == {"max-orphan-ratio": "default", "min-confidence": "default", "allow": "default"}
 

@@ -90,20 +90,10 @@ def concurrent_jobs(units: list[Unit], n: int = 600) -> list[Span]:
     return spans
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression: a few of hundreds of jobs started in one burst on a millisecond grid line up "
-    "with each other's events more often than their jittered copies do (docs/diagnosis.md, open problems)",
-)
 def test_concurrent_jobs_in_one_unit_are_legitimate_roots() -> None:
     assert diagnose(concurrent_jobs([MAIN])).summary.suspected_orphans == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known regression: a few of hundreds of jobs started in one burst on a millisecond grid line up "
-    "with each other's events more often than their jittered copies do (docs/diagnosis.md, open problems)",
-)
 def test_concurrent_jobs_over_several_worker_threads_are_legitimate_roots() -> None:
     assert diagnose(concurrent_jobs([MAIN, WORKER])).summary.suspected_orphans == 0
 

@@ -6,6 +6,9 @@ of evidence, so that a change to the likelihood that flips its direction fails h
 
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 
 from ctxdoctor.diagnose import orphans as m
@@ -68,10 +71,13 @@ def test_outliving_the_candidate_is_no_evidence_for_it() -> None:
     assert m._pair_lr(pair(20, 40, False, 0, 50, 200), PRM) <= 1.0
 
 
-def test_one_thread_timing_is_capped() -> None:
-    # Callbacks of one event loop start and end together whether or not one dispatched the other.
-    lr = m._pair_lr(pair(0.01, 40, True, 0.01, 50, 49, one_thread=True), PRM)
-    assert lr == m._ONE_THREAD_TIMING_CAP
+def test_one_thread_timing_is_neutral() -> None:
+    # Callbacks of one event loop start and end together whether or not one dispatched the other;
+    # and a root that merely shares the loop is no less likely dispatched for being unaligned.
+    aligned = m._pair_lr(pair(0.01, 40, True, 0.01, 50, 49, one_thread=True), PRM)
+    unaligned = m._pair_lr(pair(30, 40, False, 0, 50, 200, one_thread=True), PRM)
+    assert aligned == unaligned == 1.0
+    assert m._pair_lr(pair(0.01, 40, True, 0.01, 50, 49), PRM) > 1.0
 
 
 # --- group pieces ---------------------------------------------------------------------------------
@@ -79,14 +85,60 @@ def test_one_thread_timing_is_capped() -> None:
 
 def test_periodic_roots_are_recognised() -> None:
     group = [m._Suspect(span(i + 10, i + 10, "tick", 20 * i + (0.5 if i % 3 else 0), 20 * i + 3), []) for i in range(8)]
-    assert m._periodic(group)
+    assert m._periodic(group, m.ModelParams().periodic_cv)
     # A tick delayed by a busy scheduler does not hide the period; starts at random do not make one.
     delayed = [m._Suspect(span(i + 10, i + 10, "tick", 20 * i + (35 if i == 4 else 0), 20 * i + 40), [])
                for i in range(9)]
-    assert m._periodic(delayed)
+    assert m._periodic(delayed, m.ModelParams().periodic_cv)
     starts = [0, 3, 17, 21, 50, 52, 90, 131, 140]
     scattered = [m._Suspect(span(i + 10, i + 10, "job", t, t + 1), []) for i, t in enumerate(starts)]
-    assert not m._periodic(scattered)
+    assert not m._periodic(scattered, m.ModelParams().periodic_cv)
+
+
+# --- count balance --------------------------------------------------------------------------------
+
+
+def lengths(n: int, seed: int) -> list[float]:
+    rng = random.Random(seed)
+    return [rng.uniform(5, 60) * MS for _ in range(n)]
+
+
+def test_a_fixed_number_of_roots_per_span_whatever_its_length_is_dispatch() -> None:
+    ls = lengths(30, 1)
+    assert m._balance_llr([1] * 30, ls) > 10
+    assert m._balance_llr([3] * 30, ls) > 10
+
+
+def test_dispatch_shows_under_roots_of_other_dispatchers_landing_by_length() -> None:
+    # Many dispatchers at once: each span holds its own root plus others' that land in it.
+    rng = random.Random(2)
+    ls = lengths(40, 2)
+    counts = [1 + sum(1 for _ in range(8) if rng.random() < t / (80 * MS)) for t in ls]
+    assert m._balance_llr(counts, ls) > 2
+
+
+def test_roots_that_land_by_length_are_not_balanced() -> None:
+    # Random starts (Poisson in each span's length) and a timer's ticks (one more or less than
+    # length / period) both follow the span's length, not a fixed count.
+    rng = random.Random(3)
+    ls = lengths(40, 3)
+    rate = 1 / (20 * MS)
+    poisson = []
+    for t in ls:
+        k, acc = 0, rng.expovariate(rate)
+        while acc < t:
+            k, acc = k + 1, acc + rng.expovariate(rate)
+        poisson.append(k)
+    assert m._balance_llr(poisson, ls) < 0
+    phase = [rng.uniform(0, 20 * MS) for _ in ls]
+    ticks = [int((t + p) // (20 * MS)) for t, p in zip(ls, phase, strict=True)]
+    assert m._balance_llr(ticks, ls) < 0
+
+
+def test_a_span_without_a_root_counts_against_dispatch() -> None:
+    ls = lengths(30, 4)
+    assert m._balance_llr([1] * 20 + [0] * 10, ls) < m._balance_llr([1] * 30, ls)
+    assert m._balance_llr([0] * 30, ls) == -math.inf
 
 
 def test_union_length_counts_overlaps_once() -> None:
@@ -180,6 +232,40 @@ def test_shifted_copies_keep_unit_name_and_length_and_move_a_little() -> None:
         assert c.trace_id >= m._PLACEBO_TRACE
     assert any(c.start < group[0].span.start for c in copies[: m._PLACEBO_SHIFTS])
     assert any(c.start > group[0].span.start for c in copies[: m._PLACEBO_SHIFTS])
+
+
+def test_shifted_copies_stay_inside_the_recording() -> None:
+    # A jitter longer than what was recorded wraps around instead of leaving it.
+    group = [m._Suspect(span(i + 10, i + 10, "crunch", 100 + 5 * i, 103 + 5 * i), []) for i in range(10)]
+    prm = m._Params(tau_lag=500 * MS, tau_end=500 * MS, resolution=1000.0)
+    window = (90 * MS, 160 * MS)
+    for c in m._shifted(group, prm, m._PLACEBO_TRACE, window):
+        assert window[0] <= c.start and c.end <= window[1]
+
+
+def test_tied_scores_give_chance_roots_uniform_p_values() -> None:
+    # Neutral evidence: roots and copies all score alike. Ties must not pile p-values up under
+    # one half, where they would read as a group of mostly dispatched roots.
+    n = 400
+    ties = [(k + 0.5) / n for k in range(n)]
+    q = m._p_values([1.0] * n, [1.0] * 800, ties)
+    assert 0.4 < sum(1 for x in q if x > 0.5) / n < 0.6
+    assert m._chance_share(q) > 0.8
+    assert max(m._fdr_confidence(q)) <= 0.5
+
+
+def test_group_share_is_one_less_the_chance_share() -> None:
+    dispatched = [0.001] * 90 + [0.7] * 10
+    chance = [k / 100 for k in range(100)]
+    assert m._chance_share(dispatched) < 0.3 < 0.8 < m._chance_share(chance)
+
+
+def test_names_are_grouped_by_shape() -> None:
+    assert m.shape("handles item 7") == m.shape("handles item 12") == "handles item #"
+    assert m.shape("test_parse[3]") == "test_parse[#]"
+    assert m.shape("GET /users/1234") == "GET /users/#"
+    assert m.shape("span 9f86d081884c7d65") == "span #"
+    assert m.shape("accepted") == "accepted" and m.shape("deadbeef") == "deadbeef"
 
 
 def test_roots_unrelated_to_the_busy_spans_stay_roots() -> None:

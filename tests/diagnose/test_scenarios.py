@@ -16,11 +16,11 @@ NAMES = scenario_names()
 
 
 NAIVE = [n for n in NAMES if spec(n)["kind"] == "naive"]
-#: Known misses of the shipped model, kept as strict expected failures so that a fix shows: a
-#: one-shot child process per task (one root per process, nothing in the process to recur) was
-#: found through the worker-unit prior, a rule that did not earn its place on the held-out
-#: corpus (docs/diagnosis.md, bench/README.md).
-KNOWN_MISSES = {"node-fork-oneshot-naive"}
+#: Known misses of the shipped model, kept as strict expected failures so that a fix shows: 32
+#: thread-pool requests in flight, where every root lies inside some thirty busy 'build_report' spans and
+#: the jittered copies score about as well as the roots (held-out recall at 32 in flight is in
+#: bench/README.md; docs/diagnosis.md, open problems).
+KNOWN_MISSES: set[str] = {"python-threadpool-naive-c32"}
 _KNOWN = pytest.mark.xfail(strict=True, reason="known miss of the shipped model (KNOWN_MISSES)")
 NAIVE_CASES = [pytest.param(n, marks=_KNOWN) if n in KNOWN_MISSES else n for n in NAIVE]
 QUIET = [n for n in NAMES if spec(n)["kind"] in ("fixed", "control")]
