@@ -111,6 +111,7 @@ def properties(report: Report) -> list[tuple[str, str]]:
         ("lost-parents", str(s.lost_parents)),
         ("leaked-spans", str(s.leaked_spans)),
         ("silent-dispatches", str(s.silent_dispatches)),
+        ("silent-processes", str(len(report.silent_processes))),
         ("orphan-ratio", f"{s.orphan_ratio:.6f}"),
     ]
     props += [("file", f) for f in report.files]
@@ -188,6 +189,16 @@ def junit_tree(report: Report, *, elapsed: float = 0.0) -> ET.Element:
     # Silent dispatches are not in the ratio, so they never fail the gate: reported, not failed.
     for (service, name, bnd), silent in silent_groups(report.silent_dispatches):
         case(f"{SUITE}.silent.{service}", f"{name} ({bnd} worker exported nothing)", None, silent_text(silent))
+    # A process that exported nothing is a fact from `run`'s process tree; like a silent dispatch
+    # it is not in the ratio, so it is reported, not failed.
+    for proc in report.silent_processes:
+        lines = [
+            f"pid {proc.pid} ({proc.command or 'unknown command'}) ran {proc.lifetime_s:.1f}s and exported no span"
+            + (f"; its parent is pid {proc.parent_pid}" if proc.parent_pid is not None else "")
+        ]
+        if proc.fix is not None:
+            lines += ["", _fix_text(proc.fix.title, proc.fix.steps, proc.fix.snippet)]
+        case(f"{SUITE}.silent-processes", f"pid {proc.pid} {proc.command}".rstrip(), None, "\n".join(lines))
     failures = sum(1 for c in cases if c.find("failure") is not None)
     attrs = {
         "name": SUITE,

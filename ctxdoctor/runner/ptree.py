@@ -8,6 +8,7 @@ ones that exported nothing into "silent processes".
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -17,6 +18,33 @@ from ctxdoctor.probe.facts import SeenProcess
 #: be missed; a silent process only matters when it lived longer (see diagnose/observed.py).
 #: The first read comes after one interval, so a command that ends at once costs nothing.
 INTERVAL_S = 0.5
+#: Arguments shown of a command line after its program (enough to tell gunicorn's master from a
+#: Celery worker; reports and JUnit files are shared, so no more than needed).
+_SHOWN_ARGS = 2
+#: An option whose value is not shown: it may be a credential (``--password x``, ``--token=x``).
+_SECRET_OPTION = re.compile(r"pass|secret|token|key|auth|cred|session|cookie", re.IGNORECASE)
+
+
+def command_label(argv: list[str]) -> str:
+    """What a report says a process ran: the program and its first arguments, paths cut to their
+    last part, an option's ``=value`` dropped, and the value after a credential-like option
+    replaced by ``…`` (command lines carry secrets as often as headers do)."""
+    if not argv:
+        return ""
+    shown = [argv[0].rsplit("/", 1)[-1]]
+    hide_next = False
+    for arg in argv[1 : 1 + _SHOWN_ARGS]:
+        if hide_next:
+            shown.append("…")
+            hide_next = False
+            continue
+        if arg.startswith("-"):
+            name, eq, _ = arg.partition("=")
+            shown.append(f"{name}=…" if eq else name)
+            hide_next = not eq and bool(_SECRET_OPTION.search(name))
+            continue
+        shown.append(arg.rsplit("/", 1)[-1])
+    return " ".join(shown)[:120]
 
 
 class ProcessSampler:
@@ -67,11 +95,11 @@ class ProcessSampler:
             parents.add(ppid)
             entry = self._seen.get(pid)
             if entry is None or entry["started"] != started:  # a reused pid is another process
-                name = " ".join([cmd[0].rsplit("/", 1)[-1], *(a.rsplit("/", 1)[-1] for a in cmd[1:3])]) if cmd else ""
+                name = command_label(cmd)
                 entry = self._seen[pid] = {
                     "pid": pid,
                     "parent_pid": ppid,
-                    "command": name[:120],
+                    "command": name,
                     "started": started,
                     "last_seen": now,
                     "has_children": False,

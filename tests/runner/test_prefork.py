@@ -9,8 +9,11 @@ import json
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+
+import xmlschema
 
 from ctxdoctor.readers import read_paths
 from tests.helpers import ROOT
@@ -35,6 +38,8 @@ def _run_server(
             "--no-color",
             "--report-json",
             "report.json",
+            "--report-junit",
+            "report.xml",
             "--output",
             "dump.json",
             "--",
@@ -73,6 +78,14 @@ def test_preloaded_workers_that_never_export_are_named_with_the_fork_fix(tmp_pat
     summary = (tmp_path / "summary.md").read_text()
     assert all(f"pid {pid}" in summary for pid in workers)
     assert "`os.register_at_fork(after_in_child=...)`" in summary
+    xmlschema.XMLSchema(ROOT / "tests" / "schemas" / "junit-10.xsd").validate(str(tmp_path / "report.xml"))
+    junit = ET.parse(tmp_path / "report.xml").getroot()
+    cases = {c.get("name"): c for c in junit.iter("testcase") if c.get("classname") == "ctxdoctor.silent-processes"}
+    assert {name.split()[1] for name in cases} == {str(pid) for pid in workers}
+    for c in cases.values():
+        assert "register_at_fork" in (c.findtext("system-out") or "") and c.find("failure") is None
+    props = {p.get("name"): p.get("value") for p in junit.iter("property")}
+    assert props["silent-processes"] == "2"
 
 
 def test_workers_initialised_after_the_fork_are_clean(tmp_path: Path) -> None:
@@ -83,4 +96,6 @@ def test_workers_initialised_after_the_fork_are_clean(tmp_path: Path) -> None:
     dumped = {s.span_id for s in read_paths([tmp_path / "dump.json"]).spans}
     assert {int(ref["span_id"], 16) for w in workers for ref in w["spans"]} <= dumped
     assert report["silent_processes"] == []
+    junit = ET.parse(tmp_path / "report.xml").getroot()
+    assert not [c for c in junit.iter("testcase") if c.get("classname") == "ctxdoctor.silent-processes"]
     assert report["leaks"] == [] and report["silent_dispatches"] == []
