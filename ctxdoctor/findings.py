@@ -38,7 +38,7 @@ class DispatchSite(msgspec.Struct, frozen=True):
 #: A likely parent whose confidence is below this is reported as ambiguous (with the number of
 #: candidates) rather than as the parent. Chosen by bench/accuracy.py so that parents reported
 #: as not ambiguous are right on held-out families (bench/README.md has the figures).
-AMBIGUOUS_BELOW = 0.5
+AMBIGUOUS_BELOW = 0.9
 
 
 class Orphan(msgspec.Struct, frozen=True):

@@ -75,6 +75,11 @@ class ModelParams(msgspec.Struct, frozen=True):
     #: fixed number of times each, whatever their length, is confident without its timing
     #: beating the shifted copies.
     count_balance: bool = True
+    #: Where the counts show dispatch, they also say how much of the group is dispatched (the
+    #: intercept times the dispatchers, over the roots): each root's posterior is taken with that
+    #: share, weighted by the balance's own confidence, instead of only the timing's EM share.
+    #: Timing alone is weak where one dispatcher at a time is active nearly all the time.
+    balance_share: bool = False
     #: No root is more confident from its timing than its group's share of non-chance roots (one
     #: less Storey's estimate over the group's own p-values): a scheduler's faint pull on every
     #: root of a background job, significant over thousands of roots, is not a dispatch pattern.
@@ -89,6 +94,7 @@ class ModelParams(msgspec.Struct, frozen=True):
                 "worker_unit_exclusion",
                 "worker_unit_prior",
                 "count_balance",
+                "balance_share",
                 "group_share_cap",
             )
             if getattr(self, k)
@@ -99,10 +105,12 @@ class ModelParams(msgspec.Struct, frozen=True):
     @staticmethod
     def variants() -> list[ModelParams]:
         return [
-            ModelParams(worker_unit_prior=c, periodic_cv=cv, count_balance=b, group_share_cap=g)
+            ModelParams(
+                worker_unit_prior=c, periodic_cv=cv, count_balance=b, balance_share=bs, group_share_cap=g
+            )
             for c in (False, True)
             for cv in (0.1, 0.25)
-            for b in (False, True)
+            for b, bs in ((False, False), (True, False), (True, True))
             for g in (False, True)
         ]
 
@@ -331,19 +339,21 @@ def _periodic(group: list[_Suspect], cv: float) -> bool:
     return False
 
 
-def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dict[str, float]:
-    """Per candidate parent name X, the log-likelihood ratio that X's spans each hand out roots.
+def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dict[str, tuple[float, float]]:
+    """Per candidate parent name X, the log-likelihood ratio that X's spans each hand out roots,
+    and the share of the group that they hand out.
 
     Count, for every span D of name X, the group's roots (of other traces) that start inside
     it. A dispatcher starts a fixed number k of them itself, whatever its length, plus whatever
     other dispatchers' roots land in it by chance; roots that merely run while X spans are busy
-    land in proportion to each D's length (``_balance_llr``). Only the number of roots per span
+    land in proportion to each D's length (``_balance_fit``). Only the number of roots per span
     counts, never their exact timing, so this holds where many dispatchers run at once and a
-    root's timing cannot single out its own.
+    root's timing cannot single out its own. The dispatched share is k times the spans, over
+    the group's roots.
     """
     starts = sorted((sus.span.start, sus.span.trace_id) for sus in group)
     ts = [x[0] for x in starts]
-    out: dict[str, float] = {}
+    out: dict[str, tuple[float, float]] = {}
     # On one thread (an event loop) callbacks of one tick run together, so how many roots land
     # in a span there is scheduling, not dispatch: only spans of other threads are counted.
     names = {shape(c.parent.name) for sus in group for c in sus.candidates if not c.one_thread}
@@ -359,12 +369,19 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
             lo, hi = bisect_left(ts, d.start), bisect_right(ts, d.end)
             counts.append(sum(1 for k in range(lo, hi) if starts[k][1] != d.trace_id))
             lengths.append(float(max(d.end - d.start, 1)))
-        out[nm] = _balance_llr(counts, lengths)
+        llr, per_span = _balance_fit(counts, lengths)
+        out[nm] = (llr, min(_MAX_SHARE, per_span * len(ds) / len(group)))
     return out
 
 
 def _balance_llr(counts: list[int], lengths: list[float]) -> float:
-    """Log-likelihood ratio of "each span hands out k roots" against "roots land by length".
+    """Log-likelihood ratio of "each span hands out k roots" against "roots land by length"."""
+    return _balance_fit(counts, lengths)[0]
+
+
+def _balance_fit(counts: list[int], lengths: list[float]) -> tuple[float, float]:
+    """Log-likelihood ratio of "each span hands out k roots" against "roots land by length",
+    and k (0 where there is no dispatch).
 
     Chance puts roots into a span in proportion to its length, whatever their spread (random
     starts are Poisson, a timer's ticks are more regular than that): the counts lie on a line
@@ -376,7 +393,7 @@ def _balance_llr(counts: list[int], lengths: list[float]) -> float:
     """
     n = len(counts)
     if not sum(counts):
-        return -math.inf
+        return -math.inf, 0.0
     penalty = 0.5 * math.log(n)
     mean_c, mean_t = sum(counts) / n, sum(lengths) / n
     sxx = sum((t - mean_t) ** 2 for t in lengths)
@@ -386,12 +403,12 @@ def _balance_llr(counts: list[int], lengths: list[float]) -> float:
     if slope == 0.0:
         intercept = mean_c
     if intercept < 0.5:
-        return -penalty
+        return -penalty, 0.0
     through_origin = sum(c * t for c, t in zip(counts, lengths, strict=True)) / sum(t * t for t in lengths)
     floor = n * _COUNT_NOISE
     rss1 = max(sum((c - intercept - slope * t) ** 2 for c, t in zip(counts, lengths, strict=True)), floor)
     rss0 = max(sum((c - through_origin * t) ** 2 for c, t in zip(counts, lengths, strict=True)), floor)
-    return 0.5 * n * math.log(rss0 / rss1) - penalty
+    return 0.5 * n * math.log(rss0 / rss1) - penalty, intercept
 
 
 def _resolution(group: list[_Suspect]) -> float:
@@ -955,10 +972,32 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
                 candidates=len(sus.candidates),
                 evidence=_evidence(sus.span, c, m_same, prm, sweep.duty.get(shape(c.parent.name), 1.0)),
             )
-            llr = balance.get(shape(c.parent.name), -math.inf) + _PRIOR_LOG_ODDS
-            balanced = 1.0 / (1.0 + math.exp(-llr)) if llr > -_LOG_ODDS_CAP else 0.0
-            tested.append(_Tested(orphan, sc.posterior, q, min(balanced, 1.0), share))
+            llr, counted_share = balance.get(shape(c.parent.name), (-math.inf, 0.0))
+            llr += _PRIOR_LOG_ODDS
+            balanced = min(1.0 / (1.0 + math.exp(-llr)), 1.0) if llr > -_LOG_ODDS_CAP else 0.0
+            posterior = sc.posterior
+            # The counts only add: where they show no more dispatch than the timing does, they
+            # are silent (as for the calibration, which they may raise but never lower).
+            if model.balance_share and balanced > 0.0 and counted_share > prm.share:
+                posterior = _with_share(posterior, prm.share, counted_share, balanced)
+            tested.append(_Tested(orphan, posterior, q, balanced, share))
     return tested
+
+
+def _with_share(posterior: float, share: float, counted: float, weight: float) -> float:
+    """A root's posterior taken again with the share of its group that the counts show dispatched.
+
+    The EM's posterior is ``share * L / (share * L + 1 - share)`` for the root's likelihood ratio
+    ``L``; ``L`` is recovered from it and the posterior recomputed with ``counted``. The two
+    are mixed by ``weight``, the count balance's confidence that the counts show dispatch at all.
+    Called only where ``counted`` exceeds ``share``: the counts raise a posterior, never lower it.
+    """
+    if posterior >= 1.0 or posterior <= 0.0 or not 0.0 < share < 1.0:
+        return posterior
+    ratio = posterior / (1.0 - posterior) * (1.0 - share) / share
+    counted = min(max(counted, 0.0), _MAX_SHARE)
+    recounted = counted * ratio / (counted * ratio + 1.0 - counted)
+    return weight * recounted + (1.0 - weight) * posterior
 
 
 def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:

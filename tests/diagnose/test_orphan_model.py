@@ -141,6 +141,25 @@ def test_a_span_without_a_root_counts_against_dispatch() -> None:
     assert m._balance_llr([0] * 30, ls) == -math.inf
 
 
+def test_the_fit_says_how_many_roots_each_span_hands_out() -> None:
+    ls = lengths(30, 5)
+    assert m._balance_fit([3] * 30, ls)[1] == pytest.approx(3.0)
+    assert m._balance_fit([0] * 30, ls) == (-math.inf, 0.0)
+    # Below half a root per span the intercept is no dispatch: nothing is handed out.
+    assert m._balance_fit([0] * 25 + [1] * 5, ls)[1] == 0.0
+
+
+def test_the_counted_share_only_moves_a_posterior_by_the_balance_confidence() -> None:
+    # With the EM's share 0.5 a posterior of 0.6 means a likelihood ratio of 1.5.
+    assert m._with_share(0.6, 0.5, 0.9, 0.0) == pytest.approx(0.6)
+    assert m._with_share(0.6, 0.5, 0.9, 1.0) == pytest.approx(0.9 * 1.5 / (0.9 * 1.5 + 0.1))
+    half = m._with_share(0.6, 0.5, 0.9, 0.5)
+    assert half == pytest.approx(0.5 * 0.6 + 0.5 * 0.9 * 1.5 / (0.9 * 1.5 + 0.1))
+    # A counted share above the cap of every share is held to it; certain posteriors stay.
+    assert m._with_share(0.6, 0.5, 1.0, 1.0) == m._with_share(0.6, 0.5, m._MAX_SHARE, 1.0) < 1.0
+    assert m._with_share(1.0, 0.5, 0.9, 1.0) == 1.0 and m._with_share(0.0, 0.5, 0.9, 1.0) == 0.0
+
+
 def test_union_length_counts_overlaps_once() -> None:
     spans = [span(1, 1, "a", 0, 10), span(2, 2, "a", 5, 15), span(3, 3, "a", 20, 30)]
     assert m._union_length(spans) == 25 * MS
@@ -282,3 +301,4 @@ def test_model_switches_are_distinct_variants() -> None:
     variants = m.ModelParams.variants()
     assert len(set(variants)) == len(variants) >= 2
     assert m.ModelParams() in variants
+
