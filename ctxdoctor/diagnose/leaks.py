@@ -182,6 +182,7 @@ class LateChildren:
     def __init__(self, p: LeakParams = DEFAULT) -> None:
         self.p = p
         self.traces: set[int] = set()
+        self.unsettled: set[int] = set()
 
     def __call__(self, part: list[Span], parents: list[Span]) -> None:
         ends = map(add, map(END, parents), repeat(self.p.late_grace_ns))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from itertools import compress
 from operator import attrgetter, not_
@@ -155,10 +155,16 @@ class WorkerChildren:
         }
         self._of = self.workers_of | {id(NOWHERE.unit): set()}
         self.traces: set[int] = set()
+        self.unsettled: set[int] = set()
+        #: Worker spans seen under each (service, name) of dispatcher, in the settled slices.
+        self.edges: Counter[tuple[str, str]] = Counter()
 
     def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        holds = map(set.__contains__, map(self._of.__getitem__, map(id, map(UNIT, parents))), map(id, map(UNIT, part)))
+        holds = list(
+            map(set.__contains__, map(self._of.__getitem__, map(id, map(UNIT, parents))), map(id, map(UNIT, part)))
+        )
         self.traces.update(map(TRACE, compress(part, holds)))
+        self.edges.update((q.unit.service, q.name) for q in compress(parents, holds))
 
 
 def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: SilentParams) -> set[int]:
@@ -185,6 +191,31 @@ def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: Silent
     return out
 
 
+def _filled(ordered: list[Span], workers_of: dict[int, set[int]]) -> dict[tuple[str, str, tuple[str, str]], _Filled]:
+    """Where workers' spans sit under their dispatchers: per (service, name, place), how often,
+    how long, and the first such worker (``ordered``: traces in trace order)."""
+    filled: dict[tuple[str, str, tuple[str, str]], _Filled] = defaultdict(_Filled)
+    for trace in traces(ordered):
+        here = {id(u) for u in map(UNIT, trace)}
+        if len(here) == 1 or not any(workers_of[u] & here for u in here):
+            continue
+        by_id = index(trace)
+        found: dict[int, list[Span]] = defaultdict(list)
+        for c in trace:
+            parent = by_id.get(c.parent_span_id)
+            if parent is not None and c.unit is not parent.unit and id(c.unit) in workers_of[id(parent.unit)]:
+                found[parent.span_id].append(c)
+        for pid, ws in found.items():
+            parent = by_id[pid]
+            own = [c for c in trace if c.parent_span_id == pid and not foreign(c.unit, parent.unit)]
+            for w in ws:
+                f = filled[(parent.unit.service, parent.name, slot_of(w, own))]
+                f.count += 1
+                f.durations.append(w.duration)
+                f.worker = f.worker or w
+    return filled
+
+
 def find_silent_dispatches(
     spans: Sequence[Span],
     p: SilentParams = DEFAULT,
@@ -203,27 +234,15 @@ def find_silent_dispatches(
     if workers is None:
         workers = WorkerChildren(spans)
         flag(spans, workers)
-    filled: dict[tuple[str, str, tuple[str, str]], _Filled] = defaultdict(_Filled)
-    workers_of = workers.workers_of
-    for trace in traces(subset(spans, workers.traces)):
-        here = {id(u) for u in map(UNIT, trace)}
-        if len(here) == 1 or not any(workers_of[u] & here for u in here):
-            continue
-        by_id = index(trace)
-        found: dict[int, list[Span]] = defaultdict(list)
-        for c in trace:
-            parent = by_id.get(c.parent_span_id)
-            if parent is not None and c.unit is not parent.unit and id(c.unit) in workers_of[id(parent.unit)]:
-                found[parent.span_id].append(c)
-        for pid, ws in found.items():
-            parent = by_id[pid]
-            own = [c for c in trace if c.parent_span_id == pid and not foreign(c.unit, parent.unit)]
-            for w in ws:
-                f = filled[(parent.unit.service, parent.name, slot_of(w, own))]
-                f.count += 1
-                f.durations.append(w.duration)
-                f.worker = f.worker or w
-    eligible = {(k[0], k[1]) for k, f in filled.items() if f.count >= p.min_filled}
+    # The places are only needed for the holes found, and most dumps have none: first the names
+    # that could be eligible (each has at least ``min_filled`` worker spans under it, counted by
+    # the filter, plus those of the traces it could not settle), then the holes in spans of those
+    # names, and only if there are any, the places themselves. A name that is not eligible after
+    # all has no place filled often enough, and its holes are dropped below.
+    possible = Counter(workers.edges)
+    for (svc, name, _), f in _filled(subset(spans, workers.unsettled), workers.workers_of).items():
+        possible[(svc, name)] += f.count
+    eligible = {k for k, n in possible.items() if n >= p.min_filled}
     if not eligible:
         return []
     names = {name for _, name in eligible}
@@ -253,6 +272,9 @@ def find_silent_dispatches(
             if lost.foreign_root_within(s, start, end):
                 continue
             holes[(s.unit.service, s.name, (before, after))].append(_Hole(s, start, end, (before, after)))
+    if not holes:
+        return []
+    filled = _filled(subset(spans, workers.traces), workers.workers_of)
     out: list[SilentDispatch] = []
     for key, members in holes.items():
         fill = filled.get(key)

@@ -45,6 +45,8 @@ class Filter(Protocol):
     trace's own index would find, if it is in the same trace."""
 
     traces: set[int]
+    #: The traces the slices could not settle (``flag`` sets it; they are in ``traces`` too).
+    unsettled: set[int]
 
     def __call__(self, part: list[Span], parents: list[Span]) -> None: ...
 
@@ -73,6 +75,7 @@ def flag(spans: Sequence[Span], *filters: Filter) -> int:
             f(part, parents)
     for f in filters:
         f.traces |= unsettled
+        f.unsettled = unsettled
     return len(seen)
 
 
