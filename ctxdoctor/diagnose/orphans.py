@@ -363,7 +363,6 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     """
     starts = sorted((sus.span.start, sus.span.trace_id) for sus in group)
     ts = [x[0] for x in starts]
-    own = {x[1] for x in starts}
     out: dict[str, float] = {}
     # On one thread (an event loop) callbacks of one tick run together, so how many roots land
     # in a span there is scheduling, not dispatch: only spans of other threads are counted.
@@ -378,9 +377,7 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
         counts, lengths = [], []
         for d in ds:
             lo, hi = bisect_left(ts, d.start), bisect_right(ts, d.end)
-            # A span outside every root's trace counts each root starting in it.
-            inside = hi - lo if d.trace_id not in own else sum(1 for k in range(lo, hi) if starts[k][1] != d.trace_id)
-            counts.append(inside)
+            counts.append(sum(1 for k in range(lo, hi) if starts[k][1] != d.trace_id))
             lengths.append(float(max(d.end - d.start, 1)))
         out[nm] = _balance_llr(counts, lengths)
     return out
