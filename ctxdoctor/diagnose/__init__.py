@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ctxdoctor.diagnose.gaps import group_gaps
-from ctxdoctor.diagnose.leaks import find_leaks
+from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
-from ctxdoctor.diagnose.silent import find_silent_dispatches
-from ctxdoctor.diagnose.traces import by_trace
+from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
+from ctxdoctor.diagnose.traces import flag
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
@@ -62,7 +62,10 @@ def diagnose(
     """
     settings = settings or Settings()
     absent = _absent_parents(spans)
-    traces = len({s.trace_id for s in spans})
+    # The leak and silent-worker passes' traces, picked in one pass over the dump, which counts
+    # the traces too.
+    late, workers = LateChildren(), WorkerChildren(spans)
+    traces = flag(spans, late, workers)
     root_spans = [s for s in spans if s.parent_span_id == 0]
     roots = len(root_spans)
     missing = find_missing_parents(spans, absent, root_spans)
@@ -74,10 +77,9 @@ def diagnose(
     gaps = group_gaps(orphans, group_sizes)
     missing_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing}
     lost_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing if m.lost}
-    ordered = by_trace(spans)  # one sorted copy (8 bytes a span) for both walks
-    leaks = [lk for lk in find_leaks(spans, ordered=ordered) if lk.confidence >= settings.min_confidence]
-    silent = [d for d in find_silent_dispatches(spans, ordered=ordered) if d.confidence >= settings.min_confidence]
-    del ordered
+    leaks = [lk for lk in find_leaks(spans, late_children=late) if lk.confidence >= settings.min_confidence]
+    silent = find_silent_dispatches(spans, workers=workers, roots=root_spans)
+    silent = [d for d in silent if d.confidence >= settings.min_confidence]
     fragments = roots + len(missing_groups) + len(leaks)
     broken = len(orphans) + len(lost_groups) + len(leaks)
     summary = Summary(

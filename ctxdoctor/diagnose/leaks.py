@@ -32,12 +32,12 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from itertools import pairwise
-from operator import attrgetter
+from itertools import compress, pairwise, repeat
+from operator import add, attrgetter, gt
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import NAME, by_trace, index, traces
+from ctxdoctor.diagnose.traces import END, NAME, START, TRACE, flag, index, named, subset, traces
 from ctxdoctor.findings import Leak
 from ctxdoctor.fixes import leak_fix
 from ctxdoctor.model import Span, SpanKind
@@ -172,18 +172,40 @@ def _local_child(child: Span, parent: Span) -> bool:
     return child.unit.resource == parent.unit.resource and child.parent_remote is not True
 
 
+class LateChildren:
+    """The traces with a child that starts after its parent ended (``traces.Filter``).
+
+    Only those hold candidates; in a healthy dump there are none or few, and the walk over the
+    traces (a sort, a dict per trace) is skipped for all the others.
+    """
+
+    def __init__(self, p: LeakParams = DEFAULT) -> None:
+        self.p = p
+        self.traces: set[int] = set()
+        self.unsettled: set[int] = set()
+
+    def __call__(self, part: list[Span], parents: list[Span]) -> None:
+        ends = map(add, map(END, parents), repeat(self.p.late_grace_ns))
+        self.traces.update(map(TRACE, compress(part, map(gt, map(START, part), ends))))
+
+
 def candidates(
-    spans: Sequence[Span], p: LeakParams = DEFAULT, *, ordered: list[Span] | None = None
+    spans: Sequence[Span], p: LeakParams = DEFAULT, *, late_children: LateChildren | None = None
 ) -> list[LeakCandidate]:
     """Children worth scoring: those that started after their parent ended.
 
-    Two walks over the traces (``traces.py``): the first finds the late children and their
-    groups; the second tallies, only for the parent names those groups have, how many children
-    of that name each peer has. A healthy dump has few late children, so the second walk is
-    mostly skipped.
+    Two walks over the traces (``traces.py``): the first, over the traces ``late_children`` kept (run
+    here when not given), finds the late children and their groups; the second tallies, only
+    for the parent names those groups have, how many children of that name each peer has, over
+    the traces that hold spans of those names. A healthy dump has few late children, so both
+    walks are mostly skipped.
     """
-    if ordered is None:
-        ordered = by_trace(spans)
+    if late_children is None:
+        late_children = LateChildren(p)
+        flag(spans, late_children)
+    if late_children.p != p:
+        raise ValueError("the late-children filter was made with other parameters")
+    ordered = subset(spans, late_children.traces)
     raw: list[tuple[Span, Span, int, int, float, int, float]] = []
     for trace in traces(ordered):
         by_id = index(trace)
@@ -222,9 +244,10 @@ def candidates(
     names = {name for _, name in wanted}
     parents_by_name: Counter[tuple[str, str]] = Counter()
     fanouts: dict[tuple[str, str, str], list[int]] = defaultdict(list)
-    for s in ordered:
-        if s.name in names and (s.unit.service, s.name) in wanted:
-            parents_by_name[(s.unit.service, s.name)] += 1
+    of_names = [s for s in named(spans, names) if (s.unit.service, s.name) in wanted]
+    for s in of_names:
+        parents_by_name[(s.unit.service, s.name)] += 1
+    ordered = subset(spans, {s.trace_id for s in of_names})
     for trace in traces(ordered):
         if names.isdisjoint(map(NAME, trace)):
             continue
@@ -343,11 +366,13 @@ def periodic_cv(starts: list[int], min_gap_ns: int = 0) -> float | None:
     return dev[len(dev) // 2] / mid
 
 
-def find_leaks(spans: Sequence[Span], p: LeakParams = DEFAULT, *, ordered: list[Span] | None = None) -> list[Leak]:
-    """Spans under the wrong parent, most confident first. ``ordered``: the spans in trace order
-    (``traces.by_trace``), when the caller already has them."""
+def find_leaks(
+    spans: Sequence[Span], p: LeakParams = DEFAULT, *, late_children: LateChildren | None = None
+) -> list[Leak]:
+    """Spans under the wrong parent, most confident first. ``late_children``: the traces with
+    late children, when the caller has run that filter with others (``traces.flag``)."""
     flagged: list[tuple[LeakCandidate, float, list[str]]] = []
-    for c in candidates(spans, p, ordered=ordered):
+    for c in candidates(spans, p, late_children=late_children):
         logit, why = score(c, p)
         conf = _sigmoid(logit)
         if conf >= p.threshold:

@@ -32,8 +32,8 @@ import re
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import pairwise
-from operator import attrgetter
+from itertools import compress, pairwise
+from operator import attrgetter, not_
 
 import msgspec
 
@@ -165,6 +165,10 @@ def _partitions(units: Iterable[Unit]) -> dict[Unit, Hashable]:
     return {u: uf.find(u) for u in units}
 
 
+_START, _END, _NAME, _TRACE, _UNIT, _KIND, _LINKS, _PARENT = (
+    attrgetter(f) for f in ("start", "end", "name", "trace_id", "unit", "kind", "links", "parent_span_id")
+)
+
 _NUMBERS = re.compile(r"\b(?=[0-9a-fA-F-]*[0-9])[0-9a-fA-F-]{8,}\b|[0-9]+")
 
 
@@ -193,13 +197,18 @@ class _Sweep(msgspec.Struct):
 
 
 def _sweep(
-    spans: list[Span], suspects_in: list[Span], model: ModelParams, reference: list[Span] | None = None
+    spans: list[Span],
+    suspects_in: list[Span],
+    model: ModelParams,
+    reference: list[Span] | None = None,
+    workers: set[int] | None = None,
 ) -> _Sweep:
     """Candidates of each suspect, and the duty cycle of each candidate name, in one partition.
 
     Spans active at a suspect's start are found by placing each span's interval over the sorted
     suspect start times (two bisections per span, in C), rather than by sweeping every span
-    through a heap: suspects are a small share of the spans.
+    through a heap: suspects are a small share of the spans. ``workers``: ``_worker_units`` of
+    the partition, when the caller has it (the calibration's pass sees the same units).
     """
     if not spans or not suspects_in:
         return _Sweep([], {}, {}, set())
@@ -217,7 +226,8 @@ def _sweep(
     # ``reference``: the real suspects, when ``suspects_in`` are their time-shifted copies (the
     # copies must see the same peers and workers as the roots they stand for).
     real = suspects_in if reference is None else reference
-    workers = _worker_units(spans, real)
+    if workers is None:
+        workers = _worker_units(spans, real)
     # The unit and kind of the trace each suspect root heads, and whether that unit only runs
     # such roots (a worker).
     root_of = {r.trace_id: (id(r.unit), (r.unit.service, shape(r.name)), id(r.unit) in workers) for r in real}
@@ -261,16 +271,25 @@ def _sweep(
             active_by_name[shape(c.parent.name)] += 1
         suspects.append(_Suspect(r, _keep(r, cands), dict(active_by_name)))
     names = {shape(c.parent.name) for sus in suspects for c in sus.candidates}
-    by_name: dict[str, list[Span]] = defaultdict(list)
-    for a in spans:
-        nm = shape(a.name)
-        if nm in names:
-            by_name[nm].append(a)
-    first = min(a.start for a in spans)
-    window = max(max(a.end for a in spans) - first, 1)
+    by_name = _by_shape(spans, names)
+    first = min(map(_START, spans))
+    window = max(max(map(_END, spans)) - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
     phases = _anchor_candidates(spans, suspects)
     return _Sweep(suspects, duty, phases, workers)
+
+
+def _by_shape(spans: list[Span], wanted: set[str]) -> dict[str, list[Span]]:
+    """The spans whose name has one of the ``wanted`` shapes, by shape, in the order given.
+
+    Names are few: each is shaped once, and the spans of the names that qualify are picked out
+    by a C loop.
+    """
+    literal = {nm for nm in set(map(_NAME, spans)) if shape(nm) in wanted}
+    by_name: dict[str, list[Span]] = defaultdict(list)
+    for a in compress(spans, map(literal.__contains__, map(_NAME, spans))):
+        by_name[shape(a.name)].append(a)
+    return by_name
 
 
 def _keep(r: Span, cands: list[_Candidate]) -> list[_Candidate]:
@@ -311,7 +330,8 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
     ``suspects`` are the suspect roots among ``spans``; every other root is an entry span or
     carries links, and a unit with either serves work of its own.
     """
-    serving = {id(s.unit) for s in spans if s.kind in _ENTRY_INTS or (s.links and not s.parent_span_id)}
+    serving = set(map(id, map(_UNIT, compress(spans, map(_ENTRY_INTS.__contains__, map(_KIND, spans))))))
+    serving.update(id(s.unit) for s in compress(spans, map(_LINKS, spans)) if not s.parent_span_id)
     return {id(s.unit) for s in suspects} - serving
 
 
@@ -433,9 +453,8 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
         for c in sus.candidates:
             by_trace[c.parent.trace_id].append((sus.span, c))
     members: dict[int, list[Span]] = defaultdict(list)
-    for s in spans:
-        if s.trace_id in by_trace:
-            members[s.trace_id].append(s)
+    for s in compress(spans, map(by_trace.__contains__, map(_TRACE, spans))):
+        members[s.trace_id].append(s)
     phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
     name_time: dict[str, float] = defaultdict(float)
     for tid, items in by_trace.items():
@@ -881,14 +900,14 @@ class SearchPlan(msgspec.Struct):
 
 def plan_search(spans: Sequence[Span]) -> SearchPlan:
     """Which spans each partition with suspects holds, in the order the spans came."""
-    suspect_spans = [s for s in spans if s.parent_span_id == 0 and is_suspect(s)]
+    suspect_spans = [s for s in compress(spans, map(not_, map(_PARENT, spans))) if is_suspect(s)]
     if not suspect_spans:
         return SearchPlan([], {})
     group_sizes: dict[tuple[str, str], int] = defaultdict(int)
     for r in suspect_spans:
         group_sizes[(r.unit.service, r.name)] += 1
     # Units are interned, so identity keys avoid hashing every field of a frozen struct.
-    units_by_id = {id(s.unit): s.unit for s in spans}
+    units_by_id = dict(zip(map(id, map(_UNIT, spans)), map(_UNIT, spans), strict=True))
     part_of = {id(u): key for u, key in _partitions(units_by_id.values()).items()}
     wanted = {part_of[id(r.unit)] for r in suspect_spans}
     parts: dict[Hashable, list[Span]] = defaultdict(list)
@@ -922,14 +941,17 @@ class _Tested(msgspec.Struct, gc=False):
 
 def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[_Tested]:
     tested: list[_Tested] = []
-    sweep = _sweep(members, part_suspects, model)
+    workers = _worker_units(members, part_suspects)
+    sweep = _sweep(members, part_suspects, model, workers=workers)
     groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in sweep.suspects:
         groups[(sus.span.unit.service, shape(sus.span.name))].append(sus)
     fitted = {key: _em(group, sweep, model) for key, group in groups.items() if any(s.candidates for s in group)}
-    window = (min(s.start for s in members), max(s.end for s in members))
+    window = (min(map(_START, members)), max(map(_END, members)))
+    # Only the units of the fitted groups' roots are looked up (``_shifted``).
+    needed = {id(sus.span.unit) for key in fitted for sus in groups[key]}
     lifetimes: dict[int, tuple[int, int]] = {}
-    for s in members:
+    for s in compress(members, map(needed.__contains__, map(id, map(_UNIT, members)))):
         lo, hi = lifetimes.get(id(s.unit), (s.start, s.end))
         lifetimes[id(s.unit)] = (min(lo, s.start), max(hi, s.end))
     # What chance scores: every fitted group's roots jittered, in one pass for all groups.
@@ -937,11 +959,13 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     for key, (prm, _) in fitted.items():
         first = _PLACEBO_TRACE + sum(len(c) for c in copies.values())
         copies[key] = _shifted(groups[key], prm, first, window, lifetimes)
-    placebo = _sweep(members, [c for cs in copies.values() for c in cs], model, reference=part_suspects)
-    by_name: dict[str, list[Span]] = defaultdict(list)
+    shifted = [c for cs in copies.values() for c in cs]
+    placebo = _sweep(members, shifted, model, reference=part_suspects, workers=workers)
+    by_name: dict[str, list[Span]] = {}
     if model.count_balance:
-        for a in members:
-            by_name[shape(a.name)].append(a)
+        # Only the names ``_balance`` looks up: its groups' candidate parents off one thread.
+        wanted = {shape(c.parent.name) for k in fitted for sus in groups[k] for c in sus.candidates if not c.one_thread}
+        by_name = _by_shape(members, wanted)
     placebo_groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in placebo.suspects:
         placebo_groups[(sus.span.unit.service, shape(sus.span.name))].append(sus)

@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
-from collections.abc import Sequence
-from operator import attrgetter
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from itertools import compress
+from operator import attrgetter, not_
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import NAME, UNIT, by_trace, index, traces
+from ctxdoctor.diagnose.traces import NAME, NOWHERE, PARENT, TRACE, UNIT, flag, index, named, subset, traces
 from ctxdoctor.findings import SilentDispatch
 from ctxdoctor.fixes import silent_fix
 from ctxdoctor.model import Span, Unit
@@ -122,10 +123,10 @@ class _Roots:
     """Roots by service and start time: a worker that lost its context exported into a trace of
     its own, which starts inside the dispatcher's hole."""
 
-    def __init__(self, ordered: Sequence[Span], services: set[str]) -> None:
+    def __init__(self, roots: Iterable[Span], services: set[str]) -> None:
         by_service: dict[str, list[Span]] = defaultdict(list)
-        for s in ordered:
-            if s.parent_span_id == 0 and s.unit.service in services:
+        for s in roots:
+            if s.unit.service in services:
                 by_service[s.unit.service].append(s)
         self._spans = {k: sorted(v, key=attrgetter("start")) for k, v in by_service.items()}
         self._starts = {k: [s.start for s in v] for k, v in self._spans.items()}
@@ -136,38 +137,75 @@ class _Roots:
         return any(foreign(r.unit, span.unit) for r in spans[lo:hi])
 
 
-def find_silent_dispatches(
-    spans: Sequence[Span], p: SilentParams = DEFAULT, *, ordered: list[Span] | None = None
-) -> list[SilentDispatch]:
-    """Spans with a hole where, in their peers, a worker's span sits; most confident first.
+class WorkerChildren:
+    """The traces with a span under a parent in another unit that can hold a worker of it
+    (``traces.Filter``): only those show where workers' spans sit.
 
-    Two walks over the traces (``traces.py``): the first finds where workers' spans sit under
-    their dispatchers; the second looks for holes only in spans of the names that have such
-    places often enough to be evidence (most names have none, and most traces are skipped).
+    Units are interned and few: which unit can hold a worker of which is settled once per pair.
+    A worker is another thread or process *of the same app* (same process, a child process, or
+    the same service on the host); a call into another service is an RPC, whose callee not
+    exporting is that service's business.
     """
-    if ordered is None:
-        ordered = by_trace(spans)
+
+    def __init__(self, spans: Sequence[Span]) -> None:
+        units = dict(zip(map(id, map(UNIT, spans)), map(UNIT, spans), strict=True))
+        self.workers_of: dict[int, set[int]] = {
+            pid: {cid for cid, c in units.items() if cid != pid and foreign(c, p) and relation(c, p) is not None}
+            for pid, p in units.items()
+        }
+        self._of = self.workers_of | {id(NOWHERE.unit): set()}
+        self.traces: set[int] = set()
+        self.unsettled: set[int] = set()
+        #: Worker spans seen under each (service, name) of dispatcher, in the settled slices.
+        self.edges: Counter[tuple[str, str]] = Counter()
+
+    def __call__(self, part: list[Span], parents: list[Span]) -> None:
+        holds = list(
+            map(set.__contains__, map(self._of.__getitem__, map(id, map(UNIT, parents))), map(id, map(UNIT, part)))
+        )
+        self.traces.update(map(TRACE, compress(part, holds)))
+        self.edges.update((q.unit.service, q.name) for q in compress(parents, holds))
+
+
+def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: SilentParams) -> set[int]:
+    """The traces with a span of an eligible name that has a large enough hole and no child in
+    another unit: the only traces the search for holes can report from.
+
+    The spans of those names, and their children, are picked out by C loops over the dump;
+    only they are looked at one by one.
+    """
+    names = {name for _, name in eligible}
+    dispatchers = [s for s in named(spans, names) if (s.unit.service, s.name) in eligible]
+    ids = {s.span_id for s in dispatchers}
+    kids: dict[int, list[Span]] = defaultdict(list)
+    for c in compress(spans, map(ids.__contains__, map(PARENT, spans))):
+        kids[c.parent_span_id].append(c)
+    out: set[int] = set()
+    for s in dispatchers:
+        children = [c for c in kids.get(s.span_id, ()) if c.trace_id == s.trace_id]
+        if s.duration <= 0 or any(foreign(c.unit, s.unit) for c in children):
+            continue
+        start, end, _, _ = largest_hole(s, children)
+        if end - start >= p.hole_min_ns and end - start >= p.hole_share * s.duration:
+            out.add(s.trace_id)
+    return out
+
+
+def _filled(ordered: list[Span], workers_of: dict[int, set[int]]) -> dict[tuple[str, str, tuple[str, str]], _Filled]:
+    """Where workers' spans sit under their dispatchers: per (service, name, place), how often,
+    how long, and the first such worker (``ordered``: traces in trace order)."""
     filled: dict[tuple[str, str, tuple[str, str]], _Filled] = defaultdict(_Filled)
-    # Units are interned and few: which unit can hold a worker of which is settled once per pair.
-    # A worker is another thread or process *of the same app* (same process, a child process, or
-    # the same service on the host); a call into another service is an RPC, whose callee not
-    # exporting is that service's business.
-    units = {id(u): u for u in map(UNIT, ordered)}
-    workers_of: dict[int, set[int]] = {
-        pid: {cid for cid, c in units.items() if cid != pid and foreign(c, p) and relation(c, p) is not None}
-        for pid, p in units.items()
-    }
     for trace in traces(ordered):
         here = {id(u) for u in map(UNIT, trace)}
         if len(here) == 1 or not any(workers_of[u] & here for u in here):
             continue
         by_id = index(trace)
-        workers: dict[int, list[Span]] = defaultdict(list)
+        found: dict[int, list[Span]] = defaultdict(list)
         for c in trace:
             parent = by_id.get(c.parent_span_id)
             if parent is not None and c.unit is not parent.unit and id(c.unit) in workers_of[id(parent.unit)]:
-                workers[parent.span_id].append(c)
-        for pid, ws in workers.items():
+                found[parent.span_id].append(c)
+        for pid, ws in found.items():
             parent = by_id[pid]
             own = [c for c in trace if c.parent_span_id == pid and not foreign(c.unit, parent.unit)]
             for w in ws:
@@ -175,13 +213,44 @@ def find_silent_dispatches(
                 f.count += 1
                 f.durations.append(w.duration)
                 f.worker = f.worker or w
-    eligible = {(k[0], k[1]) for k, f in filled.items() if f.count >= p.min_filled}
+    return filled
+
+
+def find_silent_dispatches(
+    spans: Sequence[Span],
+    p: SilentParams = DEFAULT,
+    *,
+    workers: WorkerChildren | None = None,
+    roots: Iterable[Span] | None = None,
+) -> list[SilentDispatch]:
+    """Spans with a hole where, in their peers, a worker's span sits; most confident first.
+
+    Two walks over the traces (``traces.py``): the first, over the traces ``workers`` kept (run
+    here when not given), finds where workers' spans sit under their dispatchers; the second
+    looks for holes only in the traces with spans of the names that have such places often
+    enough to be evidence, and with a hole (most names have none, and most traces are skipped).
+    ``roots``: the dump's root spans, when the caller has them.
+    """
+    if workers is None:
+        workers = WorkerChildren(spans)
+        flag(spans, workers)
+    # The places are only needed for the holes found, and most dumps have none: first the names
+    # that could be eligible (each has at least ``min_filled`` worker spans under it, counted by
+    # the filter, plus those of the traces it could not settle), then the holes in spans of those
+    # names, and only if there are any, the places themselves. A name that is not eligible after
+    # all has no place filled often enough, and its holes are dropped below.
+    possible = Counter(workers.edges)
+    for (svc, name, _), f in _filled(subset(spans, workers.unsettled), workers.workers_of).items():
+        possible[(svc, name)] += f.count
+    eligible = {k for k, n in possible.items() if n >= p.min_filled}
     if not eligible:
         return []
     names = {name for _, name in eligible}
-    roots = _Roots(ordered, {svc for svc, _ in eligible})
+    if roots is None:
+        roots = compress(spans, map(not_, map(PARENT, spans)))
+    lost = _Roots(roots, {svc for svc, _ in eligible})
     holes: dict[tuple[str, str, tuple[str, str]], list[_Hole]] = defaultdict(list)
-    for trace in traces(ordered):
+    for trace in traces(subset(spans, _with_holes(spans, eligible, p))):
         if names.isdisjoint(map(NAME, trace)):
             continue
         dispatchers = [s for s in trace if s.name in names and (s.unit.service, s.name) in eligible]
@@ -200,9 +269,12 @@ def find_silent_dispatches(
                 continue
             # A root of another unit starting in the hole: the worker exported into a trace of its
             # own (lost context: an orphan), not nothing.
-            if roots.foreign_root_within(s, start, end):
+            if lost.foreign_root_within(s, start, end):
                 continue
             holes[(s.unit.service, s.name, (before, after))].append(_Hole(s, start, end, (before, after)))
+    if not holes:
+        return []
+    filled = _filled(subset(spans, workers.traces), workers.workers_of)
     out: list[SilentDispatch] = []
     for key, members in holes.items():
         fill = filled.get(key)

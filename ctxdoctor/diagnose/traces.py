@@ -1,32 +1,104 @@
-"""Walking a dump trace by trace without an index of every span.
+"""Walking a dump trace by trace without an index of every span, and only the traces that matter.
 
-A dict of every span id would cost ~100 bytes per span (the diagnosis targets ~340 in all), so the
-leak and silent-worker passes sort one copy of the span list by trace (8 bytes a span) and look
-parents up in a small dict per trace. Both the grouping and the dict are built by C loops.
+A dict of every span id would cost ~100 bytes per span (the diagnosis targets ~340 in all), and
+a sorted copy of the whole span list costs ~24 bytes per span while it is sorted, more than
+the rest of the diagnosis holds at its peak. So the leak and silent-worker passes first pick
+their traces (``flag``): the dump is cut into slices, each span's parent is looked up in its
+own slice (a parent is nearly always exported near its children), and each pass's filter keeps
+the traces that may hold what it looks for. Only those traces are then sorted (``subset``) and
+walked as before, with parents looked up in a small dict per trace. The grouping, the lookups
+and the filters are C loops (``map``, ``compress``) over each slice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import groupby
+from itertools import compress, groupby, repeat
 from operator import attrgetter
+from typing import Protocol
 
-from ctxdoctor.model import Span
+from ctxdoctor.model import Span, Unit
 
-_TRACE = attrgetter("trace_id")
+TRACE = attrgetter("trace_id")
 _SPAN = attrgetter("span_id")
+PARENT = attrgetter("parent_span_id")
+START = attrgetter("start")
+END = attrgetter("end")
 UNIT = attrgetter("unit")
 NAME = attrgetter("name")
+
+#: Spans per slice: a slice's dict of ids stays a few MB, and few traces straddle two slices.
+_SLICE = 1 << 16
+
+#: The parent of a span whose parent id is not in its slice: it never ends and its unit is
+#: nobody's, so no filter keeps a span for it.
+NOWHERE = Span(
+    trace_id=-1, span_id=-1, parent_span_id=-1, name="", kind=0, start=0, end=1 << 200, flags=0, unit=Unit("", -1)
+)
+
+
+class Filter(Protocol):
+    """A pass's filter: called with each slice and each span's parent found in that slice
+    (``NOWHERE`` when the slice has no span of that id), it collects in ``traces`` the ids of
+    the traces the pass must walk. It may keep too many, never too few: for a trace that lies
+    in one slice, whose span ids are all distinct, a parent found in the slice is the one the
+    trace's own index would find, if it is in the same trace."""
+
+    traces: set[int]
+    #: The traces the slices could not settle (``flag`` sets it; they are in ``traces`` too).
+    unsettled: set[int]
+
+    def __call__(self, part: list[Span], parents: list[Span]) -> None: ...
+
+
+def flag(spans: Sequence[Span], *filters: Filter) -> int:
+    """Run ``filters`` over ``spans`` slice by slice; return the number of distinct traces.
+
+    Traces the slices cannot settle go to every filter: those found in two slices or more, and
+    every trace of a slice in which a span id repeats (a lookup there could find the wrong one).
+    """
+    seen: set[int] = set()
+    unsettled: set[int] = set()
+    for i in range(0, len(spans), _SLICE):
+        part = spans[i : i + _SLICE]
+        if not isinstance(part, list):
+            part = list(part)
+        here = set(map(TRACE, part))
+        unsettled |= here & seen
+        seen |= here
+        by_id = dict(zip(map(_SPAN, part), part, strict=True))
+        if len(by_id) < len(part):
+            unsettled |= here
+            continue
+        parents = list(map(by_id.get, map(PARENT, part), repeat(NOWHERE)))
+        for f in filters:
+            f(part, parents)
+    for f in filters:
+        f.traces |= unsettled
+        f.unsettled = unsettled
+    return len(seen)
+
+
+def subset(spans: Sequence[Span], trace_ids: set[int]) -> list[Span]:
+    """The spans of ``trace_ids`` in trace order (``by_trace`` of only those), for ``traces``."""
+    if not trace_ids:
+        return []
+    return by_trace(list(compress(spans, map(trace_ids.__contains__, map(TRACE, spans)))))
+
+
+def named(spans: Sequence[Span], names: set[str]) -> Iterator[Span]:
+    """The spans with one of ``names``, in dump order (a C loop: most spans are skipped)."""
+    return compress(spans, map(names.__contains__, map(NAME, spans)))
 
 
 def by_trace(spans: Sequence[Span]) -> list[Span]:
     """The spans in trace order: sort once, walk as often as needed with ``traces``."""
-    return sorted(spans, key=_TRACE)
+    return sorted(spans, key=TRACE)
 
 
 def traces(ordered: list[Span]) -> Iterator[list[Span]]:
     """The spans of each trace with at least two spans (a lone span has no parent to judge)."""
-    for _, group in groupby(ordered, key=_TRACE):
+    for _, group in groupby(ordered, key=TRACE):
         trace = list(group)
         if len(trace) > 1:
             yield trace
