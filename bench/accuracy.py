@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from ctxdoctor.diagnose import diagnose  # noqa: E402
 from ctxdoctor.diagnose.orphans import ModelParams  # noqa: E402
-from ctxdoctor.findings import Report, Settings  # noqa: E402
+from ctxdoctor.findings import AMBIGUOUS_BELOW, Report, Settings  # noqa: E402
 from ctxdoctor.model import Span, span_hex  # noqa: E402
 from ctxdoctor.readers import read_paths  # noqa: E402
 
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cells:
         print("no cells: record the corpus first (python bench/corpus.py)", file=sys.stderr)
         return 2
-    settings = [Setting(Settings().min_confidence, 0.5, ModelParams())] if args.default_only else grid()
+    settings = [Setting(Settings().min_confidence, AMBIGUOUS_BELOW, ModelParams())] if args.default_only else grid()
     # Every cell under every setting, once.
     table: list[list[Score]] = [[score(c, st) for st in settings] for c in cells]
     read_s = time.perf_counter() - t0

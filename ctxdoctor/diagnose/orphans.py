@@ -85,6 +85,12 @@ class ModelParams(msgspec.Struct, frozen=True):
     #: root of a background job, significant over thousands of roots, is not a dispatch pattern.
     #: Count balance, a test of the group as a whole, is not capped.
     group_share_cap: bool = True
+    #: The group tested as a whole (``_group_p``): where a group's roots together beat their
+    #: copies beyond chance (false-discovery rate over every group of the dump), each root
+    #: that scores better than half its copies is as confident as the group's share of
+    #: non-chance roots. Inside a dispatcher that is busy nearly all the time one root's timing
+    #: beats few copies; thirty roots that each beat most of theirs do not do so by chance.
+    group_test: bool = False
 
     def describe(self) -> str:
         on = [
@@ -96,6 +102,7 @@ class ModelParams(msgspec.Struct, frozen=True):
                 "count_balance",
                 "balance_share",
                 "group_share_cap",
+                "group_test",
             )
             if getattr(self, k)
         ]
@@ -106,12 +113,13 @@ class ModelParams(msgspec.Struct, frozen=True):
     def variants() -> list[ModelParams]:
         return [
             ModelParams(
-                worker_unit_prior=c, periodic_cv=cv, count_balance=b, balance_share=bs, group_share_cap=g
+                worker_unit_prior=c, periodic_cv=cv, count_balance=b, group_share_cap=g, group_test=t
             )
             for c in (False, True)
             for cv in (0.1, 0.25)
-            for b, bs in ((False, False), (True, False), (True, True))
+            for b in (False, True)
             for g in (False, True)
+            for t in (False, True)
         ]
 
 
@@ -538,6 +546,8 @@ _GRID_SHARE = 0.9
 _GRID_TOLERANCE = 1000  # ns
 #: Storey's lambda: p-values above it are taken to come from chance roots.
 _STOREY_LAMBDA = 0.5
+#: The least p-value ``_group_p`` takes a log of (a root with no copy to beat scores 1, never 0).
+_MIN_P = 1e-12
 #: Fibonacci hashing: a span id to a fixed pseudo-random share (copies' shifts, ties).
 _GOLDEN = 0x9E3779B97F4A7C15
 #: Trace ids of the shifted copies start here, above any 128-bit trace id.
@@ -937,6 +947,9 @@ class _Tested(msgspec.Struct, gc=False):
     balanced: float = 0.0
     #: One less the share of chance roots in the group (``ModelParams.group_share_cap``).
     group_share: float = 1.0
+    #: The group's identity within the dump, and its p-value as a whole (``_group_p``).
+    group: tuple[int, str, str] = (0, "", "")
+    group_p: float = 1.0
 
 
 def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[_Tested]:
@@ -979,6 +992,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
         # Without the pseudo-root: that keeps one small group's FDR honest, but here it would cap
         # every group of eight at 0.8 however clearly each of its roots beats its copies.
         share = 1.0 - min(1.0, sum(1 for x in p_values if x > _STOREY_LAMBDA) / ((1 - _STOREY_LAMBDA) * len(p_values)))
+        gid, group_p = (id(members), *key), _group_p(p_values)
         for sus, sc, q in zip(group, scored, p_values, strict=True):
             if sc.posterior <= 0:
                 continue
@@ -1004,8 +1018,27 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
             # are silent (as for the calibration, which they may raise but never lower).
             if model.balance_share and balanced > 0.0 and counted_share > prm.share:
                 posterior = _with_share(posterior, prm.share, counted_share, balanced)
-            tested.append(_Tested(orphan, posterior, q, balanced, share))
+            tested.append(_Tested(orphan, posterior, q, balanced, share, gid, group_p))
     return tested
+
+
+def _group_p(p_values: list[float]) -> float:
+    """Fisher's combination of a group's p-values: how likely chance roots are to score so well together.
+
+    ``-2 * sum(log p)`` of ``n`` uniform p-values is chi-square with ``2n`` degrees of freedom,
+    whose survival function has a closed form for even degrees. The tie shares of ``_p_values``
+    keep chance roots' p-values uniform, so the combination is calibrated.
+    """
+    if not p_values:
+        return 1.0
+    half = -sum(math.log(max(p, _MIN_P)) for p in p_values)  # x / 2
+    term, total = 1.0, 1.0
+    for k in range(1, len(p_values)):
+        term *= half / k
+        total += term
+        if term < total * 1e-16:
+            break
+    return min(1.0, math.exp(-half + math.log(total)))
 
 
 def _with_share(posterior: float, share: float, counted: float, weight: float) -> float:
@@ -1027,11 +1060,21 @@ def _with_share(posterior: float, share: float, counted: float, weight: float) -
 def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
     """Each root's confidence, with the false-discovery rate taken over every root of the dump."""
     calibrated = _fdr_confidence([t.p_value for t in tested])
+    groups: dict[tuple[int, str, str], float] = {}
+    if model.group_test:
+        for t in tested:
+            groups[t.group] = t.group_p
+        ids = list(groups)
+        groups = dict(zip(ids, _fdr_confidence([groups[g] for g in ids]), strict=True))
     out = []
     for t, cal in zip(tested, calibrated, strict=True):
-        # A group whose counts show dispatch needs no root's timing to beat chance on its own.
         if model.group_share_cap:
             cal = min(cal, t.group_share)
+        # A group that beats chance as a whole lends its share to each root that does better
+        # than half its copies (the roots above lambda are the ones Storey counts as chance).
+        if t.p_value <= _STOREY_LAMBDA and t.group in groups:
+            cal = max(cal, min(groups[t.group], t.group_share))
+        # A group whose counts show dispatch needs no root's timing to beat chance on its own.
         cal = max(cal, t.balanced)
         conf = {"posterior": t.posterior, "calibrated": cal}.get(model.confidence, min(t.posterior, cal))
         if conf > 0:

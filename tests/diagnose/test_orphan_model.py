@@ -279,6 +279,45 @@ def test_group_share_is_one_less_the_chance_share() -> None:
     assert m._chance_share(dispatched) < 0.3 < 0.8 < m._chance_share(chance)
 
 
+def test_a_groups_p_value_is_fishers_combination() -> None:
+    # One root: its own p-value. Chance roots together: no better than chance (uniform over
+    # seeds); thirty roots each beating four in five of their copies: far beyond it.
+    assert m._group_p([0.3]) == pytest.approx(0.3)
+    assert m._group_p([]) == 1.0
+    # Closed form against the chi-square survival of 2n degrees of freedom for n = 2.
+    x = -2 * (math.log(0.1) + math.log(0.4))
+    assert m._group_p([0.1, 0.4]) == pytest.approx(math.exp(-x / 2) * (1 + x / 2))
+    uniform = [m._group_p([random.Random(seed * 100 + k).random() for k in range(30)]) for seed in range(200)]
+    assert 0.02 < sum(1 for p in uniform if p < 0.1) / len(uniform) < 0.2
+    assert m._group_p([0.2] * 30) < 1e-2
+    assert m._group_p([1.0] * 30) == pytest.approx(1.0)
+
+
+def scored_root(p_value: float, group: str, group_p: float, share: float, posterior: float = 0.99) -> m._Tested:
+    root = span(1, 1, group, 0, 1)
+    orphan = Orphan(span=root, parent=None, boundary=Boundary.THREAD, boundary_evidence="", confidence=0.0,
+                    parent_confidence=1.0, candidates=1)
+    return m._Tested(orphan, posterior, p_value, 0.0, share, (0, "svc", group), group_p)
+
+
+def test_a_group_beating_chance_as_a_whole_lends_its_share_to_its_better_roots() -> None:
+    group = [scored_root(0.2, "render", 1e-6, 1.0) for _ in range(29)]
+    # Each root alone is far from sure: its p-value is one in five.
+    alone = m._decide(group, m.ModelParams(group_test=False))
+    assert max(o.confidence for o in alone) < 0.85
+    together = m._decide(group, m.ModelParams(group_test=True))
+    assert min(o.confidence for o in together) > 0.95
+    # A root that scores like chance (above lambda) borrows nothing, and the lent confidence
+    # never exceeds the group's share of non-chance roots.
+    mixed = [scored_root(0.2, "render", 1e-6, 0.6) for _ in range(20)] + [scored_root(0.8, "render", 1e-6, 0.6)]
+    decided = m._decide(mixed, m.ModelParams(group_test=True))
+    assert max(o.confidence for o in decided) <= 0.6
+    assert min(o.confidence for o in decided) < 0.3
+    # A group no better than chance as a whole lends nothing.
+    weak = [scored_root(0.2, "tick", 0.4, 1.0) for _ in range(3)]
+    assert max(o.confidence for o in m._decide(weak, m.ModelParams(group_test=True))) < 0.85
+
+
 def test_names_are_grouped_by_shape() -> None:
     assert m.shape("handles item 7") == m.shape("handles item 12") == "handles item #"
     assert m.shape("test_parse[3]") == "test_parse[#]"
