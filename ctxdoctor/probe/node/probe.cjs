@@ -54,15 +54,47 @@ function install() {
 
   const now = () => String(origin * 1000n + BigInt(Math.round(performance.now() * 1e6)));
 
-  function emit(rec) {
+  // Facts are buffered and written together once the current synchronous job is done (a
+  // microtask), so a burst of dispatches costs one write. Facts that are rare and must outlive an
+  // abrupt end (this unit started, an SDK appeared, the unit exits) are written at once, with
+  // whatever is buffered before them. 'exit' listeners run on process.exit(), an uncaught
+  // exception and a normal end; what a kill or worker.terminate() can cut off is only what the
+  // job it interrupted dispatched.
+  let buffered = [];
+  let size = 0;
+  let scheduled = false;
+  const FLUSH_AT = 1 << 16;
+
+  function flush() {
+    scheduled = false;
+    if (buffered.length === 0) return;
+    const text = buffered.length === 1 ? buffered[0] : buffered.join('');
+    buffered = [];
+    size = 0;
     try {
       if (fd < 0) fd = fs.openSync(FACTS, 'a', 0o600);
+      fs.writeSync(fd, text);
+    } catch (error) {
+      skip('writing facts', error);
+    }
+  }
+
+  function emit(rec, urgent) {
+    try {
       rec.pid = pid;
       rec.tid = tid;
       rec.rt = 'node';
-      fs.writeSync(fd, JSON.stringify(rec) + '\n');
+      const line = JSON.stringify(rec) + '\n';
+      buffered.push(line);
+      size += line.length;
     } catch (error) {
       skip('writing facts', error);
+      return;
+    }
+    if (urgent || size >= FLUSH_AT) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      queueMicrotask(flush);
     }
   }
 
@@ -143,7 +175,7 @@ function install() {
         if (!d || /^Noop/.test((d.constructor && d.constructor.name) || '')) return;
         if (!sdkSeen) {
           sdkSeen = true;
-          emit({ ev: 'sdk', t: now() });
+          emit({ ev: 'sdk', t: now() }, true);
         }
         const tracer = typeof d.getTracer === 'function' ? d.getTracer('ctxdoctor-probe') : null;
         const proto = tracer && Object.getPrototypeOf(tracer);
@@ -192,14 +224,14 @@ function install() {
   // then the library made the call (a pool starting its threads), not the app's own task.
   let lastViaLibrary = false;
   const asFrames = (_e, frames) => frames;
-  function frames(limit) {
+  function frames(limit, from) {
     const saved = Error.stackTraceLimit;
     const prepare = Error.prepareStackTrace;
     try {
       Error.stackTraceLimit = limit;
       Error.prepareStackTrace = asFrames;
       const holder = {};
-      Error.captureStackTrace(holder, site);
+      Error.captureStackTrace(holder, from);
       return holder.stack;
     } finally {
       Error.stackTraceLimit = saved;
@@ -207,17 +239,19 @@ function install() {
     }
   }
 
-  // The app's line is nearly always within a few frames of the dispatch; a short stack is much
-  // cheaper to capture, and a deep one is taken only when the short one holds no app frame.
-  function site() {
-    let found = appFrame(frames(6));
-    if (found === undefined) found = appFrame(frames(24));
+  // The cost of a capture grows with its frames, and the app's line is nearly always the one
+  // that called the probe's wrapper (`caller`, the function the app called): one frame from
+  // there, and a deep stack only when that frame is Node.js's or a library's (or the wrapper is
+  // not on the stack).
+  function site(caller) {
+    let found = caller ? appFrame(frames(1, caller), 1) : undefined;
+    if (found === undefined) found = appFrame(frames(24, site), 24);
     return found || null;
   }
 
-  function appFrame(stack) {
+  function appFrame(stack, limit) {
     lastViaLibrary = false;
-    if (!Array.isArray(stack)) return null;
+    if (!Array.isArray(stack) || stack.length === 0) return limit === 1 ? undefined : null;
     for (const f of stack) {
       let file = f.getFileName();
       if (!file || file.startsWith('node:') || file.startsWith(HERE)) continue;
@@ -239,7 +273,7 @@ function install() {
         function: f.getFunctionName() || f.getMethodName() || '<anonymous>',
       };
     }
-    return stack.length >= 6 ? undefined : null; // undefined: the stack was cut short, look deeper
+    return stack.length >= limit ? undefined : null; // undefined: the stack was cut short, look deeper
   }
 
   function hasCarrier(value, depth = 0) {
@@ -256,8 +290,8 @@ function install() {
     return false;
   }
 
-  function dispatch(api, carrierIn, extra) {
-    const rec = { ev: 'dispatch', id: `${pid}.${tid}.${++seq}`, api, t: now(), span: activeSpan(), carrier: false, site: site() };
+  function dispatch(api, carrierIn, extra, caller) {
+    const rec = { ev: 'dispatch', id: `${pid}.${tid}.${++seq}`, api, t: now(), span: activeSpan(), carrier: false, site: site(caller) };
     try {
       rec.carrier = carrierIn.some((v) => hasCarrier(v));
     } catch {}
@@ -278,7 +312,7 @@ function install() {
     const OrigWorker = wt.Worker;
     class Worker extends OrigWorker {
       constructor(filename, options) {
-        const rec = dispatch('worker_threads.Worker', [options && options.workerData, options && options.env], {});
+        const rec = dispatch('worker_threads.Worker', [options && options.workerData, options && options.env], {}, Worker);
         super(filename, options);
         try {
           rec.target_tid = this.threadId;
@@ -289,15 +323,15 @@ function install() {
       }
     }
     Object.defineProperty(Worker, 'name', { value: 'Worker' });
-    const postMessage = OrigWorker.prototype.postMessage;
-    OrigWorker.prototype.postMessage = function (value, transfer) {
+    const workerPost = OrigWorker.prototype.postMessage;
+    OrigWorker.prototype.postMessage = function postMessage(value, transfer) {
       try {
         noteTransfer(transfer, this.threadId);
-        noteMessage('worker_threads.Worker.postMessage', value, this.threadId);
+        noteMessage('worker_threads.Worker.postMessage', value, this.threadId, postMessage);
       } catch (error) {
         skip('noting a postMessage', error);
       }
-      return postMessage.apply(this, arguments);
+      return workerPost.apply(this, arguments);
     };
     wt.Worker = Worker;
 
@@ -315,10 +349,10 @@ function install() {
     wt.MessageChannel = MessageChannel;
 
     const portPost = wt.MessagePort.prototype.postMessage;
-    wt.MessagePort.prototype.postMessage = function (value, transfer) {
+    wt.MessagePort.prototype.postMessage = function postMessage(value, transfer) {
       try {
         const target = portThread.get(this);
-        if (target !== undefined) noteMessage('MessagePort.postMessage', value, target);
+        if (target !== undefined) noteMessage('MessagePort.postMessage', value, target, postMessage);
       } catch (error) {
         skip('noting a port message', error);
       }
@@ -345,14 +379,14 @@ function install() {
     return undefined;
   }
 
-  function noteMessage(api, value, targetTid) {
+  function noteMessage(api, value, targetTid, caller) {
     let rec = null;
     const known = taskOf(value);
     if (known) {
       rec = known;
       rec.api = `${known.api} -> ${api}`;
     } else {
-      rec = dispatch(api, [value], {});
+      rec = dispatch(api, [value], {}, caller);
     }
     rec.target_tid = targetTid;
     rec.t_posted = now();
@@ -405,7 +439,7 @@ function install() {
     const wrapped = function () {
       try {
         const task = arguments[key];
-        const rec = dispatch(`${name}.${method}`, [arguments[0], arguments[1]], { task: true });
+        const rec = dispatch(`${name}.${method}`, [arguments[0], arguments[1]], { task: true }, wrapped);
         if (task && typeof task === 'object') pending.set(task, rec);
         else emit(rec);
       } catch (error) {
@@ -427,7 +461,7 @@ function install() {
         try {
           const args = Array.from(arguments);
           const opts = args.find((a) => a && typeof a === 'object' && !Array.isArray(a));
-          rec = dispatch(`child_process.${name}`, [opts && opts.env], {});
+          rec = dispatch(`child_process.${name}`, [opts && opts.env], {}, wrapped);
           rec.env_carrier = rec.carrier;
           rec.inherit_env = !(opts && opts.env);
           if (rec.inherit_env) rec.carrier = Boolean(process.env.TRACEPARENT);
@@ -463,7 +497,7 @@ function install() {
       const wrapped = function (message) {
         try {
           const known = taskOf(message);
-          const rec = known || dispatch('ChildProcess.send', [message], {});
+          const rec = known || dispatch('ChildProcess.send', [message], {}, wrapped);
           if (known) rec.api = `${known.api} -> ChildProcess.send`;
           rec.child_pid = child.pid;
           rec.t_posted = now();
@@ -493,12 +527,12 @@ function install() {
     main: wt.isMainThread,
     ppid: process.ppid,
     argv: wt.isMainThread ? [path.basename(process.argv0 || 'node'), ...process.argv.slice(1, 3).map((a) => path.basename(a))] : [],
-  });
+  }, true);
   let exited = false;
   const onExit = () => {
     if (exited) return;
     exited = true;
-    emit({ ev: 'exit', t: now(), sdk: sdkSeen || sdkRegistered() });
+    emit({ ev: 'exit', t: now(), sdk: sdkSeen || sdkRegistered() }, true);
     try {
       if (fd >= 0) fs.closeSync(fd);
     } catch {}
