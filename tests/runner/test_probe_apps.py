@@ -183,3 +183,33 @@ def test_the_python_probe_stays_out_of_the_apps_spans(tmp_path: Path) -> None:
     assert {s["name"] for s in starts} == {"outer", "inner"}
     inner = next(s for s in starts if s["name"] == "inner")
     assert inner["parent"] is None and inner["dispatch"] is not None
+
+
+_BURST = """
+const { Worker } = require('node:worker_threads');
+const w = new Worker('setInterval(() => {}, 1000);', { eval: true });
+for (let i = 0; i < 400; i++) w.postMessage({ i });
+if (process.argv[2] === 'exit') process.exit(5);
+if (process.argv[2] === 'throw') throw new Error('boom');
+w.terminate();
+"""
+
+
+@needs_node
+@pytest.mark.parametrize("end", ["exit", "throw", "normal"])
+def test_node_facts_written_in_batches_survive_exit_and_an_uncaught_error(end: str, tmp_path: Path) -> None:
+    """The Node.js probe writes a synchronous job's facts together: a process that ends inside that
+    job (process.exit, an uncaught error) still leaves every fact, each line whole."""
+    app = tmp_path / "burst.cjs"
+    app.write_text(_BURST)
+    facts = tmp_path / "facts.jsonl"
+    proc = _run(["node", str(app), end], _probed(clean_env(), facts), cwd=tmp_path)
+    assert proc.returncode == {"exit": 5, "throw": 1, "normal": 0}[end], proc.stderr
+    posted = [d for d in _dispatches(facts) if d["api"] == "worker_threads.Worker.postMessage"]
+    assert len(posted) == 400
+    line = next(i for i, x in enumerate(_BURST.splitlines(), 1) if "w.postMessage" in x)
+    assert {d["site"]["line"] for d in posted} == {line}  # type: ignore[index]
+    parsed = read_facts(facts)
+    assert parsed is not None and parsed.skipped_lines == 0
+    main = next(u for u in parsed.units if u.main)
+    assert main.exited
