@@ -11,7 +11,10 @@ the root span that work began on the far side. This module turns those facts int
   inferred;
 * work dispatched to a worker thread or process that never registered an SDK is a silent
   worker: whatever it traces is dropped;
-* a process that lived a while and never started a span is a silent process.
+* a process that lived a while and never started a span is a silent process;
+* a leaked span (from the statistical leak pass) whose wrong parent the probe saw set up a
+  callback that keeps its context (a listener bound with ``context.bind``, an interval set up
+  inside it) is observed, with the line that set it up.
 
 Pure: facts and spans in, a new ``Report`` out.
 """
@@ -28,6 +31,7 @@ from ctxdoctor.diagnose.orphans import is_suspect
 from ctxdoctor.findings import (
     DispatchSite,
     Fix,
+    Leak,
     Observation,
     Orphan,
     Report,
@@ -36,10 +40,11 @@ from ctxdoctor.findings import (
 )
 from ctxdoctor.fixes import silent_process_fix
 from ctxdoctor.model import Span, span_hex, trace_hex
-from ctxdoctor.probe.facts import Dispatch, Facts, Unit
+from ctxdoctor.probe.facts import Dispatch, Facts, Registration, Unit
 from ctxdoctor.units import Boundary
 
 SEEN = "seen at dispatch"
+SEEN_REGISTERED = "seen at registration"
 #: A process that ran at least this long without a span is reported as silent.
 SILENT_AFTER_S = 1.0
 
@@ -255,6 +260,42 @@ def _silent_processes(facts: Facts, spans: Sequence[Span]) -> list[SilentProcess
     return out
 
 
+def _observed_leaks(leaks: Sequence[Leak], facts: Facts) -> list[Leak]:
+    """The leaks whose wrong parent set up the callback that ran them, marked observed with its line.
+
+    The statistics found the span under a parent it does not belong to; the probe saw that parent
+    register a callback that keeps its context. The first such registration in the span is named
+    (a span that sets up several is rare, and they share the fix).
+    """
+    first: dict[tuple[int, int], Registration] = {}
+    for reg in sorted(facts.registrations, key=lambda x: x.t):
+        first.setdefault(reg.span, reg)
+    out = []
+    for lk in leaks:
+        r = first.get((lk.wrong_parent.trace_id, lk.wrong_parent.span_id))
+        if r is None:
+            out.append(lk)
+            continue
+        what = f"{r.api}('{r.event}')" if r.event else r.api
+        where = f" at {r.site.label()}" if r.site else ""
+        how = (
+            "a listener bound to its context with context.bind"
+            if r.bound
+            else "a callback that runs in the context it was set up in"
+        )
+        seen = f"{SEEN_REGISTERED}: {what}{where} ran inside '{lk.wrong_parent.name}' and left {how}"
+        out.append(
+            msgspec.structs.replace(
+                lk,
+                evidence=(seen, *lk.evidence),
+                observed=True,
+                registration_api=r.api,
+                registration_site=r.site,
+            )
+        )
+    return out
+
+
 def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> Report:
     """The report with the probe's facts applied (see the module's docstring)."""
     by_id = {(s.trace_id, s.span_id): s for s in spans}
@@ -311,6 +352,7 @@ def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> R
         notes.append("no SDK anywhere: no process or worker the command ran registered an OpenTelemetry SDK")
     if facts.skipped_lines:
         notes.append(f"{facts.skipped_lines} unreadable line(s) in the probe's facts were skipped")
+    leaks = _observed_leaks(report.leaks, facts)
     observation = Observation(
         processes=len(facts.units),
         dispatches=sum(1 for d in facts.dispatches if d.task),
@@ -319,12 +361,14 @@ def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> R
         inferred_orphans=inferred,
         dropped=dropped,
         notes=tuple(notes),
+        observed_leaks=sum(1 for lk in leaks if lk.observed),
     )
     return msgspec.structs.replace(
         report,
         summary=summary,
         orphans=tuple(orphans),
         gaps=tuple(gaps),
+        leaks=tuple(leaks),
         silent_workers=tuple(_silent_workers(facts)),
         silent_processes=tuple(_silent_processes(facts, spans)),
         observation=observation,

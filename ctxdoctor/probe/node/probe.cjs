@@ -6,8 +6,10 @@
 //
 // Facts: `unit` (this isolate started: pid, thread id), `dispatch` (new Worker, postMessage to a
 // worker, child_process.fork/spawn/exec*, ChildProcess#send, with the span active there, whether
-// a W3C carrier went along, and the first stack frame of the app's own code), `start` (a root span
-// began in this isolate), `exit` (whether an OpenTelemetry SDK was ever registered here).
+// a W3C carrier went along, and the first stack frame of the app's own code), `register` (a
+// listener bound to a span's context, or an interval set up inside a span, with the app's line),
+// `start` (a root span began in this isolate), `exit` (whether an OpenTelemetry SDK was ever
+// registered here).
 //
 // It never changes the app: it reads the OpenTelemetry API's global registration (a Symbol.for
 // key on globalThis) instead of importing the app's packages, wraps functions only to observe
@@ -108,10 +110,7 @@ function install() {
       const reg = registry();
       const mgr = reg && reg.context;
       if (!mgr || typeof mgr.active !== 'function') return null;
-      const span = mgr.active().getValue(SPAN_KEY);
-      const sc = span && typeof span.spanContext === 'function' ? span.spanContext() : null;
-      if (!sc || !sc.traceId || /^0+$/.test(sc.traceId)) return null;
-      return { trace: sc.traceId, span: sc.spanId };
+      return spanOf(mgr.active());
     } catch (error) {
       skip('reading the active span', error);
       return null;
@@ -152,21 +151,62 @@ function install() {
 
   function watchTrace(reg) {
     if (!reg || typeof reg !== 'object') return;
-    if (reg.trace) {
-      onProvider(reg.trace);
+    watchKey(reg, 'trace', onProvider);
+    watchKey(reg, 'context', onContextManager);
+  }
+
+  function watchKey(reg, key, found) {
+    if (reg[key]) {
+      found(reg[key]);
       return;
     }
-    let provider;
-    Object.defineProperty(reg, 'trace', {
+    let value;
+    Object.defineProperty(reg, key, {
       configurable: true,
       enumerable: true,
-      get: () => provider,
-      set: (p) => {
-        provider = p;
-        Object.defineProperty(reg, 'trace', { value: p, writable: true, configurable: true, enumerable: true });
-        onProvider(p);
+      get: () => value,
+      set: (v) => {
+        value = v;
+        Object.defineProperty(reg, key, { value: v, writable: true, configurable: true, enumerable: true });
+        found(v);
       },
     });
+  }
+
+  // Functions the app bound to a context with a span (context.bind(ctx, fn), and the listeners of
+  // an emitter bound with context.bind(ctx, emitter)), and that span: such a function runs every
+  // later call in that one span's context, so registering it as a listener is noted.
+  const boundSpan = new WeakMap();
+
+  function spanOf(ctx) {
+    const span = ctx && typeof ctx.getValue === 'function' ? ctx.getValue(SPAN_KEY) : undefined;
+    const sc = span && typeof span.spanContext === 'function' ? span.spanContext() : null;
+    if (!sc || !sc.traceId || /^0+$/.test(sc.traceId)) return null;
+    return { trace: sc.traceId, span: sc.spanId };
+  }
+
+  function onContextManager(mgr) {
+    try {
+      const proto = mgr && Object.getPrototypeOf(mgr);
+      if (!proto || typeof proto.bind !== 'function' || proto.bind[MARK]) return;
+      const original = proto.bind;
+      const bind = function bind(ctx, target) {
+        const out = original.apply(this, arguments);
+        try {
+          if (typeof out === 'function' && out !== target) {
+            const span = spanOf(ctx);
+            if (span) boundSpan.set(out, span);
+          }
+        } catch (error) {
+          skip('noting a bound function', error);
+        }
+        return out;
+      };
+      bind[MARK] = true;
+      proto.bind = bind;
+    } catch (error) {
+      skip('watching the context manager', error);
+    }
   }
 
   function onProvider(proxy) {
@@ -449,6 +489,77 @@ function install() {
     };
     wrapped[MARK] = true;
     proto[method] = wrapped;
+  }
+
+  // --- callbacks that keep a span's context: listeners bound to it, intervals set up inside it ---
+  // A listener bound with context.bind runs every event in the span it was bound in; a timer's
+  // callback runs in the context it was set up in (AsyncLocalStorage follows timers), so every
+  // tick of an interval set up inside a span runs in that span. Both are noted with the app's
+  // line; an ordinary listener costs one WeakMap lookup and is not noted.
+  function register(api, span, caller, extra) {
+    const rec = { ev: 'register', id: `${pid}.${tid}.${++seq}`, api, t: now(), span, site: site(caller) };
+    Object.assign(rec, extra);
+    emit(rec);
+  }
+
+  function eventName(type) {
+    return typeof type === 'symbol' ? String(type.description || 'symbol') : String(type).slice(0, 80);
+  }
+
+  try {
+    const events = require('node:events');
+    const proto = events.EventEmitter.prototype;
+    const wrapListen = (name, original) => {
+      const wrapped = function (type, listener) {
+        try {
+          const span = typeof listener === 'function' ? boundSpan.get(listener) : undefined;
+          if (span !== undefined) register(`EventEmitter.${name}`, span, wrapped, { event: eventName(type), bound: true });
+        } catch (error) {
+          skip(`EventEmitter.${name}`, error);
+        }
+        return original.apply(this, arguments);
+      };
+      Object.defineProperty(wrapped, 'name', { value: original.name });
+      Object.defineProperty(wrapped, 'length', { value: original.length });
+      wrapped[MARK] = true;
+      return wrapped;
+    };
+    // `on` and `addListener` are one function: keep them one.
+    const add = proto.addListener;
+    if (typeof add === 'function' && !add[MARK]) {
+      const wrapped = wrapListen('on', add);
+      if (proto.on === add) proto.on = wrapped;
+      proto.addListener = wrapped;
+    }
+    for (const name of ['once', 'prependListener', 'prependOnceListener']) {
+      if (typeof proto[name] === 'function' && !proto[name][MARK]) proto[name] = wrapListen(name, proto[name]);
+    }
+  } catch (error) {
+    skip('EventEmitter', error);
+  }
+
+  try {
+    const timers = require('node:timers');
+    const original = globalThis.setInterval;
+    if (typeof original === 'function' && !original[MARK]) {
+      const setInterval = function setInterval(callback) {
+        try {
+          const bound = typeof callback === 'function' ? boundSpan.get(callback) : undefined;
+          const span = bound || activeSpan();
+          if (span) register('setInterval', span, setInterval, { bound: bound !== undefined });
+        } catch (error) {
+          skip('setInterval', error);
+        }
+        return original.apply(this, arguments);
+      };
+      Object.defineProperty(setInterval, 'length', { value: original.length });
+      for (const key of Object.getOwnPropertySymbols(original)) setInterval[key] = original[key];
+      setInterval[MARK] = true;
+      globalThis.setInterval = setInterval;
+      if (timers.setInterval === original) timers.setInterval = setInterval;
+    }
+  } catch (error) {
+    skip('setInterval', error);
   }
 
   // --- child_process --------------------------------------------------------------------------
