@@ -7,8 +7,9 @@ the root span that work began on the far side. This module turns those facts int
 * a root whose dispatch carried an active span is an orphan whose parent is known (confidence
   1.0, evidence "seen at dispatch"), with the API and the source line of the dispatch;
 * a statistical suspect whose dispatch the probe saw with no span active is no orphan (the work
-  was started outside any trace) and is dropped; suspects the probe did not see stay, marked
-  inferred;
+  was started outside any trace) and is dropped, unless that dispatch was a Node.js message sent
+  from a line that also sends inside spans (a pool draining its queue: the span the task was
+  queued in is not where it was sent); suspects the probe did not see stay, marked inferred;
 * work dispatched to a worker thread or process that never registered an SDK is a silent
   worker: whatever it traces is dropped;
 * a process that lived a while and never started a span is a silent process;
@@ -296,6 +297,21 @@ def _observed_leaks(leaks: Sequence[Leak], facts: Facts) -> list[Leak]:
     return out
 
 
+def _queue_drains(facts: Facts) -> set[tuple[str, str, DispatchSite | None]]:
+    """Node.js message sends (to a worker or child already running) from a line that sent both
+    inside and outside a span: an app's own pool draining its queue whenever a worker is free.
+    There the span-less sends run in whatever callback freed the worker, so they say nothing about
+    the span the task was queued in, and contradict no statistical suspect. Python wraps each task
+    where it is submitted, so its span-less dispatches stay exact."""
+    with_span: set[tuple[str, str, DispatchSite | None]] = set()
+    without: set[tuple[str, str, DispatchSite | None]] = set()
+    for d in facts.dispatches:
+        if d.runtime != "node" or _starts_unit(d):
+            continue
+        (with_span if d.span is not None else without).add((d.runtime, d.api, d.site))
+    return with_span & without
+
+
 def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> Report:
     """The report with the probe's facts applied (see the module's docstring)."""
     by_id = {(s.trace_id, s.span_id): s for s in spans}
@@ -303,12 +319,14 @@ def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> R
     settings = report.settings
     observed: dict[tuple[int, int], Orphan] = {}
     contradicted: set[tuple[int, int]] = set()
+    drained = _queue_drains(facts)
     for key, d in tied.items():
         span = by_id.get(key)
         if span is None or span.parent_span_id:
             continue
         if d.span is None:
-            contradicted.add(key)
+            if (d.runtime, d.api, d.site) not in drained:
+                contradicted.add(key)
             continue
         if any(a.matches(span.unit.service, span.name) for a in settings.allow):
             continue

@@ -56,7 +56,9 @@ def two_requests() -> list[Span]:
     ]
 
 
-def worker_facts(first_parent: tuple[int, int] | None = (1, 11)) -> list[bytes]:
+def worker_facts(
+    first_parent: tuple[int, int] | None = (1, 11), first_site: dict[str, Any] = SITE
+) -> list[bytes]:
     node = {"rt": "node", "pid": 10}
     return lines(
         {**node, "ev": "unit", "tid": 0, "t": at(-100), "main": True, "argv": ["node", "server.js"]},
@@ -84,7 +86,7 @@ def worker_facts(first_parent: tuple[int, int] | None = (1, 11)) -> list[bytes]:
             "t": at(5),
             "api": "MessagePort.postMessage",
             "span": ref(*first_parent) if first_parent else None,
-            "site": SITE,
+            "site": first_site,
             "target_tid": 1,
             "task": True,
         },
@@ -154,14 +156,29 @@ def _suspected(spans: list[Span]) -> Report:
     return msgspec.structs.replace(base, orphans=orphans, summary=summary)
 
 
+#: A line that only ever sends outside any span.
+UNTRACED_SITE = {**SITE, "line": 90, "function": "warm_up"}
+
+
 def test_a_dispatch_made_outside_any_span_drops_the_statistical_suspect() -> None:
     spans = two_requests()
     statistical = _suspected(spans)
-    report = apply_observations(statistical, spans, decode(worker_facts(first_parent=None)))
+    report = apply_observations(statistical, spans, decode(worker_facts(None, UNTRACED_SITE)))
     assert [o.span.span_id for o in report.orphans] == [102]
     assert report.observation is not None and report.observation.dropped == 1
     assert report.summary.broken_fragments == statistical.summary.broken_fragments - 1
     assert report.summary.orphan_ratio < statistical.summary.orphan_ratio
+
+
+def test_a_span_less_send_from_a_line_that_also_sends_inside_spans_drops_nothing() -> None:
+    """An app's own pool: the line that sends a queued task runs inside the submitting span when a
+    worker is free at once, and inside whatever callback freed one otherwise. Its span-less sends
+    say nothing about where the task came from: the suspect stays, inferred."""
+    spans = two_requests()
+    statistical = _suspected(spans)
+    report = apply_observations(statistical, spans, decode(worker_facts(first_parent=None)))
+    assert [(o.span.span_id, o.observed) for o in report.orphans] == [(102, True), (101, False)]
+    assert report.observation is not None and report.observation.dropped == 0
 
 
 def test_allow_rules_apply_to_observed_orphans_too() -> None:
