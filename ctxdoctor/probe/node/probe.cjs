@@ -173,10 +173,13 @@ function install() {
     });
   }
 
-  // Functions the app bound to a context with a span (context.bind(ctx, fn), and the listeners of
-  // an emitter bound with context.bind(ctx, emitter)), and that span: such a function runs every
-  // later call in that one span's context, so registering it as a listener is noted.
+  // Functions the app bound to a context with a span (context.bind(ctx, fn)), and that span: such
+  // a function runs every later call in that one span's context, so registering it as a listener
+  // is noted. Emitters bound whole (context.bind(ctx, emitter)) are set apart: instrumentations
+  // bind every request's emitters that way, and their listeners (several per request) are the
+  // request's own; noting each would cost a stack capture and a fact per listener per request.
   const boundSpan = new WeakMap();
+  const boundEmitters = new WeakSet();
 
   function spanOf(ctx) {
     const span = ctx && typeof ctx.getValue === 'function' ? ctx.getValue(SPAN_KEY) : undefined;
@@ -196,6 +199,8 @@ function install() {
           if (typeof out === 'function' && out !== target) {
             const span = spanOf(ctx);
             if (span) boundSpan.set(out, span);
+          } else if (out === target && target !== null && typeof target === 'object') {
+            boundEmitters.add(target);
           }
         } catch (error) {
           skip('noting a bound function', error);
@@ -513,7 +518,8 @@ function install() {
       const wrapped = function (type, listener) {
         try {
           const span = typeof listener === 'function' ? boundSpan.get(listener) : undefined;
-          if (span !== undefined) register(`EventEmitter.${name}`, span, wrapped, { event: eventName(type), bound: true });
+          if (span !== undefined && !boundEmitters.has(this))
+            register(`EventEmitter.${name}`, span, wrapped, { event: eventName(type), bound: true });
         } catch (error) {
           skip(`EventEmitter.${name}`, error);
         }
