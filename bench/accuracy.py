@@ -178,7 +178,11 @@ def _report(cell: Cell, model: ModelParams) -> Report:
 
 
 def score(cell: Cell, setting: Setting) -> Score:
-    rep = _report(cell, setting.model)
+    return score_report(cell, _report(cell, setting.model), setting)
+
+
+def score_report(cell: Cell, rep: Report, setting: Setting) -> Score:
+    """The counts for one cell's report (diagnosed with ``min_confidence`` 0: the setting filters)."""
     orphans_truth = {t["span_id"]: t for t in cell.truth if t["label"] == "orphan"}
     s = Score(cells=1, truth=len(orphans_truth))
     s.bands = [(o.confidence, span_hex(o.span.span_id) in orphans_truth) for o in rep.orphans]

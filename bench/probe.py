@@ -1,7 +1,7 @@
 """What the ``ctxdoctor run`` probe costs the app: per dispatch, and on a server's requests.
 
 ```
-.venv/bin/python bench/probe.py [--dispatches 20000] [--repeat 5] [--server-runs 3]
+.venv/bin/python bench/probe.py [--dispatches 20000] [--repeat 5] [--server-runs 3] [--baseline-probe DIR]
 ```
 
 Per dispatch: the same loop of dispatches runs in a fresh process with the probe loaded and
@@ -22,7 +22,9 @@ the figure is the command's run time per request, median of ``--server-runs`` ru
 measurable change, i.e. a difference within the spread of the baseline runs).
 
 The best of ``--repeat`` runs is taken per side (the least disturbed by other load on a shared
-machine); the load average is printed with the figures.
+machine), the sides alternating run by run; the load average is printed with the figures.
+``--baseline-probe DIR`` adds the probe of another checkout (``DIR/ctxdoctor/probe``) as a third
+side on the same loops, alternated with the others: a change's cost before and after, at one load.
 """
 
 from __future__ import annotations
@@ -102,24 +104,35 @@ api.trace.getTracer('bench').startActiveSpan('dispatching', (span) => {
 """
 
 
-def _env(probe: bool, facts: Path) -> dict[str, str]:
+def _env(probe: bool | Path, facts: Path) -> dict[str, str]:
+    """The loop's environment: no probe (False), this checkout's (True), or another checkout's
+    probe folder, loaded the way ``run`` loads it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CTXDOCTOR_", "CTX_"))}
     env["BENCH_NODE_MODULES"] = str(NODE_MODULES)
-    if probe:
+    if probe is True:
         add_probe(env, facts)
+    elif isinstance(probe, Path):
+        env["NODE_OPTIONS"] = f"--require {probe / 'node' / 'probe.cjs'}"
+        env["PYTHONPATH"] = str(probe / "python")
+        env["CTXDOCTOR_PROBE_FACTS"] = str(facts)
     return env
 
 
-def _per_dispatch(argv: list[str], probe: bool, repeat: int) -> float:
-    best = float("inf")
+def _once(argv: list[str], probe: bool | Path) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = subprocess.run(argv, env=_env(probe, Path(tmp) / "f.jsonl"), capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise SystemExit(f"{argv[:3]} failed: {out.stderr[-2000:]}")
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def _per_dispatch(argv: list[str], repeat: int, sides: list[bool | Path]) -> list[float]:
+    """Best of ``repeat`` runs per side (no probe, this probe, another checkout's), alternating, so
+    a change in the machine's load hits every side alike."""
+    best = [float("inf")] * len(sides)
     for _ in range(repeat):
-        with tempfile.TemporaryDirectory() as tmp:
-            out = subprocess.run(
-                argv, env=_env(probe, Path(tmp) / "f.jsonl"), capture_output=True, text=True, timeout=300
-            )
-        if out.returncode != 0:
-            raise SystemExit(f"{argv[:3]} failed: {out.stderr[-2000:]}")
-        best = min(best, float(out.stdout.strip().splitlines()[-1]))
+        for i, side in enumerate(sides):
+            best[i] = min(best[i], _once(argv, side))
     return best
 
 
@@ -146,22 +159,38 @@ def main() -> int:
     ap.add_argument("--dispatches", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--server-runs", type=int, default=3)
+    ap.add_argument("--baseline-probe", type=Path, help="a checkout whose probe runs as a third side")
     args = ap.parse_args()
+    sides: list[bool | Path] = [False, True]
+    if args.baseline_probe is not None:
+        older = args.baseline_probe.resolve() / "ctxdoctor" / "probe"
+        if not (older / "node" / "probe.cjs").is_file():
+            raise SystemExit(f"{older}: no probe there")
+        sides.append(older)
     print(f"load average before: {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
     rows = []
-    py = [sys.executable, "-c", PY_LOOP]
+    # The loops run from files, as an app does: the probe then finds the app's line in them (a
+    # `-c` or `-e` script has no file, and the probe would walk the whole stack looking for one).
+    scripts = Path(tempfile.mkdtemp(prefix="ctxdoctor-bench-probe-"))
+    (scripts / "loop.py").write_text(PY_LOOP)
+    (scripts / "loop.cjs").write_text(NODE_LOOP)
+    py = [sys.executable, str(scripts / "loop.py")]
     rows.append(("python ThreadPoolExecutor.submit", [*py, str(args.dispatches), "submit"]))
     rows.append(("python threading.Thread.start", [*py, str(min(args.dispatches, 2000)), "thread"]))
     if shutil.which("node") and NODE_MODULES.is_dir():
-        rows.append(("node Worker.postMessage", ["node", "-e", NODE_LOOP, str(args.dispatches)]))
+        rows.append(("node Worker.postMessage", ["node", str(scripts / "loop.cjs"), str(args.dispatches)]))
     results = {}
-    print(f"{'dispatch':36} {'baseline µs':>12} {'probe µs':>10} {'cost µs':>9}  target < 20 µs")
+    older_head = f" {'older cost':>10}" if len(sides) == 3 else ""
+    print(f"{'dispatch':36} {'baseline µs':>12} {'probe µs':>10} {'cost µs':>9}{older_head}  target < 20 µs")
     for label, argv in rows:
-        base = _per_dispatch(argv, False, args.repeat)
-        probed = _per_dispatch(argv, True, args.repeat)
+        base, probed, *older = _per_dispatch(argv, args.repeat, sides)
         cost = probed - base
         results[label] = {"baseline_us": base, "probe_us": probed, "cost_us": cost}
-        print(f"{label:36} {base:12.2f} {probed:10.2f} {cost:9.2f}  {'PASS' if cost < 20 else 'FAIL'}")
+        extra = ""
+        if older:
+            results[label]["older_probe_us"] = older[0]
+            extra = f" {older[0] - base:10.2f}"
+        print(f"{label:36} {base:12.2f} {probed:10.2f} {cost:9.2f}{extra}  {'PASS' if cost < 20 else 'FAIL'}")
     if args.server_runs:
         print(f"\n{'server (ms per request, median)':36} {'--no-probe':>12} {'probe':>10} {'spread':>9}")
         for name in ("healthy-server", "node-healthy-server"):
@@ -179,6 +208,7 @@ def main() -> int:
                 f"{name:36} {statistics.median(base):12.2f} {statistics.median(probed):10.2f} {spread:9.2f}  "
                 f"{verdict} (difference {diff:+.2f} ms)"
             )
+    shutil.rmtree(scripts, ignore_errors=True)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)

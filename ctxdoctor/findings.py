@@ -136,6 +136,7 @@ class Observation(msgspec.Struct, frozen=True):
     inferred_orphans: int  # kept from the statistics: the probe did not see their dispatch
     dropped: int  # statistical suspects the probe contradicts (their dispatch carried no span)
     notes: tuple[str, ...] = ()
+    observed_leaks: int = 0  # leaked spans whose wrong parent the probe saw set up their callback
 class Leak(msgspec.Struct, frozen=True):
     """A span recorded under the wrong parent: a context captured at set-up time (a listener, a
     timer, a pool callback) and reused for later, unrelated work."""
@@ -146,6 +147,11 @@ class Leak(msgspec.Struct, frozen=True):
     confidence: float
     evidence: tuple[str, ...]
     fix: Fix
+    #: ``ctxdoctor run``'s probe saw the wrong parent set up the callback that ran this span's work
+    #: (a listener bound to its context, an interval set up inside it), at this line.
+    observed: bool = False
+    registration_api: str = ""
+    registration_site: DispatchSite | None = None
 
 
 class SilentDispatch(msgspec.Struct, frozen=True):

@@ -7,11 +7,15 @@ the root span that work began on the far side. This module turns those facts int
 * a root whose dispatch carried an active span is an orphan whose parent is known (confidence
   1.0, evidence "seen at dispatch"), with the API and the source line of the dispatch;
 * a statistical suspect whose dispatch the probe saw with no span active is no orphan (the work
-  was started outside any trace) and is dropped; suspects the probe did not see stay, marked
-  inferred;
+  was started outside any trace) and is dropped, unless that dispatch was a Node.js message sent
+  from a line that also sends inside spans (a pool draining its queue: the span the task was
+  queued in is not where it was sent); suspects the probe did not see stay, marked inferred;
 * work dispatched to a worker thread or process that never registered an SDK is a silent
   worker: whatever it traces is dropped;
-* a process that lived a while and never started a span is a silent process.
+* a process that lived a while and never started a span is a silent process;
+* a leaked span (from the statistical leak pass) whose wrong parent the probe saw set up a
+  callback that keeps its context (a listener bound with ``context.bind``, an interval set up
+  inside it) is observed, with the line that set it up.
 
 Pure: facts and spans in, a new ``Report`` out.
 """
@@ -28,6 +32,7 @@ from ctxdoctor.diagnose.orphans import is_suspect
 from ctxdoctor.findings import (
     DispatchSite,
     Fix,
+    Leak,
     Observation,
     Orphan,
     Report,
@@ -36,10 +41,11 @@ from ctxdoctor.findings import (
 )
 from ctxdoctor.fixes import silent_process_fix
 from ctxdoctor.model import Span, span_hex, trace_hex
-from ctxdoctor.probe.facts import Dispatch, Facts, Unit
+from ctxdoctor.probe.facts import Dispatch, Facts, Registration, Unit
 from ctxdoctor.units import Boundary
 
 SEEN = "seen at dispatch"
+SEEN_REGISTERED = "seen at registration"
 #: A process that ran at least this long without a span is reported as silent.
 SILENT_AFTER_S = 1.0
 
@@ -255,6 +261,57 @@ def _silent_processes(facts: Facts, spans: Sequence[Span]) -> list[SilentProcess
     return out
 
 
+def _observed_leaks(leaks: Sequence[Leak], facts: Facts) -> list[Leak]:
+    """The leaks whose wrong parent set up the callback that ran them, marked observed with its line.
+
+    The statistics found the span under a parent it does not belong to; the probe saw that parent
+    register a callback that keeps its context. The first such registration in the span is named
+    (a span that sets up several is rare, and they share the fix).
+    """
+    first: dict[tuple[int, int], Registration] = {}
+    for reg in sorted(facts.registrations, key=lambda x: x.t):
+        first.setdefault(reg.span, reg)
+    out = []
+    for lk in leaks:
+        r = first.get((lk.wrong_parent.trace_id, lk.wrong_parent.span_id))
+        if r is None:
+            out.append(lk)
+            continue
+        what = f"{r.api}('{r.event}')" if r.event else r.api
+        where = f" at {r.site.label()}" if r.site else ""
+        how = (
+            "a listener bound to its context with context.bind"
+            if r.bound
+            else "a callback that runs in the context it was set up in"
+        )
+        seen = f"{SEEN_REGISTERED}: {what}{where} ran inside '{lk.wrong_parent.name}' and left {how}"
+        out.append(
+            msgspec.structs.replace(
+                lk,
+                evidence=(seen, *lk.evidence),
+                observed=True,
+                registration_api=r.api,
+                registration_site=r.site,
+            )
+        )
+    return out
+
+
+def _queue_drains(facts: Facts) -> set[tuple[str, str, DispatchSite | None]]:
+    """Node.js message sends (to a worker or child already running) from a line that sent both
+    inside and outside a span: an app's own pool draining its queue whenever a worker is free.
+    There the span-less sends run in whatever callback freed the worker, so they say nothing about
+    the span the task was queued in, and contradict no statistical suspect. Python wraps each task
+    where it is submitted, so its span-less dispatches stay exact."""
+    with_span: set[tuple[str, str, DispatchSite | None]] = set()
+    without: set[tuple[str, str, DispatchSite | None]] = set()
+    for d in facts.dispatches:
+        if d.runtime != "node" or _starts_unit(d):
+            continue
+        (with_span if d.span is not None else without).add((d.runtime, d.api, d.site))
+    return with_span & without
+
+
 def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> Report:
     """The report with the probe's facts applied (see the module's docstring)."""
     by_id = {(s.trace_id, s.span_id): s for s in spans}
@@ -262,12 +319,14 @@ def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> R
     settings = report.settings
     observed: dict[tuple[int, int], Orphan] = {}
     contradicted: set[tuple[int, int]] = set()
+    drained = _queue_drains(facts)
     for key, d in tied.items():
         span = by_id.get(key)
         if span is None or span.parent_span_id:
             continue
         if d.span is None:
-            contradicted.add(key)
+            if (d.runtime, d.api, d.site) not in drained:
+                contradicted.add(key)
             continue
         if any(a.matches(span.unit.service, span.name) for a in settings.allow):
             continue
@@ -311,6 +370,7 @@ def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> R
         notes.append("no SDK anywhere: no process or worker the command ran registered an OpenTelemetry SDK")
     if facts.skipped_lines:
         notes.append(f"{facts.skipped_lines} unreadable line(s) in the probe's facts were skipped")
+    leaks = _observed_leaks(report.leaks, facts)
     observation = Observation(
         processes=len(facts.units),
         dispatches=sum(1 for d in facts.dispatches if d.task),
@@ -319,12 +379,14 @@ def apply_observations(report: Report, spans: Sequence[Span], facts: Facts) -> R
         inferred_orphans=inferred,
         dropped=dropped,
         notes=tuple(notes),
+        observed_leaks=sum(1 for lk in leaks if lk.observed),
     )
     return msgspec.structs.replace(
         report,
         summary=summary,
         orphans=tuple(orphans),
         gaps=tuple(gaps),
+        leaks=tuple(leaks),
         silent_workers=tuple(_silent_workers(facts)),
         silent_processes=tuple(_silent_processes(facts, spans)),
         observation=observation,

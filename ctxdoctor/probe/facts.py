@@ -54,6 +54,8 @@ class _Line(msgspec.Struct, frozen=True, omit_defaults=True):
     argv: list[str] = []
     sdk: bool | None = None
     command: str = ""
+    event: str = ""
+    bound: bool = False
 
 
 class Dispatch(msgspec.Struct, frozen=True):
@@ -71,6 +73,21 @@ class Dispatch(msgspec.Struct, frozen=True):
     target_tid: int | None  # same process, another thread (Node.js worker, Python thread)
     child_pid: int | None  # another process
     task: bool  # the app's own call (not a pool's internal set-up)
+
+
+class Registration(msgspec.Struct, frozen=True):
+    """A callback set up inside a span that runs every later call in that span's context: a
+    listener bound with ``context.bind``, an interval set up while the span was active."""
+
+    runtime: str
+    api: str  # EventEmitter.on, EventEmitter.once, ..., setInterval
+    t: int
+    pid: int
+    tid: int | None
+    span: tuple[int, int]  # (trace id, span id) whose context the callback keeps
+    site: DispatchSite | None
+    event: str  # the event's name, for a listener
+    bound: bool  # bound with context.bind (not only set up while the span was active)
 
 
 class Start(msgspec.Struct, frozen=True):
@@ -120,6 +137,7 @@ class Facts(msgspec.Struct, frozen=True):
     units: tuple[Unit, ...]
     skipped_lines: int = 0
     processes: tuple[SeenProcess, ...] = ()
+    registrations: tuple[Registration, ...] = ()
 
 
 def _site(s: _Site | None) -> DispatchSite | None:
@@ -140,6 +158,7 @@ def _ref(r: _Ref | str | None) -> tuple[int, int] | None:
 def decode(lines: Iterable[bytes]) -> Facts:
     dec = msgspec.json.Decoder(_Line)
     dispatches: list[Dispatch] = []
+    registrations: list[Registration] = []
     starts: list[Start] = []
     units: dict[tuple[int, int | None], dict[str, object]] = {}
     skipped = 0
@@ -205,6 +224,24 @@ def decode(lines: Iterable[bytes]) -> Facts:
                     task=rec.task,
                 )
             )
+        elif rec.ev == "register":
+            span = _ref(rec.span)
+            if span is None:
+                skipped += 1
+                continue
+            registrations.append(
+                Registration(
+                    runtime=rec.rt,
+                    api=rec.api,
+                    t=t,
+                    pid=rec.pid,
+                    tid=rec.tid,
+                    span=span,
+                    site=_site(rec.site),
+                    event=rec.event,
+                    bound=rec.bound,
+                )
+            )
         elif rec.ev == "target" and rec.id:
             # The far end became known after the dispatch was written (Python: a thread's ident, a child's pid).
             for i in range(len(dispatches) - 1, -1, -1):
@@ -238,6 +275,7 @@ def decode(lines: Iterable[bytes]) -> Facts:
         starts=tuple(starts),
         units=tuple(Unit(**u) for u in units.values()),  # type: ignore[arg-type]
         skipped_lines=skipped,
+        registrations=tuple(registrations),
     )
 
 

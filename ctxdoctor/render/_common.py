@@ -21,6 +21,11 @@ def gate_message(report: Report) -> str:
     return f"{ratio} {op} max-orphan-ratio {pct(limit)}"
 
 
+def registered(leaked: list[Leak]) -> Leak | None:
+    """The first leak of a group whose callback's set-up the probe saw (its registration site)."""
+    return next((lk for lk in leaked if lk.registration_site is not None), None)
+
+
 def leak_groups(leaks: tuple[Leak, ...]) -> list[tuple[tuple[str, str, str], list[Leak]]]:
     """Leaked spans grouped by (service, wrong parent's name, span name), largest first."""
     groups: dict[tuple[str, str, str], list[Leak]] = {}

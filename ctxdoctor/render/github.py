@@ -18,7 +18,7 @@ from pathlib import PurePath
 from rich.console import Console
 
 from ctxdoctor.findings import DispatchSite, Report
-from ctxdoctor.render._common import belongs, gate_message, leak_groups, pct, silent_groups
+from ctxdoctor.render._common import belongs, gate_message, leak_groups, pct, registered, silent_groups
 
 #: GitHub shows at most this many annotations of one level per step.
 MAX_PER_LEVEL = 10
@@ -103,7 +103,10 @@ def workflow_commands(
             f"{len(leaked)} '{name}' span(s) leaked under '{parent}' ({where}, confidence {head.confidence:.2f}): "
             f"{'; '.join(head.evidence)}.\nFix: {head.fix.title}."
         )
-        findings.append(command(level, msg, title=f"ctxdoctor: {service}: context leak {parent} -> {name}"))
+        seen = registered(leaked)
+        path, row, col = _in_workspace(seen.registration_site if seen else None, workspace)
+        title = f"ctxdoctor: {service}: context leak {parent} -> {name}"
+        findings.append(command(level, msg, title=title, file=path, line=row, col=col))
     for (service, name, bnd), silent in silent_groups(report.silent_dispatches):
         top = silent[0]
         msg = (

@@ -54,6 +54,7 @@ def _observation(o: Observation | None) -> dict[str, Any] | None:
         "observed_orphans": o.observed_orphans,
         "inferred_orphans": o.inferred_orphans,
         "dropped_suspects": o.dropped,
+        "observed_leaks": o.observed_leaks,
         "notes": list(o.notes),
     }
 
@@ -120,6 +121,9 @@ def _leak(lk: Leak) -> dict[str, Any]:
         "confidence": round(lk.confidence, 4),
         "evidence": list(lk.evidence),
         "fix": _fix(lk.fix),
+        "observed": lk.observed,
+        "registration_api": lk.registration_api or None,
+        "registration_site": _site(lk.registration_site),
     }
 
 

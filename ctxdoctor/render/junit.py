@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from rich.console import Console
 
 from ctxdoctor.findings import Gap, Leak, MissingParent, Report, SilentDispatch
-from ctxdoctor.render._common import belongs, gate_message, leak_groups, silent_groups
+from ctxdoctor.render._common import belongs, gate_message, leak_groups, registered, silent_groups
 
 SUITE = "ctxdoctor"
 # XML 1.0 forbids most control characters; span names are user data and may contain them.
@@ -64,11 +64,14 @@ def _lost_text(members: tuple[MissingParent, ...]) -> str:
     return "\n".join(lines)
 
 
-def _finding_text(first: Leak | SilentDispatch, what: str) -> str:
+def _finding_text(first: Leak | SilentDispatch, what: str, seen: Leak | None = None) -> str:
     """A leak's or a silent dispatch's body: where, what, the evidence and the fix."""
-    lines = [
-        f"service: {first.span.unit.service}",
-        f"{what}, confidence {first.confidence:.2f}",
+    lines = [f"service: {first.span.unit.service}", f"{what}, confidence {first.confidence:.2f}"]
+    if seen is not None and seen.registration_site is not None:
+        lines.append(
+            f"registered at: {seen.registration_site.label()} ({seen.registration_api}; observed by the probe)"
+        )
+    lines += [
         f"why: {'; '.join(first.evidence)}",
         "",
         _fix_text(first.fix.title, first.fix.steps, first.fix.snippet),
@@ -79,7 +82,7 @@ def _finding_text(first: Leak | SilentDispatch, what: str) -> str:
 def leak_text(members: list[Leak]) -> str:
     first = members[0]
     what = f"{len(members)} '{first.span.name}' span(s) recorded under '{first.wrong_parent.name}' ({belongs(members)})"
-    return _finding_text(first, what)
+    return _finding_text(first, what, registered(members))
 
 
 def silent_text(members: list[SilentDispatch]) -> str:

@@ -14,9 +14,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from ctxdoctor.findings import NO_SPANS, Fix, Gap, MissingParent, Report
+from ctxdoctor.findings import NO_SPANS, Fix, Gap, Leak, MissingParent, Report
 from ctxdoctor.model import span_hex, trace_hex
-from ctxdoctor.render.junit import belongs, leak_groups, silent_groups
+from ctxdoctor.render.junit import belongs, leak_groups, registered, silent_groups
 
 #: Gaps shown in detail (tree + fix); the table lists them all.
 DETAILED = 3
@@ -183,6 +183,8 @@ def observation_text(report: Report) -> Text | None:
     )
     if o.dropped:
         t.append(f", {o.dropped} statistical suspect(s) dropped (their dispatch carried no span)", style="dim")
+    if o.observed_leaks:
+        t.append(f"; {o.observed_leaks} leaked span(s) observed at their callback's registration", style="dim")
     for note in o.notes:
         t.append(f"\n{note}", style="yellow")
     for p in report.silent_processes:
@@ -241,9 +243,23 @@ def leaks_block(report: Report) -> Group | None:
         Text(
             f"e.g. span {span_hex(first.span.span_id)} in trace {_short(trace_hex(first.span.trace_id))}", style="dim"
         ),
+        *_registered_text(groups[0][1]),
         Text("Why: " + "; ".join(first.evidence), style="dim"),
         fix_block(first.fix, _lexer(first.span.unit.language)),
     )
+
+
+def _registered_text(leaked: list[Leak]) -> list[Text]:
+    seen = registered(leaked)
+    if seen is None or seen.registration_site is None:
+        return []
+    return [
+        Text.assemble(
+            ("registered at ", "dim"),
+            (seen.registration_site.label(), "bold cyan"),
+            (f"  {seen.registration_api} (observed by the probe)", "dim"),
+        )
+    ]
 
 
 def silent_block(report: Report) -> Group | None:

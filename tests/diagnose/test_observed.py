@@ -56,7 +56,9 @@ def two_requests() -> list[Span]:
     ]
 
 
-def worker_facts(first_parent: tuple[int, int] | None = (1, 11)) -> list[bytes]:
+def worker_facts(
+    first_parent: tuple[int, int] | None = (1, 11), first_site: dict[str, Any] = SITE
+) -> list[bytes]:
     node = {"rt": "node", "pid": 10}
     return lines(
         {**node, "ev": "unit", "tid": 0, "t": at(-100), "main": True, "argv": ["node", "server.js"]},
@@ -84,7 +86,7 @@ def worker_facts(first_parent: tuple[int, int] | None = (1, 11)) -> list[bytes]:
             "t": at(5),
             "api": "MessagePort.postMessage",
             "span": ref(*first_parent) if first_parent else None,
-            "site": SITE,
+            "site": first_site,
             "target_tid": 1,
             "task": True,
         },
@@ -154,14 +156,29 @@ def _suspected(spans: list[Span]) -> Report:
     return msgspec.structs.replace(base, orphans=orphans, summary=summary)
 
 
+#: A line that only ever sends outside any span.
+UNTRACED_SITE = {**SITE, "line": 90, "function": "warm_up"}
+
+
 def test_a_dispatch_made_outside_any_span_drops_the_statistical_suspect() -> None:
     spans = two_requests()
     statistical = _suspected(spans)
-    report = apply_observations(statistical, spans, decode(worker_facts(first_parent=None)))
+    report = apply_observations(statistical, spans, decode(worker_facts(None, UNTRACED_SITE)))
     assert [o.span.span_id for o in report.orphans] == [102]
     assert report.observation is not None and report.observation.dropped == 1
     assert report.summary.broken_fragments == statistical.summary.broken_fragments - 1
     assert report.summary.orphan_ratio < statistical.summary.orphan_ratio
+
+
+def test_a_span_less_send_from_a_line_that_also_sends_inside_spans_drops_nothing() -> None:
+    """An app's own pool: the line that sends a queued task runs inside the submitting span when a
+    worker is free at once, and inside whatever callback freed one otherwise. Its span-less sends
+    say nothing about where the task came from: the suspect stays, inferred."""
+    spans = two_requests()
+    statistical = _suspected(spans)
+    report = apply_observations(statistical, spans, decode(worker_facts(first_parent=None)))
+    assert [(o.span.span_id, o.observed) for o in report.orphans] == [(102, True), (101, False)]
+    assert report.observation is not None and report.observation.dropped == 0
 
 
 def test_allow_rules_apply_to_observed_orphans_too() -> None:
@@ -255,3 +272,57 @@ def test_a_python_target_fact_completes_its_dispatch() -> None:
         )
     )
     assert facts.dispatches[0].child_pid == 77
+
+
+def _flusher_leak() -> list[Span]:
+    """A flusher set up inside the first request: its ticks land under that request's set-up span."""
+    spans = []
+    for t in range(1, 7):
+        spans.append(span(t, t, "GET /orders", t * 40, t * 40 + 8, MAIN))
+    spans.append(span(1, 50, "start flusher", 41, 42, MAIN, parent=1))
+    spans.append(span(2, 60, "load cache", 81, 82, MAIN, parent=2))
+    spans += [span(1, 70 + k, "flush_metrics", 60 + 15 * k, 61 + 15 * k, MAIN, parent=50) for k in range(12)]
+    return spans
+
+
+def _registration(span_ref: dict[str, str], api: str = "setInterval", **extra: Any) -> list[bytes]:
+    """Hand-made probe lines: the app's unit with an SDK, and one callback set up inside a span."""
+    node = {"rt": "node", "pid": 10, "tid": 0}
+    return lines(
+        {**node, "ev": "unit", "t": at(-100), "main": True, "argv": ["node", "server.js"]},
+        {**node, "ev": "sdk", "t": at(-90)},
+        {**node, "ev": "register", "id": "10.0.1", "t": at(41.5), "api": api, "span": span_ref, "site": SITE, **extra},
+        {**node, "ev": "exit", "t": at(300), "sdk": True},
+    )
+
+
+def test_a_leak_whose_wrong_parent_set_up_the_callback_is_observed_with_the_registration_site() -> None:
+    spans = _flusher_leak()
+    statistical = diagnose(spans)
+    assert len(statistical.leaks) == 12 and not any(lk.observed for lk in statistical.leaks)
+    report = apply_observations(statistical, spans, decode(_registration(ref(1, 50))))
+    assert len(report.leaks) == 12
+    before = {lk.span.span_id: lk for lk in statistical.leaks}
+    for lk in report.leaks:
+        assert lk.evidence[1:] == before[lk.span.span_id].evidence  # the statistics' evidence stays, after
+        assert lk.confidence == before[lk.span.span_id].confidence
+        assert lk.observed and lk.registration_api == "setInterval"
+        assert lk.registration_site is not None
+        assert (lk.registration_site.file, lk.registration_site.line) == ("/app/server.js", 33)
+        assert lk.evidence[0].startswith("seen at registration: setInterval at /app/server.js:33:22 (handle) ran ")
+        assert "inside 'start flusher'" in lk.evidence[0]
+    assert report.observation is not None and report.observation.observed_leaks == 12
+
+
+def test_a_bound_listener_names_its_event_and_a_registration_elsewhere_leaves_the_leak_inferred() -> None:
+    spans = _flusher_leak()
+    statistical = diagnose(spans)
+    bound = _registration(ref(1, 50), "EventEmitter.on", event="order", bound=True)
+    [first, *_] = apply_observations(statistical, spans, decode(bound)).leaks
+    assert first.evidence[0].startswith("seen at registration: EventEmitter.on('order') at /app/server.js:33")
+    assert "a listener bound to its context with context.bind" in first.evidence[0]
+    # A callback set up in another span says nothing about these leaks.
+    report = apply_observations(statistical, spans, decode(_registration(ref(2, 60))))
+    assert not any(lk.observed or lk.registration_site for lk in report.leaks)
+    assert report.leaks == statistical.leaks
+    assert report.observation is not None and report.observation.observed_leaks == 0

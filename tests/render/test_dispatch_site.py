@@ -1,8 +1,11 @@
-"""Every output carries the dispatch site the probe saw (hand-made facts, see tests/diagnose)."""
+"""Every output carries the dispatch site, and a leak's registration site, that the probe saw
+(hand-made facts, see tests/diagnose)."""
 
 from __future__ import annotations
 
 import json
+
+from rich.console import Console
 
 from ctxdoctor.diagnose import diagnose
 from ctxdoctor.diagnose.observed import apply_observations
@@ -11,7 +14,8 @@ from ctxdoctor.probe.facts import decode
 from ctxdoctor.render.github import step_summary, workflow_commands
 from ctxdoctor.render.json_report import report_dict
 from ctxdoctor.render.junit import junit_xml
-from tests.diagnose.test_observed import SITE, two_requests, worker_facts
+from ctxdoctor.render.terminal import TerminalRenderer
+from tests.diagnose.test_observed import SITE, _flusher_leak, _registration, ref, two_requests, worker_facts
 
 
 def _report() -> Report:
@@ -38,3 +42,27 @@ def test_github_annotations_sit_on_the_dispatch_line_inside_the_checkout() -> No
 
 def test_junit_names_the_dispatch_line() -> None:
     assert "dispatched at: /app/server.js:33:22 (handle)" in junit_xml(_report())
+
+
+def _leak_report() -> Report:
+    spans = _flusher_leak()
+    return apply_observations(diagnose(spans), spans, decode(_registration(ref(1, 50))))
+
+
+def test_every_output_names_a_leaks_registration_line() -> None:
+    report = _leak_report()
+    data = json.loads(json.dumps(report_dict(report)))
+    assert data["leaks"] and all(lk["observed"] and lk["registration_site"] == SITE for lk in data["leaks"])
+    assert {lk["registration_api"] for lk in data["leaks"]} == {"setInterval"}
+    assert data["observation"]["observed_leaks"] == 12
+    assert "registered at: /app/server.js:33:22 (handle) (setInterval; observed by the probe)" in junit_xml(report)
+    [leak] = [c for c in workflow_commands(report, workspace="/app") if "context leak" in c]
+    assert "file=server.js,line=33,col=22::" in leak
+
+
+def test_the_terminal_names_a_leaks_registration_line() -> None:
+    console = Console(record=True, width=200)
+    TerminalRenderer().render(_leak_report(), console)
+    text = console.export_text()
+    assert "registered at /app/server.js:33:22 (handle)  setInterval (observed by the probe)" in text
+    assert "12 leaked span(s) observed at their callback's registration" in text

@@ -183,3 +183,92 @@ def test_the_python_probe_stays_out_of_the_apps_spans(tmp_path: Path) -> None:
     assert {s["name"] for s in starts} == {"outer", "inner"}
     inner = next(s for s in starts if s["name"] == "inner")
     assert inner["parent"] is None and inner["dispatch"] is not None
+
+
+_BURST = """
+const { Worker } = require('node:worker_threads');
+const w = new Worker('setInterval(() => {}, 1000);', { eval: true });
+for (let i = 0; i < 400; i++) w.postMessage({ i });
+if (process.argv[2] === 'exit') process.exit(5);
+if (process.argv[2] === 'throw') throw new Error('boom');
+w.terminate();
+"""
+
+
+@needs_node
+@pytest.mark.parametrize("end", ["exit", "throw", "normal"])
+def test_node_facts_written_in_batches_survive_exit_and_an_uncaught_error(end: str, tmp_path: Path) -> None:
+    """The Node.js probe writes a synchronous job's facts together: a process that ends inside that
+    job (process.exit, an uncaught error) still leaves every fact, each line whole."""
+    app = tmp_path / "burst.cjs"
+    app.write_text(_BURST)
+    facts = tmp_path / "facts.jsonl"
+    proc = _run(["node", str(app), end], _probed(clean_env(), facts), cwd=tmp_path)
+    assert proc.returncode == {"exit": 5, "throw": 1, "normal": 0}[end], proc.stderr
+    posted = [d for d in _dispatches(facts) if d["api"] == "worker_threads.Worker.postMessage"]
+    assert len(posted) == 400
+    line = next(i for i, x in enumerate(_BURST.splitlines(), 1) if "w.postMessage" in x)
+    assert {d["site"]["line"] for d in posted} == {line}  # type: ignore[index]
+    parsed = read_facts(facts)
+    assert parsed is not None and parsed.skipped_lines == 0
+    main = next(u for u in parsed.units if u.main)
+    assert main.exited
+
+
+_BINDS = """
+const path = require('node:path');
+const { EventEmitter } = require('node:events');
+const load = (n) => require(path.join(process.env.NODE_MODULES_DIR, n));
+const api = load('@opentelemetry/api');
+const { BasicTracerProvider } = load('@opentelemetry/sdk-trace-base');
+const { AsyncLocalStorageContextManager } = load('@opentelemetry/context-async-hooks');
+api.context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+api.trace.setGlobalTracerProvider(new BasicTracerProvider());
+const tracer = api.trace.getTracer('t');
+const bus = new EventEmitter();
+const fn = () => {};
+for (let i = 0; i < 3; i++) {
+  tracer.startActiveSpan('request', (span) => {
+    const req = new EventEmitter();
+    api.context.bind(api.context.active(), req);
+    req.on('data', fn);
+    req.once('end', fn);
+    bus.on('tick', fn);
+    span.end();
+  });
+}
+tracer.startActiveSpan('subscribe', (span) => {
+  bus.on('order', api.context.bind(api.context.active(), fn));
+  const timer = setInterval(fn, 1000);
+  clearInterval(timer);
+  span.end();
+});
+setInterval(fn, 1000).unref();
+console.log(bus.listenerCount('order'), bus.listenerCount('tick'));
+"""
+
+
+@pytest.mark.skipif(not HAS_NODE_SDK, reason="needs Node.js and fixtures/apps/node/node_modules (make node)")
+def test_node_notes_bound_listeners_and_intervals_in_a_span_and_nothing_else(tmp_path: Path) -> None:
+    """A listener bound with context.bind and an interval set up inside a span are noted, at the
+    app's line; an ordinary listener, an interval outside any span and the listeners of an emitter
+    bound whole (what instrumentations do to every request's emitters) are not."""
+    app = tmp_path / "binds.cjs"
+    app.write_text(_BINDS)
+    env = clean_env(NODE_MODULES_DIR=str(APPS / "node" / "node_modules"))
+    plain = _run(["node", str(app)], env, cwd=tmp_path)
+    facts = tmp_path / "facts.jsonl"
+    probed = _run(["node", str(app)], _probed(env, facts), cwd=tmp_path)
+    assert plain.returncode == 0, plain.stderr
+    assert (probed.returncode, probed.stdout, probed.stderr) == (plain.returncode, plain.stdout, "")
+    registered = [json.loads(x) for x in facts.read_text().splitlines() if '"ev":"register"' in x]
+    lines = _BINDS.splitlines()
+    want = [
+        ("EventEmitter.on", next(i for i, x in enumerate(lines, 1) if "bus.on('order'" in x), "order", True),
+        ("setInterval", next(i for i, x in enumerate(lines, 1) if "const timer = setInterval" in x), "", False),
+    ]
+    got = [(r["api"], r["site"]["line"], r.get("event", ""), r["bound"]) for r in registered]
+    assert got == want
+    assert all(r["site"]["file"] == str(app) and r["span"] is not None for r in registered)
+    parsed = read_facts(facts)
+    assert parsed is not None and len(parsed.registrations) == 2

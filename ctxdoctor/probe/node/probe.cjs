@@ -6,8 +6,10 @@
 //
 // Facts: `unit` (this isolate started: pid, thread id), `dispatch` (new Worker, postMessage to a
 // worker, child_process.fork/spawn/exec*, ChildProcess#send, with the span active there, whether
-// a W3C carrier went along, and the first stack frame of the app's own code), `start` (a root span
-// began in this isolate), `exit` (whether an OpenTelemetry SDK was ever registered here).
+// a W3C carrier went along, and the first stack frame of the app's own code), `register` (a
+// listener bound to a span's context, or an interval set up inside a span, with the app's line),
+// `start` (a root span began in this isolate), `exit` (whether an OpenTelemetry SDK was ever
+// registered here).
 //
 // It never changes the app: it reads the OpenTelemetry API's global registration (a Symbol.for
 // key on globalThis) instead of importing the app's packages, wraps functions only to observe
@@ -54,15 +56,47 @@ function install() {
 
   const now = () => String(origin * 1000n + BigInt(Math.round(performance.now() * 1e6)));
 
-  function emit(rec) {
+  // Facts are buffered and written together once the current synchronous job is done (a
+  // microtask), so a burst of dispatches costs one write. Facts that are rare and must outlive an
+  // abrupt end (this unit started, an SDK appeared, the unit exits) are written at once, with
+  // whatever is buffered before them. 'exit' listeners run on process.exit(), an uncaught
+  // exception and a normal end; what a kill or worker.terminate() can cut off is only what the
+  // job it interrupted dispatched.
+  let buffered = [];
+  let size = 0;
+  let scheduled = false;
+  const FLUSH_AT = 1 << 16;
+
+  function flush() {
+    scheduled = false;
+    if (buffered.length === 0) return;
+    const text = buffered.length === 1 ? buffered[0] : buffered.join('');
+    buffered = [];
+    size = 0;
     try {
       if (fd < 0) fd = fs.openSync(FACTS, 'a', 0o600);
+      fs.writeSync(fd, text);
+    } catch (error) {
+      skip('writing facts', error);
+    }
+  }
+
+  function emit(rec, urgent) {
+    try {
       rec.pid = pid;
       rec.tid = tid;
       rec.rt = 'node';
-      fs.writeSync(fd, JSON.stringify(rec) + '\n');
+      const line = JSON.stringify(rec) + '\n';
+      buffered.push(line);
+      size += line.length;
     } catch (error) {
       skip('writing facts', error);
+      return;
+    }
+    if (urgent || size >= FLUSH_AT) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      queueMicrotask(flush);
     }
   }
 
@@ -76,10 +110,7 @@ function install() {
       const reg = registry();
       const mgr = reg && reg.context;
       if (!mgr || typeof mgr.active !== 'function') return null;
-      const span = mgr.active().getValue(SPAN_KEY);
-      const sc = span && typeof span.spanContext === 'function' ? span.spanContext() : null;
-      if (!sc || !sc.traceId || /^0+$/.test(sc.traceId)) return null;
-      return { trace: sc.traceId, span: sc.spanId };
+      return spanOf(mgr.active());
     } catch (error) {
       skip('reading the active span', error);
       return null;
@@ -120,21 +151,67 @@ function install() {
 
   function watchTrace(reg) {
     if (!reg || typeof reg !== 'object') return;
-    if (reg.trace) {
-      onProvider(reg.trace);
+    watchKey(reg, 'trace', onProvider);
+    watchKey(reg, 'context', onContextManager);
+  }
+
+  function watchKey(reg, key, found) {
+    if (reg[key]) {
+      found(reg[key]);
       return;
     }
-    let provider;
-    Object.defineProperty(reg, 'trace', {
+    let value;
+    Object.defineProperty(reg, key, {
       configurable: true,
       enumerable: true,
-      get: () => provider,
-      set: (p) => {
-        provider = p;
-        Object.defineProperty(reg, 'trace', { value: p, writable: true, configurable: true, enumerable: true });
-        onProvider(p);
+      get: () => value,
+      set: (v) => {
+        value = v;
+        Object.defineProperty(reg, key, { value: v, writable: true, configurable: true, enumerable: true });
+        found(v);
       },
     });
+  }
+
+  // Functions the app bound to a context with a span (context.bind(ctx, fn)), and that span: such
+  // a function runs every later call in that one span's context, so registering it as a listener
+  // is noted. Emitters bound whole (context.bind(ctx, emitter)) are set apart: instrumentations
+  // bind every request's emitters that way, and their listeners (several per request) are the
+  // request's own; noting each would cost a stack capture and a fact per listener per request.
+  const boundSpan = new WeakMap();
+  const boundEmitters = new WeakSet();
+
+  function spanOf(ctx) {
+    const span = ctx && typeof ctx.getValue === 'function' ? ctx.getValue(SPAN_KEY) : undefined;
+    const sc = span && typeof span.spanContext === 'function' ? span.spanContext() : null;
+    if (!sc || !sc.traceId || /^0+$/.test(sc.traceId)) return null;
+    return { trace: sc.traceId, span: sc.spanId };
+  }
+
+  function onContextManager(mgr) {
+    try {
+      const proto = mgr && Object.getPrototypeOf(mgr);
+      if (!proto || typeof proto.bind !== 'function' || proto.bind[MARK]) return;
+      const original = proto.bind;
+      const bind = function bind(ctx, target) {
+        const out = original.apply(this, arguments);
+        try {
+          if (typeof out === 'function' && out !== target) {
+            const span = spanOf(ctx);
+            if (span) boundSpan.set(out, span);
+          } else if (out === target && target !== null && typeof target === 'object') {
+            boundEmitters.add(target);
+          }
+        } catch (error) {
+          skip('noting a bound function', error);
+        }
+        return out;
+      };
+      bind[MARK] = true;
+      proto.bind = bind;
+    } catch (error) {
+      skip('watching the context manager', error);
+    }
   }
 
   function onProvider(proxy) {
@@ -143,7 +220,7 @@ function install() {
         if (!d || /^Noop/.test((d.constructor && d.constructor.name) || '')) return;
         if (!sdkSeen) {
           sdkSeen = true;
-          emit({ ev: 'sdk', t: now() });
+          emit({ ev: 'sdk', t: now() }, true);
         }
         const tracer = typeof d.getTracer === 'function' ? d.getTracer('ctxdoctor-probe') : null;
         const proto = tracer && Object.getPrototypeOf(tracer);
@@ -192,14 +269,14 @@ function install() {
   // then the library made the call (a pool starting its threads), not the app's own task.
   let lastViaLibrary = false;
   const asFrames = (_e, frames) => frames;
-  function frames(limit) {
+  function frames(limit, from) {
     const saved = Error.stackTraceLimit;
     const prepare = Error.prepareStackTrace;
     try {
       Error.stackTraceLimit = limit;
       Error.prepareStackTrace = asFrames;
       const holder = {};
-      Error.captureStackTrace(holder, site);
+      Error.captureStackTrace(holder, from);
       return holder.stack;
     } finally {
       Error.stackTraceLimit = saved;
@@ -207,17 +284,19 @@ function install() {
     }
   }
 
-  // The app's line is nearly always within a few frames of the dispatch; a short stack is much
-  // cheaper to capture, and a deep one is taken only when the short one holds no app frame.
-  function site() {
-    let found = appFrame(frames(6));
-    if (found === undefined) found = appFrame(frames(24));
+  // The cost of a capture grows with its frames, and the app's line is nearly always the one
+  // that called the probe's wrapper (`caller`, the function the app called): one frame from
+  // there, and a deep stack only when that frame is Node.js's or a library's (or the wrapper is
+  // not on the stack).
+  function site(caller) {
+    let found = caller ? appFrame(frames(1, caller), 1) : undefined;
+    if (found === undefined) found = appFrame(frames(24, site), 24);
     return found || null;
   }
 
-  function appFrame(stack) {
+  function appFrame(stack, limit) {
     lastViaLibrary = false;
-    if (!Array.isArray(stack)) return null;
+    if (!Array.isArray(stack) || stack.length === 0) return limit === 1 ? undefined : null;
     for (const f of stack) {
       let file = f.getFileName();
       if (!file || file.startsWith('node:') || file.startsWith(HERE)) continue;
@@ -239,7 +318,7 @@ function install() {
         function: f.getFunctionName() || f.getMethodName() || '<anonymous>',
       };
     }
-    return stack.length >= 6 ? undefined : null; // undefined: the stack was cut short, look deeper
+    return stack.length >= limit ? undefined : null; // undefined: the stack was cut short, look deeper
   }
 
   function hasCarrier(value, depth = 0) {
@@ -256,8 +335,8 @@ function install() {
     return false;
   }
 
-  function dispatch(api, carrierIn, extra) {
-    const rec = { ev: 'dispatch', id: `${pid}.${tid}.${++seq}`, api, t: now(), span: activeSpan(), carrier: false, site: site() };
+  function dispatch(api, carrierIn, extra, caller) {
+    const rec = { ev: 'dispatch', id: `${pid}.${tid}.${++seq}`, api, t: now(), span: activeSpan(), carrier: false, site: site(caller) };
     try {
       rec.carrier = carrierIn.some((v) => hasCarrier(v));
     } catch {}
@@ -278,7 +357,7 @@ function install() {
     const OrigWorker = wt.Worker;
     class Worker extends OrigWorker {
       constructor(filename, options) {
-        const rec = dispatch('worker_threads.Worker', [options && options.workerData, options && options.env], {});
+        const rec = dispatch('worker_threads.Worker', [options && options.workerData, options && options.env], {}, Worker);
         super(filename, options);
         try {
           rec.target_tid = this.threadId;
@@ -289,15 +368,15 @@ function install() {
       }
     }
     Object.defineProperty(Worker, 'name', { value: 'Worker' });
-    const postMessage = OrigWorker.prototype.postMessage;
-    OrigWorker.prototype.postMessage = function (value, transfer) {
+    const workerPost = OrigWorker.prototype.postMessage;
+    OrigWorker.prototype.postMessage = function postMessage(value, transfer) {
       try {
         noteTransfer(transfer, this.threadId);
-        noteMessage('worker_threads.Worker.postMessage', value, this.threadId);
+        noteMessage('worker_threads.Worker.postMessage', value, this.threadId, postMessage);
       } catch (error) {
         skip('noting a postMessage', error);
       }
-      return postMessage.apply(this, arguments);
+      return workerPost.apply(this, arguments);
     };
     wt.Worker = Worker;
 
@@ -315,10 +394,10 @@ function install() {
     wt.MessageChannel = MessageChannel;
 
     const portPost = wt.MessagePort.prototype.postMessage;
-    wt.MessagePort.prototype.postMessage = function (value, transfer) {
+    wt.MessagePort.prototype.postMessage = function postMessage(value, transfer) {
       try {
         const target = portThread.get(this);
-        if (target !== undefined) noteMessage('MessagePort.postMessage', value, target);
+        if (target !== undefined) noteMessage('MessagePort.postMessage', value, target, postMessage);
       } catch (error) {
         skip('noting a port message', error);
       }
@@ -345,14 +424,14 @@ function install() {
     return undefined;
   }
 
-  function noteMessage(api, value, targetTid) {
+  function noteMessage(api, value, targetTid, caller) {
     let rec = null;
     const known = taskOf(value);
     if (known) {
       rec = known;
       rec.api = `${known.api} -> ${api}`;
     } else {
-      rec = dispatch(api, [value], {});
+      rec = dispatch(api, [value], {}, caller);
     }
     rec.target_tid = targetTid;
     rec.t_posted = now();
@@ -405,7 +484,7 @@ function install() {
     const wrapped = function () {
       try {
         const task = arguments[key];
-        const rec = dispatch(`${name}.${method}`, [arguments[0], arguments[1]], { task: true });
+        const rec = dispatch(`${name}.${method}`, [arguments[0], arguments[1]], { task: true }, wrapped);
         if (task && typeof task === 'object') pending.set(task, rec);
         else emit(rec);
       } catch (error) {
@@ -415,6 +494,78 @@ function install() {
     };
     wrapped[MARK] = true;
     proto[method] = wrapped;
+  }
+
+  // --- callbacks that keep a span's context: listeners bound to it, intervals set up inside it ---
+  // A listener bound with context.bind runs every event in the span it was bound in; a timer's
+  // callback runs in the context it was set up in (AsyncLocalStorage follows timers), so every
+  // tick of an interval set up inside a span runs in that span. Both are noted with the app's
+  // line; an ordinary listener costs one WeakMap lookup and is not noted.
+  function register(api, span, caller, extra) {
+    const rec = { ev: 'register', id: `${pid}.${tid}.${++seq}`, api, t: now(), span, site: site(caller) };
+    Object.assign(rec, extra);
+    emit(rec);
+  }
+
+  function eventName(type) {
+    return typeof type === 'symbol' ? String(type.description || 'symbol') : String(type).slice(0, 80);
+  }
+
+  try {
+    const events = require('node:events');
+    const proto = events.EventEmitter.prototype;
+    const wrapListen = (name, original) => {
+      const wrapped = function (type, listener) {
+        try {
+          const span = typeof listener === 'function' ? boundSpan.get(listener) : undefined;
+          if (span !== undefined && !boundEmitters.has(this))
+            register(`EventEmitter.${name}`, span, wrapped, { event: eventName(type), bound: true });
+        } catch (error) {
+          skip(`EventEmitter.${name}`, error);
+        }
+        return original.apply(this, arguments);
+      };
+      Object.defineProperty(wrapped, 'name', { value: original.name });
+      Object.defineProperty(wrapped, 'length', { value: original.length });
+      wrapped[MARK] = true;
+      return wrapped;
+    };
+    // `on` and `addListener` are one function: keep them one.
+    const add = proto.addListener;
+    if (typeof add === 'function' && !add[MARK]) {
+      const wrapped = wrapListen('on', add);
+      if (proto.on === add) proto.on = wrapped;
+      proto.addListener = wrapped;
+    }
+    for (const name of ['once', 'prependListener', 'prependOnceListener']) {
+      if (typeof proto[name] === 'function' && !proto[name][MARK]) proto[name] = wrapListen(name, proto[name]);
+    }
+  } catch (error) {
+    skip('EventEmitter', error);
+  }
+
+  try {
+    const timers = require('node:timers');
+    const original = globalThis.setInterval;
+    if (typeof original === 'function' && !original[MARK]) {
+      const setInterval = function setInterval(callback) {
+        try {
+          const bound = typeof callback === 'function' ? boundSpan.get(callback) : undefined;
+          const span = bound || activeSpan();
+          if (span) register('setInterval', span, setInterval, { bound: bound !== undefined });
+        } catch (error) {
+          skip('setInterval', error);
+        }
+        return original.apply(this, arguments);
+      };
+      Object.defineProperty(setInterval, 'length', { value: original.length });
+      for (const key of Object.getOwnPropertySymbols(original)) setInterval[key] = original[key];
+      setInterval[MARK] = true;
+      globalThis.setInterval = setInterval;
+      if (timers.setInterval === original) timers.setInterval = setInterval;
+    }
+  } catch (error) {
+    skip('setInterval', error);
   }
 
   // --- child_process --------------------------------------------------------------------------
@@ -427,7 +578,7 @@ function install() {
         try {
           const args = Array.from(arguments);
           const opts = args.find((a) => a && typeof a === 'object' && !Array.isArray(a));
-          rec = dispatch(`child_process.${name}`, [opts && opts.env], {});
+          rec = dispatch(`child_process.${name}`, [opts && opts.env], {}, wrapped);
           rec.env_carrier = rec.carrier;
           rec.inherit_env = !(opts && opts.env);
           if (rec.inherit_env) rec.carrier = Boolean(process.env.TRACEPARENT);
@@ -463,7 +614,7 @@ function install() {
       const wrapped = function (message) {
         try {
           const known = taskOf(message);
-          const rec = known || dispatch('ChildProcess.send', [message], {});
+          const rec = known || dispatch('ChildProcess.send', [message], {}, wrapped);
           if (known) rec.api = `${known.api} -> ChildProcess.send`;
           rec.child_pid = child.pid;
           rec.t_posted = now();
@@ -493,12 +644,12 @@ function install() {
     main: wt.isMainThread,
     ppid: process.ppid,
     argv: wt.isMainThread ? [path.basename(process.argv0 || 'node'), ...process.argv.slice(1, 3).map((a) => path.basename(a))] : [],
-  });
+  }, true);
   let exited = false;
   const onExit = () => {
     if (exited) return;
     exited = true;
-    emit({ ev: 'exit', t: now(), sdk: sdkSeen || sdkRegistered() });
+    emit({ ev: 'exit', t: now(), sdk: sdkSeen || sdkRegistered() }, true);
     try {
       if (fd >= 0) fs.closeSync(fd);
     } catch {}
