@@ -476,6 +476,21 @@ def check_dump(dump: Path, created: list[tuple[int, int]]) -> list[Span]:
     return spans
 
 
+def run_ctxdoctor(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m ctxdoctor ARGS`` in ``cwd`` as a user would run it: no stdin, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "ctxdoctor", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_app(cmd: list[str], env: dict[str, str], timeout: float = 120) -> None:
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"app failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"

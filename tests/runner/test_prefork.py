@@ -16,7 +16,7 @@ from typing import Any
 import xmlschema
 
 from ctxdoctor.readers import read_paths
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_ctxdoctor
 
 
 def _run_server(
@@ -29,30 +29,9 @@ def _run_server(
     env["OTEL_BSP_SCHEDULE_DELAY"] = "30000"
     # As in GitHub Actions: the job summary gets the findings too.
     env.update(GITHUB_ACTIONS="true", GITHUB_STEP_SUMMARY=str(tmp_path / "summary.md"))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ctxdoctor",
-            "run",
-            "--no-color",
-            "--report-json",
-            "report.json",
-            "--report-junit",
-            "report.xml",
-            "--output",
-            "dump.json",
-            "--",
-            sys.executable,
-            str(ROOT / "fixtures" / "apps" / "python" / "prefork_server.py"),
-        ],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
+    reports = ["--report-json", "report.json", "--report-junit", "report.xml", "--output", "dump.json"]
+    app = ROOT / "fixtures" / "apps" / "python" / "prefork_server.py"
+    done = run_ctxdoctor(["run", "--no-color", *reports, "--", sys.executable, str(app)], tmp_path, env, timeout=90)
     truth = [json.loads(line) for line in (tmp_path / "truth.jsonl").read_text().splitlines() if line.strip()]
     return done, json.loads((tmp_path / "report.json").read_text()), truth
 

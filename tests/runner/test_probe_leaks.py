@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import NODE_APPS, needs_node
+from tests.helpers import NODE_APPS, needs_node, run_ctxdoctor
 
 APP = NODE_APPS / "context_leaks.js"
 
@@ -23,15 +22,7 @@ def _run(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], 
     base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GITHUB_", "CTX_", "CTXDOCTOR_"))}
     base.update(CTX_TASKS="16", CTX_CONCURRENCY="2", CTXDOCTOR_TRUTH=str(tmp_path / "truth.jsonl"), **env)
     run = ["run", "--no-color", "--report-json", "report.json", "--output", "dump.json"]
-    done = subprocess.run(
-        [sys.executable, "-m", "ctxdoctor", *run, "--", "node", str(APP)],
-        cwd=tmp_path,
-        env=base,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_ctxdoctor([*run, "--", "node", str(APP)], tmp_path, base, timeout=120)
     truth = [json.loads(x) for x in (tmp_path / "truth.jsonl").read_text().splitlines()]
     return done, json.loads((tmp_path / "report.json").read_text()), truth
 

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import NODE_APPS, needs_node
+from tests.helpers import NODE_APPS, needs_node, run_ctxdoctor
 
 
 def _run(tmp_path: Path, mode: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
@@ -24,15 +23,7 @@ def _run(tmp_path: Path, mode: str) -> tuple[subprocess.CompletedProcess[str], d
     # needs; a 30 s schedule delay means a killed child has exported nothing, however slow the machine.
     env.update(CTX_MODE=mode, CTX_WORKER="fork", CTX_WORKERS="2", CTX_TASKS="120", OTEL_BSP_SCHEDULE_DELAY="30000")
     run = ["run", "--no-color", "--report-json", "report.json", "--output", "dump.json"]
-    done = subprocess.run(
-        [sys.executable, "-m", "ctxdoctor", *run, "--", "node", str(NODE_APPS / "silent_workers.js")],
-        cwd=tmp_path,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_ctxdoctor([*run, "--", "node", str(NODE_APPS / "silent_workers.js")], tmp_path, env, timeout=120)
     return done, json.loads((tmp_path / "report.json").read_text())
 
 
