@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.helpers import run_ctxdoctor
+
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "fixtures" / "scenarios"
 APPS = ROOT / "fixtures" / "apps"
@@ -48,27 +50,8 @@ def run_scenario(name: str, tmp: Path, *args: str, timeout: float = 120, **env: 
     environ = clean_env(**{**spec["env"], "CTXDOCTOR_TRUTH": str(truth), **env})
     if spec["protocol"] != "grpc":
         environ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = spec["protocol"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ctxdoctor",
-            "run",
-            "-o",
-            str(tmp / "dump.json"),
-            "--report-json",
-            str(tmp / "report.json"),
-            *args,
-            "--",
-            *argv(spec),
-        ],
-        cwd=ROOT,
-        env=environ,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    reports = ["-o", str(tmp / "dump.json"), "--report-json", str(tmp / "report.json")]
+    proc = run_ctxdoctor(["run", *reports, *args, "--", *argv(spec)], ROOT, environ, timeout=timeout)
     report = json.loads((tmp / "report.json").read_text()) if (tmp / "report.json").exists() else {}
     records = [json.loads(x) for x in truth.read_text().splitlines() if x.strip()]
     return RunResult(proc, report, records, tmp / "dump.json.probe.jsonl")
