@@ -32,8 +32,8 @@ import re
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import compress, pairwise
-from operator import attrgetter, not_
+from itertools import compress, groupby, pairwise, repeat
+from operator import attrgetter, is_, le, not_
 
 import msgspec
 
@@ -223,14 +223,18 @@ def _sweep(
     suspects_in.sort(key=attrgetter("start"))
     starts = [r.start for r in suspects_in]
     active_at: list[list[Span]] = [[] for _ in suspects_in]
-    n = len(starts)
-    for a in spans:
-        # One bisection tells whether any suspect starts inside the span (most spans hold
-        # none); the second, for the span's end, only for those that do.
+    # One bisection tells whether any suspect starts inside a span: the first suspect start at
+    # or after the span's start is no later than its end. Most spans hold none, so that test
+    # runs over every span in C (``map``, ``compress``; past the last suspect a sentinel start
+    # no span reaches), and only the spans that hold one are placed one by one.
+    after: list[float] = [*starts, math.inf]
+    holding = compress(
+        spans, map(le, map(after.__getitem__, map(bisect_left, repeat(starts), map(_START, spans))), map(_END, spans))
+    )
+    for a in holding:
         i = bisect_left(starts, a.start)
-        if i < n and starts[i] <= a.end:
-            for k in range(i, bisect_right(starts, a.end, i)):
-                active_at[k].append(a)
+        for k in range(i, bisect_right(starts, a.end, i)):
+            active_at[k].append(a)
     # ``reference``: the real suspects, when ``suspects_in`` are their time-shifted copies (the
     # copies must see the same peers and workers as the roots they stand for).
     real = suspects_in if reference is None else reference
@@ -278,6 +282,11 @@ def _sweep(
         for c in cands:
             active_by_name[shape(c.parent.name)] += 1
         suspects.append(_Suspect(r, _keep(r, cands), dict(active_by_name)))
+    if reference is not None:
+        # The copies are only scored (``_like``) with what the real roots' sweep measured: their
+        # candidates' anchors are needed, not the duty cycles nor the phases.
+        _anchor_candidates(spans, suspects, phases=False)
+        return _Sweep(suspects, {}, {}, workers)
     names = {shape(c.parent.name) for sus in suspects for c in sus.candidates}
     by_name = _by_shape(spans, names)
     first = min(map(_START, spans))
@@ -343,6 +352,27 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
     return {id(s.unit) for s in suspects} - serving
 
 
+def _lifetimes(spans: Iterable[Span]) -> dict[int, tuple[int, int]]:
+    """Each unit's first start and last end among ``spans``, by unit identity.
+
+    Spans come in runs of one unit (a batch of one thread): each run's bounds are taken in C
+    loops, and only runs are looked at one by one. A run of equal units that are distinct
+    objects (``groupby`` compares by equality) is taken span by span.
+    """
+    out: dict[int, tuple[int, int]] = {}
+    for unit, group in groupby(spans, _UNIT):
+        run = list(group)
+        if all(map(is_, map(_UNIT, run), repeat(unit))):
+            lo, hi = min(map(_START, run)), max(map(_END, run))
+            old = out.get(id(unit))
+            out[id(unit)] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+            continue
+        for s in run:
+            lo, hi = out.get(id(s.unit), (s.start, s.end))
+            out[id(s.unit)] = (min(lo, s.start), max(hi, s.end))
+    return out
+
+
 def _periodic(group: list[_Suspect], cv: float) -> bool:
     """Roots that recur at a fixed interval in their unit: a timer, whatever the load.
 
@@ -381,6 +411,7 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     """
     starts = sorted((sus.span.start, sus.span.trace_id) for sus in group)
     ts = [x[0] for x in starts]
+    tids = [x[1] for x in starts]
     out: dict[str, tuple[float, float]] = {}
     # On one thread (an event loop) callbacks of one tick run together, so how many roots land
     # in a span there is scheduling, not dispatch: only spans of other threads are counted.
@@ -395,7 +426,8 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
         counts, lengths = [], []
         for d in ds:
             lo, hi = bisect_left(ts, d.start), bisect_right(ts, d.end)
-            counts.append(sum(1 for k in range(lo, hi) if starts[k][1] != d.trace_id))
+            # The roots inside it, less those of its own trace (counted in C over the slice).
+            counts.append(hi - lo - tids[lo:hi].count(d.trace_id))
             lengths.append(float(max(d.end - d.start, 1)))
         llr, per_span = _balance_fit(counts, lengths)
         out[nm] = (llr, min(_MAX_SHARE, per_span * len(ds) / len(group)))
@@ -446,13 +478,16 @@ def _resolution(group: list[_Suspect]) -> float:
     return float(MS) if whole_ms >= 0.9 * len(starts) else 1000.0
 
 
-def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tuple[str, tuple[str, int]], float]:
+def _anchor_candidates(
+    spans: list[Span], suspects: list[_Suspect], *, phases: bool = True
+) -> dict[tuple[str, tuple[str, int]], float]:
     """Place each suspect in the event timeline of each candidate's trace.
 
     Code dispatches work at one program point: right after some span of the dispatching trace
     starts or ends. So a dispatched root starts soon after the same kind of event (the anchor)
     every time, while a chance root lands anywhere. For the chance side this also measures, per
-    parent name, the share of its time spent after each anchor (its phases).
+    parent name, the share of its time spent after each anchor (its phases), unless ``phases``
+    is false (time-shifted copies are scored with the real roots' phases).
 
     One trace at a time, so only that trace's event list is ever held.
     """
@@ -480,6 +515,8 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
             c.gap = max(nxt - last[0], 1)
             c.anchor = (last[1], last[2])
             parents[c.parent.span_id] = c.parent
+        if not phases:
+            continue
         # Phase shares: how long each anchor is the latest event, inside each candidate parent.
         for p in parents.values():
             i = bisect_right(ts, p.start) - 1
@@ -922,15 +959,12 @@ def plan_search(spans: Sequence[Span]) -> SearchPlan:
     wanted = {part_of[id(r.unit)] for r in suspect_spans}
     parts: dict[Hashable, list[Span]] = defaultdict(list)
     # Spans come in runs of one unit (a batch of one thread): look the partition up once a run.
-    unit: Unit | None = None
-    add = None
-    for s in spans:
-        if s.unit is not unit:
-            unit = s.unit
-            key = part_of[id(unit)]
-            add = parts[key].append if key in wanted else None
-        if add is not None:
-            add(s)
+    # ``groupby`` compares units by equality, and equal units share a partition (``_partitions``
+    # joins them by their fields).
+    for unit, run in groupby(spans, _UNIT):
+        key = part_of[id(unit)]
+        if key in wanted:
+            parts[key].extend(run)
     part_suspects: dict[Hashable, list[Span]] = defaultdict(list)
     for r in suspect_spans:
         part_suspects[part_of[id(r.unit)]].append(r)
@@ -963,10 +997,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     window = (min(map(_START, members)), max(map(_END, members)))
     # Only the units of the fitted groups' roots are looked up (``_shifted``).
     needed = {id(sus.span.unit) for key in fitted for sus in groups[key]}
-    lifetimes: dict[int, tuple[int, int]] = {}
-    for s in compress(members, map(needed.__contains__, map(id, map(_UNIT, members)))):
-        lo, hi = lifetimes.get(id(s.unit), (s.start, s.end))
-        lifetimes[id(s.unit)] = (min(lo, s.start), max(hi, s.end))
+    lifetimes = _lifetimes(compress(members, map(needed.__contains__, map(id, map(_UNIT, members)))))
     # What chance scores: every fitted group's roots jittered, in one pass for all groups.
     copies: dict[tuple[str, str], list[Span]] = {}
     for key, (prm, _) in fitted.items():
