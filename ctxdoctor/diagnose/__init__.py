@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import compress
+from operator import attrgetter, not_
 
 from ctxdoctor.diagnose.gaps import group_gaps
 from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
-from ctxdoctor.diagnose.traces import flag
+from ctxdoctor.diagnose.traces import PARENT, flag
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
 _SLICE = 1 << 16
+_SPAN_ID = attrgetter("span_id")
 
 
 def _absent_parents(spans: Sequence[Span]) -> set[int]:
@@ -22,19 +25,20 @@ def _absent_parents(spans: Sequence[Span]) -> set[int]:
     A parent is nearly always exported near its children (the same batch, or one soon after), so
     each slice of spans first drops the parents present in the slice itself. Only the few left
     are looked for in the whole dump: a few hundred candidates instead of a set of every parent
-    (whose growth would be the diagnosis's peak memory), and small sets are faster too. The sets'
-    own loops run in C over each slice's list of ids.
+    (whose growth would be the diagnosis's peak memory), and small sets are faster too. Every
+    loop runs in C (``map`` over each slice, the sets' own loops).
     """
     candidates: set[int] = set()
     for i in range(0, len(spans), _SLICE):
         part = spans[i : i + _SLICE]
-        local = {s.parent_span_id for s in part if s.parent_span_id}
-        local.difference_update([s.span_id for s in part])
+        local = set(map(PARENT, part))
+        local.difference_update(map(_SPAN_ID, part))
+        local.discard(0)  # a root's
         candidates |= local
     for i in range(0, len(spans), _SLICE):
         if not candidates:
             break
-        candidates.difference_update([s.span_id for s in spans[i : i + _SLICE]])
+        candidates.difference_update(map(_SPAN_ID, spans[i : i + _SLICE]))
     return set(candidates)  # a set keeps its table when it shrinks: copy the few left
 
 
@@ -66,7 +70,7 @@ def diagnose(
     # the traces too.
     late, workers = LateChildren(), WorkerChildren(spans)
     traces = flag(spans, late, workers)
-    root_spans = [s for s in spans if s.parent_span_id == 0]
+    root_spans = list(compress(spans, map(not_, map(PARENT, spans))))
     roots = len(root_spans)
     missing = find_missing_parents(spans, absent, root_spans)
     candidates, group_sizes = find_orphans(spans, model)
