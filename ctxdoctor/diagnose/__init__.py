@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import compress
-from operator import attrgetter, not_
+from itertools import compress, repeat
+from operator import attrgetter, is_, not_
 
 from ctxdoctor.diagnose.gaps import group_gaps
 from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
-from ctxdoctor.diagnose.traces import PARENT, flag
+from ctxdoctor.diagnose.traces import NOWHERE, PARENT, flag
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
@@ -19,22 +19,41 @@ _SLICE = 1 << 16
 _SPAN_ID = attrgetter("span_id")
 
 
-def _absent_parents(spans: Sequence[Span]) -> set[int]:
+class _UnfoundParents:
+    """The parent ids not found in their own slice (``traces.Filter``): the absent parents'
+    candidates, from the lookups ``flag`` makes anyway, with no set of a slice's ids."""
+
+    def __init__(self) -> None:
+        self.traces: set[int] = set()
+        self.unsettled: set[int] = set()
+        self.candidates: set[int] = set()
+        self.spans = 0  # the spans of the slices seen: ``flag`` skips a slice with a repeated id
+
+    def __call__(self, part: list[Span], parents: list[Span]) -> None:
+        self.spans += len(part)
+        self.candidates.update(compress(map(PARENT, part), map(is_, parents, repeat(NOWHERE))))
+
+
+def _absent_parents(spans: Sequence[Span], unfound: _UnfoundParents | None = None) -> set[int]:
     """The parent ids that never arrived: every referenced parent, less every span present.
 
     A parent is nearly always exported near its children (the same batch, or one soon after), so
-    each slice of spans first drops the parents present in the slice itself. Only the few left
-    are looked for in the whole dump: a few hundred candidates instead of a set of every parent
-    (whose growth would be the diagnosis's peak memory), and small sets are faster too. Every
-    loop runs in C (``map`` over each slice, the sets' own loops).
+    each slice of spans first drops the parents present in the slice itself (``unfound``, when it
+    saw every slice). Only the few left are looked for in the whole dump: a few hundred
+    candidates instead of a set of every parent (whose growth would be the diagnosis's peak
+    memory), and small sets are faster too. Every loop runs in C (``map`` over each slice, the
+    sets' own loops).
     """
     candidates: set[int] = set()
-    for i in range(0, len(spans), _SLICE):
-        part = spans[i : i + _SLICE]
-        local = set(map(PARENT, part))
-        local.difference_update(map(_SPAN_ID, part))
-        local.discard(0)  # a root's
-        candidates |= local
+    if unfound is not None and unfound.spans == len(spans):
+        candidates = unfound.candidates
+    else:
+        for i in range(0, len(spans), _SLICE):
+            part = spans[i : i + _SLICE]
+            local = set(map(PARENT, part))
+            local.difference_update(map(_SPAN_ID, part))
+            candidates |= local
+    candidates.discard(0)  # a root's
     for i in range(0, len(spans), _SLICE):
         if not candidates:
             break
@@ -65,11 +84,11 @@ def diagnose(
     the objects). bench/README.md has the figures.
     """
     settings = settings or Settings()
-    absent = _absent_parents(spans)
-    # The leak and silent-worker passes' traces, picked in one pass over the dump, which counts
-    # the traces too.
-    late, workers = LateChildren(), WorkerChildren(spans)
-    traces = flag(spans, late, workers)
+    # The leak and silent-worker passes' traces, and the absent parents' candidates, picked in
+    # one pass over the dump, which counts the traces too.
+    late, workers, unfound = LateChildren(), WorkerChildren(spans), _UnfoundParents()
+    traces = flag(spans, late, workers, unfound)
+    absent = _absent_parents(spans, unfound)
     root_spans = list(compress(spans, map(not_, map(PARENT, spans))))
     roots = len(root_spans)
     missing = find_missing_parents(spans, absent, root_spans)

@@ -202,6 +202,9 @@ class _Sweep(msgspec.Struct):
     duty: dict[str, float]  # share of the observed window during which a span of that name is active
     phases: dict[tuple[str, tuple[str, int]], float]  # (parent name, anchor) -> share of that name's time
     worker_units: set[int]  # ids of units with no entry spans whose roots are all suspects
+    #: The spans of each candidate name's shape, in the order given (``_by_shape``): count
+    #: balance looks up some of the same names.
+    by_name: dict[str, list[Span]] = {}
 
 
 def _sweep(
@@ -293,7 +296,7 @@ def _sweep(
     window = max(max(map(_END, spans)) - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
     phases = _anchor_candidates(spans, suspects)
-    return _Sweep(suspects, duty, phases, workers)
+    return _Sweep(suspects, duty, phases, workers, by_name)
 
 
 def _by_shape(spans: list[Span], wanted: set[str]) -> dict[str, list[Span]]:
@@ -302,6 +305,8 @@ def _by_shape(spans: list[Span], wanted: set[str]) -> dict[str, list[Span]]:
     Names are few: each is shaped once, and the spans of the names that qualify are picked out
     by a C loop.
     """
+    if not wanted:
+        return {}
     literal = {nm for nm in set(map(_NAME, spans)) if shape(nm) in wanted}
     by_name: dict[str, list[Span]] = defaultdict(list)
     for a in compress(spans, map(literal.__contains__, map(_NAME, spans))):
@@ -325,8 +330,8 @@ def _keep(r: Span, cands: list[_Candidate]) -> list[_Candidate]:
 
 
 def _union_length(spans: list[Span]) -> int:
-    """How long at least one of the spans is active."""
-    spans.sort(key=attrgetter("start"))
+    """How long at least one of the spans is active (``spans`` keep their order)."""
+    spans = sorted(spans, key=attrgetter("start"))
     total = 0
     cur_s, cur_e = spans[0].start, spans[0].end
     for a in spans:
@@ -1008,8 +1013,9 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     by_name: dict[str, list[Span]] = {}
     if model.count_balance:
         # Only the names ``_balance`` looks up: its groups' candidate parents off one thread.
+        # A subset of the candidate names the sweep has already picked out.
         wanted = {shape(c.parent.name) for k in fitted for sus in groups[k] for c in sus.candidates if not c.one_thread}
-        by_name = _by_shape(members, wanted)
+        by_name = {nm: sweep.by_name[nm] for nm in wanted if nm in sweep.by_name}
     placebo_groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in placebo.suspects:
         placebo_groups[(sus.span.unit.service, shape(sus.span.name))].append(sus)
