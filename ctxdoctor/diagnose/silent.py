@@ -167,12 +167,15 @@ class WorkerChildren:
         self.edges.update((q.unit.service, q.name) for q in compress(parents, holds))
 
 
-def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: SilentParams) -> set[int]:
-    """The traces with a span of an eligible name that has a large enough hole and no child in
-    another unit: the only traces the search for holes can report from.
+def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: SilentParams, lost: _Roots) -> set[int]:
+    """The traces with a span of an eligible name that has a large enough hole, no child in
+    another unit and no root of another unit starting in the hole (``lost``): the only traces
+    the search for holes can report from.
 
     The spans of those names, and their children, are picked out by C loops over the dump;
-    only they are looked at one by one.
+    only they are looked at one by one. The roots are checked here rather than in the walk
+    over the traces: where workers lost their context (the usual reason for a hole where a
+    worker's span belongs) nearly every hole has such a root, and the trace need not be walked.
     """
     names = {name for _, name in eligible}
     dispatchers = [s for s in named(spans, names) if (s.unit.service, s.name) in eligible]
@@ -186,7 +189,9 @@ def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: Silent
         if s.duration <= 0 or any(foreign(c.unit, s.unit) for c in children):
             continue
         start, end, _, _ = largest_hole(s, children)
-        if end - start >= p.hole_min_ns and end - start >= p.hole_share * s.duration:
+        if end - start < p.hole_min_ns or end - start < p.hole_share * s.duration:
+            continue
+        if not lost.foreign_root_within(s, start, end):
             out.add(s.trace_id)
     return out
 
@@ -250,7 +255,7 @@ def find_silent_dispatches(
         roots = compress(spans, map(not_, map(PARENT, spans)))
     lost = _Roots(roots, {svc for svc, _ in eligible})
     holes: dict[tuple[str, str, tuple[str, str]], list[_Hole]] = defaultdict(list)
-    for trace in traces(subset(spans, _with_holes(spans, eligible, p))):
+    for trace in traces(subset(spans, _with_holes(spans, eligible, p, lost))):
         if names.isdisjoint(map(NAME, trace)):
             continue
         dispatchers = [s for s in trace if s.name in names and (s.unit.service, s.name) in eligible]
@@ -268,7 +273,8 @@ def find_silent_dispatches(
             if any(foreign(o.unit, s.unit) and o.start < end and o.end > start for o in trace):
                 continue
             # A root of another unit starting in the hole: the worker exported into a trace of its
-            # own (lost context: an orphan), not nothing.
+            # own (lost context: an orphan), not nothing. (``_with_holes`` kept the trace for
+            # another span's hole.)
             if lost.foreign_root_within(s, start, end):
                 continue
             holes[(s.unit.service, s.name, (before, after))].append(_Hole(s, start, end, (before, after)))
