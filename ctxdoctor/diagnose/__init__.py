@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 from itertools import compress, repeat
 from operator import attrgetter, is_, not_
@@ -83,6 +84,26 @@ def diagnose(
     because a child that reads the spans copies their pages (CPython writes reference counts into
     the objects). bench/README.md has the figures.
     """
+    # The passes allocate a few million objects (candidates, lists of spans, dicts) and free
+    # them together, with no cycle among them: the cyclic collector would only walk the dump's
+    # big lists again and again for nothing.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _diagnose(spans, settings, warnings=warnings, files=files, model=model)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _diagnose(
+    spans: Sequence[Span],
+    settings: Settings | None,
+    *,
+    warnings: Sequence[str],
+    files: Sequence[str],
+    model: ModelParams | None,
+) -> Report:
     settings = settings or Settings()
     # The leak and silent-worker passes' traces, and the absent parents' candidates, picked in
     # one pass over the dump, which counts the traces too.
