@@ -30,7 +30,7 @@ import functools
 import math
 import re
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
 from itertools import compress, groupby, pairwise, repeat
 from operator import attrgetter, is_, le, not_
@@ -205,6 +205,8 @@ class _Sweep(msgspec.Struct):
     #: The spans of each candidate name's shape, in the order given (``_by_shape``): count
     #: balance looks up some of the same names.
     by_name: dict[str, list[Span]] = {}
+    #: The first start and the last end of the spans.
+    bounds: tuple[int, int] = (0, 0)
 
 
 def _sweep(
@@ -292,11 +294,11 @@ def _sweep(
         return _Sweep(suspects, {}, {}, workers)
     names = {shape(c.parent.name) for sus in suspects for c in sus.candidates}
     by_name = _by_shape(spans, names)
-    first = min(map(_START, spans))
-    window = max(max(map(_END, spans)) - first, 1)
+    first, last = min(map(_START, spans)), max(map(_END, spans))
+    window = max(last - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
     phases = _anchor_candidates(spans, suspects)
-    return _Sweep(suspects, duty, phases, workers, by_name)
+    return _Sweep(suspects, duty, phases, workers, by_name, (first, last))
 
 
 def _by_shape(spans: list[Span], wanted: set[str]) -> dict[str, list[Span]]:
@@ -352,8 +354,8 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
     ``suspects`` are the suspect roots among ``spans``; every other root is an entry span or
     carries links, and a unit with either serves work of its own.
     """
-    serving = set(map(id, map(_UNIT, compress(spans, map(_ENTRY_INTS.__contains__, map(_KIND, spans))))))
-    serving.update(id(s.unit) for s in compress(spans, map(_LINKS, spans)) if not s.parent_span_id)
+    # One pass: every span is read from memory once (two C passes would read each twice).
+    serving = {id(s.unit) for s in spans if s.kind in _ENTRY_INTS or (s.links and not s.parent_span_id)}
     return {id(s.unit) for s in suspects} - serving
 
 
@@ -999,9 +1001,12 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     for sus in sweep.suspects:
         groups[(sus.span.unit.service, shape(sus.span.name))].append(sus)
     fitted = {key: _em(group, sweep, model) for key, group in groups.items() if any(s.candidates for s in group)}
-    window = (min(map(_START, members)), max(map(_END, members)))
-    # Only the units of the fitted groups' roots are looked up (``_shifted``).
-    needed = {id(sus.span.unit) for key in fitted for sus in groups[key]}
+    window = sweep.bounds
+    # Only the units that run several roots of a fitted group are looked up (``_shifted``).
+    needed: set[int] = set()
+    for key in fitted:
+        roots_in = Counter(id(sus.span.unit) for sus in groups[key])
+        needed.update(u for u, n in roots_in.items() if n > 1)
     lifetimes = _lifetimes(compress(members, map(needed.__contains__, map(id, map(_UNIT, members)))))
     # What chance scores: every fitted group's roots jittered, in one pass for all groups.
     copies: dict[tuple[str, str], list[Span]] = {}

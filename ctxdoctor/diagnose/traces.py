@@ -27,8 +27,11 @@ END = attrgetter("end")
 UNIT = attrgetter("unit")
 NAME = attrgetter("name")
 
-#: Spans per slice: a slice's dict of ids stays a few MB, and few traces straddle two slices.
-_SLICE = 1 << 16
+#: Spans per slice: small enough that a slice's spans and its dict of ids stay in the CPU's
+#: cache while the filters make their several passes over them (each pass over spans that
+#: are not cached waits on memory for every span), large enough that few traces straddle two
+#: slices (those are walked whole, by every pass).
+_SLICE = 1 << 13
 
 #: The parent of a span whose parent id is not in its slice: it never ends and its unit is
 #: nobody's, so no filter keeps a span for it.
