@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Sequence
-from itertools import compress, repeat
-from operator import attrgetter, is_, not_
 
 from ctxdoctor.diagnose.gaps import group_gaps
 from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
-from ctxdoctor.diagnose.traces import NOWHERE, PARENT, flag
+from ctxdoctor.diagnose.traces import NOWHERE, flag
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
 _SLICE = 1 << 16
-_SPAN_ID = attrgetter("span_id")
 
 
 class _UnfoundParents:
@@ -32,7 +29,7 @@ class _UnfoundParents:
 
     def __call__(self, part: list[Span], parents: list[Span]) -> None:
         self.spans += len(part)
-        self.candidates.update(compress(map(PARENT, part), map(is_, parents, repeat(NOWHERE))))
+        self.candidates.update([s.parent_span_id for s, q in zip(part, parents, strict=True) if q is NOWHERE])
 
 
 def _absent_parents(spans: Sequence[Span], unfound: _UnfoundParents | None = None) -> set[int]:
@@ -42,8 +39,7 @@ def _absent_parents(spans: Sequence[Span], unfound: _UnfoundParents | None = Non
     each slice of spans first drops the parents present in the slice itself (``unfound``, when it
     saw every slice). Only the few left are looked for in the whole dump: a few hundred
     candidates instead of a set of every parent (whose growth would be the diagnosis's peak
-    memory), and small sets are faster too. Every loop runs in C (``map`` over each slice, the
-    sets' own loops).
+    memory), and small sets are faster too.
     """
     candidates: set[int] = set()
     if unfound is not None and unfound.spans == len(spans):
@@ -51,14 +47,14 @@ def _absent_parents(spans: Sequence[Span], unfound: _UnfoundParents | None = Non
     else:
         for i in range(0, len(spans), _SLICE):
             part = spans[i : i + _SLICE]
-            local = set(map(PARENT, part))
-            local.difference_update(map(_SPAN_ID, part))
+            local = {s.parent_span_id for s in part}
+            local.difference_update([s.span_id for s in part])
             candidates |= local
     candidates.discard(0)  # a root's
     for i in range(0, len(spans), _SLICE):
         if not candidates:
             break
-        candidates.difference_update(map(_SPAN_ID, spans[i : i + _SLICE]))
+        candidates.difference_update([s.span_id for s in spans[i : i + _SLICE]])
     return set(candidates)  # a set keeps its table when it shrinks: copy the few left
 
 
@@ -110,7 +106,7 @@ def _diagnose(
     late, workers, unfound = LateChildren(), WorkerChildren(spans), _UnfoundParents()
     traces = flag(spans, late, workers, unfound)
     absent = _absent_parents(spans, unfound)
-    root_spans = list(compress(spans, map(not_, map(PARENT, spans))))
+    root_spans = [s for s in spans if not s.parent_span_id]
     roots = len(root_spans)
     missing = find_missing_parents(spans, absent, root_spans)
     candidates, group_sizes = find_orphans(spans, model)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from itertools import compress
 
-from ctxdoctor.diagnose.traces import PARENT
 from ctxdoctor.findings import LostGroup, MissingParent
 from ctxdoctor.fixes import flush_fix
 from ctxdoctor.model import ENTRY_KINDS, Span, span_hex
@@ -20,7 +18,7 @@ def find_missing_parents(spans: Sequence[Span], absent: set[int], root_spans: Se
     *remote* parent is usually an upstream that exports elsewhere (informational), unless the
     rest of the trace did arrive here, in which case the upstream exports here and lost it.
     """
-    heads = list(compress(spans, map(absent.__contains__, map(PARENT, spans)))) if absent else []
+    heads = [s for s in spans if s.parent_span_id in absent] if absent else []
     if not heads:
         return []
     siblings = Counter((s.trace_id, s.parent_span_id) for s in heads)

@@ -29,12 +29,11 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from itertools import compress
-from operator import attrgetter, not_
+from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import NAME, NOWHERE, PARENT, TRACE, UNIT, flag, index, named, subset, traces
+from ctxdoctor.diagnose.traces import NAME, NOWHERE, UNIT, flag, index, named, subset, traces
 from ctxdoctor.findings import SilentDispatch
 from ctxdoctor.fixes import silent_fix
 from ctxdoctor.model import Span, Unit
@@ -148,7 +147,7 @@ class WorkerChildren:
     """
 
     def __init__(self, spans: Sequence[Span]) -> None:
-        units = dict(zip(map(id, map(UNIT, spans)), map(UNIT, spans), strict=True))
+        units = {id(s.unit): s.unit for s in spans}
         self.workers_of: dict[int, set[int]] = {
             pid: {cid for cid, c in units.items() if cid != pid and foreign(c, p) and relation(c, p) is not None}
             for pid, p in units.items()
@@ -160,11 +159,13 @@ class WorkerChildren:
         self.edges: Counter[tuple[str, str]] = Counter()
 
     def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        holds = list(
-            map(set.__contains__, map(self._of.__getitem__, map(id, map(UNIT, parents))), map(id, map(UNIT, part)))
-        )
-        self.traces.update(map(TRACE, compress(part, holds)))
-        self.edges.update((q.unit.service, q.name) for q in compress(parents, holds))
+        of = self._of
+        # A span in its parent's unit (most spans) is no worker of it: one identity test.
+        held = [
+            (c, q) for c, q in zip(part, parents, strict=True) if c.unit is not q.unit and id(c.unit) in of[id(q.unit)]
+        ]
+        self.traces.update([c.trace_id for c, _ in held])
+        self.edges.update([(q.unit.service, q.name) for _, q in held])
 
 
 def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: SilentParams, lost: _Roots) -> set[int]:
@@ -172,7 +173,7 @@ def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: Silent
     another unit and no root of another unit starting in the hole (``lost``): the only traces
     the search for holes can report from.
 
-    The spans of those names, and their children, are picked out by C loops over the dump;
+    The spans of those names, and their children, are picked out by a comprehension each;
     only they are looked at one by one. The roots are checked here rather than in the walk
     over the traces: where workers lost their context (the usual reason for a hole where a
     worker's span belongs) nearly every hole has such a root, and the trace need not be walked.
@@ -181,7 +182,7 @@ def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: Silent
     dispatchers = [s for s in named(spans, names) if (s.unit.service, s.name) in eligible]
     ids = {s.span_id for s in dispatchers}
     kids: dict[int, list[Span]] = defaultdict(list)
-    for c in compress(spans, map(ids.__contains__, map(PARENT, spans))):
+    for c in [c for c in spans if c.parent_span_id in ids]:
         kids[c.parent_span_id].append(c)
     out: set[int] = set()
     for s in dispatchers:
@@ -252,7 +253,7 @@ def find_silent_dispatches(
         return []
     names = {name for _, name in eligible}
     if roots is None:
-        roots = compress(spans, map(not_, map(PARENT, spans)))
+        roots = [s for s in spans if not s.parent_span_id]
     lost = _Roots(roots, {svc for svc, _ in eligible})
     holes: dict[tuple[str, str, tuple[str, str]], list[_Hole]] = defaultdict(list)
     for trace in traces(subset(spans, _with_holes(spans, eligible, p, lost))):
