@@ -32,8 +32,8 @@ import re
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import compress, groupby, pairwise, repeat
-from operator import attrgetter, is_, le, not_
+from itertools import compress, pairwise
+from operator import attrgetter
 
 import msgspec
 
@@ -228,18 +228,15 @@ def _sweep(
     suspects_in.sort(key=attrgetter("start"))
     starts = [r.start for r in suspects_in]
     active_at: list[list[Span]] = [[] for _ in suspects_in]
-    # One bisection tells whether any suspect starts inside a span: the first suspect start at
-    # or after the span's start is no later than its end. Most spans hold none, so that test
-    # runs over every span in C (``map``, ``compress``; past the last suspect a sentinel start
-    # no span reaches), and only the spans that hold one are placed one by one.
-    after: list[float] = [*starts, math.inf]
-    holding = compress(
-        spans, map(le, map(after.__getitem__, map(bisect_left, repeat(starts), map(_START, spans))), map(_END, spans))
-    )
-    for a in holding:
+    n = len(starts)
+    for a in spans:
+        # One bisection tells whether any suspect starts inside the span (most spans hold
+        # none); the second, for the span's end, only for those that do. (A plain loop: on these
+        # structs it beats ``map`` with ``attrgetter`` over the same spans.)
         i = bisect_left(starts, a.start)
-        for k in range(i, bisect_right(starts, a.end, i)):
-            active_at[k].append(a)
+        if i < n and starts[i] <= a.end:
+            for k in range(i, bisect_right(starts, a.end, i)):
+                active_at[k].append(a)
     # ``reference``: the real suspects, when ``suspects_in`` are their time-shifted copies (the
     # copies must see the same peers and workers as the roots they stand for).
     real = suspects_in if reference is None else reference
@@ -359,24 +356,19 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
     return {id(s.unit) for s in suspects} - serving
 
 
-def _lifetimes(spans: Iterable[Span]) -> dict[int, tuple[int, int]]:
-    """Each unit's first start and last end among ``spans``, by unit identity.
-
-    Spans come in runs of one unit (a batch of one thread): each run's bounds are taken in C
-    loops, and only runs are looked at one by one. A run of equal units that are distinct
-    objects (``groupby`` compares by equality) is taken span by span.
-    """
+def _lifetimes(spans: Iterable[Span], units: set[int]) -> dict[int, tuple[int, int]]:
+    """The first start and the last end of the spans of each of ``units`` (by identity)."""
     out: dict[int, tuple[int, int]] = {}
-    for unit, group in groupby(spans, _UNIT):
-        run = list(group)
-        if all(map(is_, map(_UNIT, run), repeat(unit))):
-            lo, hi = min(map(_START, run)), max(map(_END, run))
-            old = out.get(id(unit))
-            out[id(unit)] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
-            continue
-        for s in run:
-            lo, hi = out.get(id(s.unit), (s.start, s.end))
-            out[id(s.unit)] = (min(lo, s.start), max(hi, s.end))
+    if not units:
+        return out
+    for s in spans:
+        u = id(s.unit)
+        if u in units:
+            b = out.get(u)
+            if b is None:
+                out[u] = (s.start, s.end)
+            elif s.start < b[0] or s.end > b[1]:
+                out[u] = (min(b[0], s.start), max(b[1], s.end))
     return out
 
 
@@ -954,24 +946,27 @@ class SearchPlan(msgspec.Struct):
 
 def plan_search(spans: Sequence[Span]) -> SearchPlan:
     """Which spans each partition with suspects holds, in the order the spans came."""
-    suspect_spans = [s for s in compress(spans, map(not_, map(_PARENT, spans))) if is_suspect(s)]
+    suspect_spans = [s for s in spans if s.parent_span_id == 0 and is_suspect(s)]
     if not suspect_spans:
         return SearchPlan([], {})
     group_sizes: dict[tuple[str, str], int] = defaultdict(int)
     for r in suspect_spans:
         group_sizes[(r.unit.service, r.name)] += 1
     # Units are interned, so identity keys avoid hashing every field of a frozen struct.
-    units_by_id = dict(zip(map(id, map(_UNIT, spans)), map(_UNIT, spans), strict=True))
+    units_by_id = {id(s.unit): s.unit for s in spans}
     part_of = {id(u): key for u, key in _partitions(units_by_id.values()).items()}
     wanted = {part_of[id(r.unit)] for r in suspect_spans}
     parts: dict[Hashable, list[Span]] = defaultdict(list)
     # Spans come in runs of one unit (a batch of one thread): look the partition up once a run.
-    # ``groupby`` compares units by equality, and equal units share a partition (``_partitions``
-    # joins them by their fields).
-    for unit, run in groupby(spans, _UNIT):
-        key = part_of[id(unit)]
-        if key in wanted:
-            parts[key].extend(run)
+    unit: Unit | None = None
+    add = None
+    for s in spans:
+        if s.unit is not unit:
+            unit = s.unit
+            key = part_of[id(unit)]
+            add = parts[key].append if key in wanted else None
+        if add is not None:
+            add(s)
     part_suspects: dict[Hashable, list[Span]] = defaultdict(list)
     for r in suspect_spans:
         part_suspects[part_of[id(r.unit)]].append(r)
@@ -1007,7 +1002,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     for key in fitted:
         roots_in = Counter(id(sus.span.unit) for sus in groups[key])
         needed.update(u for u, n in roots_in.items() if n > 1)
-    lifetimes = _lifetimes(compress(members, map(needed.__contains__, map(id, map(_UNIT, members)))))
+    lifetimes = _lifetimes(members, needed)
     # What chance scores: every fitted group's roots jittered, in one pass for all groups.
     copies: dict[tuple[str, str], list[Span]] = {}
     for key, (prm, _) in fitted.items():
