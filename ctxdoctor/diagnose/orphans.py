@@ -32,7 +32,7 @@ import re
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import compress, pairwise
+from itertools import pairwise
 from operator import attrgetter
 
 import msgspec
@@ -301,15 +301,15 @@ def _sweep(
 def _by_shape(spans: list[Span], wanted: set[str]) -> dict[str, list[Span]]:
     """The spans whose name has one of the ``wanted`` shapes, by shape, in the order given.
 
-    Names are few: each is shaped once, and the spans of the names that qualify are picked out
-    by a C loop.
+    Names are few: each is shaped once, and each span only has its name looked up.
     """
     if not wanted:
         return {}
-    literal = {nm for nm in set(map(_NAME, spans)) if shape(nm) in wanted}
+    shaped = {nm: sh for nm in {s.name for s in spans} if (sh := shape(nm)) in wanted}
     by_name: dict[str, list[Span]] = defaultdict(list)
-    for a in compress(spans, map(literal.__contains__, map(_NAME, spans))):
-        by_name[shape(a.name)].append(a)
+    for a in spans:
+        if a.name in shaped:
+            by_name[shaped[a.name]].append(a)
     return by_name
 
 
@@ -495,8 +495,9 @@ def _anchor_candidates(
         for c in sus.candidates:
             by_trace[c.parent.trace_id].append((sus.span, c))
     members: dict[int, list[Span]] = defaultdict(list)
-    for s in compress(spans, map(by_trace.__contains__, map(_TRACE, spans))):
-        members[s.trace_id].append(s)
+    for s in spans:
+        if s.trace_id in by_trace:
+            members[s.trace_id].append(s)
     phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
     name_time: dict[str, float] = defaultdict(float)
     for tid, items in by_trace.items():

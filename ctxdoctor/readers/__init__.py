@@ -10,7 +10,6 @@ import re
 import stat
 import zlib
 from collections.abc import Callable, Iterable
-from operator import attrgetter, lt
 from pathlib import Path
 
 import msgspec
@@ -131,18 +130,17 @@ def _regular_file_size(p: Path) -> int:
 #: Nanoseconds since 1970 that fit a signed 64-bit integer (until the year 2262). A time past it
 #: is no clock's reading: usually -1 or another negative number written as unsigned.
 _LATEST_TIME = (1 << 63) - 1
-_START, _END = attrgetter("start"), attrgetter("end")
 
 
 def _check_times(spans: list[Span], files: list[Path], warnings: list[ReadWarning]) -> None:
     """Warn once about spans whose times are impossible (ending before they start, or after
     2262). They are kept: their ids and parents are what the diagnosis reads, but their times are
     not to be trusted, and a person reading the dump should know."""
-    # Nearly every dump has none: first a test in C loops (a span starting past the limit either
-    # ends past it too or ends before it starts), then the spans themselves only if there are any.
-    if not spans or (max(map(_END, spans)) <= _LATEST_TIME and not any(map(lt, map(_END, spans), map(_START, spans)))):
+    # Two tests a span, not three: one that starts past the limit either ends past it too or
+    # ends before it starts.
+    bad = [s for s in spans if s.end < s.start or s.end > _LATEST_TIME]
+    if not bad:
         return
-    bad = [s for s in spans if s.end < s.start or s.start > _LATEST_TIME or s.end > _LATEST_TIME]
     first = bad[0]
     where = str(files[0]) if len(files) == 1 else f"{len(files)} files"
     warnings.append(
