@@ -109,7 +109,7 @@ def _diagnose(
     root_spans = [s for s in spans if not s.parent_span_id]
     roots = len(root_spans)
     missing = find_missing_parents(spans, absent, root_spans)
-    candidates, group_sizes = find_orphans(spans, model)
+    candidates, group_sizes = find_orphans(spans, model, units=workers.units, roots=root_spans)
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
     # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above
     # untouched and only keep those roots out of the findings and the ratio.

@@ -945,16 +945,25 @@ class SearchPlan(msgspec.Struct):
     group_sizes: dict[tuple[str, str], int]  # suspect roots per (service, name)
 
 
-def plan_search(spans: Sequence[Span]) -> SearchPlan:
-    """Which spans each partition with suspects holds, in the order the spans came."""
-    suspect_spans = [s for s in spans if s.parent_span_id == 0 and is_suspect(s)]
+def plan_search(
+    spans: Sequence[Span], *, units: dict[int, Unit] | None = None, roots: Sequence[Span] | None = None
+) -> SearchPlan:
+    """Which spans each partition with suspects holds, in the order the spans came.
+
+    ``units`` (every span's unit by identity, in the order the spans first use them) and
+    ``roots`` (the root spans, in order), when the caller has them: each costs a pass over the
+    spans.
+    """
+    if roots is None:
+        roots = [s for s in spans if s.parent_span_id == 0]
+    suspect_spans = [s for s in roots if is_suspect(s)]
     if not suspect_spans:
         return SearchPlan([], {})
     group_sizes: dict[tuple[str, str], int] = defaultdict(int)
     for r in suspect_spans:
         group_sizes[(r.unit.service, r.name)] += 1
     # Units are interned, so identity keys avoid hashing every field of a frozen struct.
-    units_by_id = {id(s.unit): s.unit for s in spans}
+    units_by_id = units if units is not None else {id(s.unit): s.unit for s in spans}
     part_of = {id(u): key for u, key in _partitions(units_by_id.values()).items()}
     wanted = {part_of[id(r.unit)] for r in suspect_spans}
     parts: dict[Hashable, list[Span]] = defaultdict(list)
@@ -1121,15 +1130,19 @@ def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
 
 
 def find_orphans(
-    spans: Sequence[Span], model: ModelParams | None = None
+    spans: Sequence[Span],
+    model: ModelParams | None = None,
+    *,
+    units: dict[int, Unit] | None = None,
+    roots: Sequence[Span] | None = None,
 ) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
     """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
 
     Returns every suspect with at least one candidate parent, with its confidence; the caller
-    applies the reporting threshold.
+    applies the reporting threshold. ``units`` and ``roots``: see ``plan_search``.
     """
     model = model or ModelParams()
-    plan = plan_search(spans)
+    plan = plan_search(spans, units=units, roots=roots)
     tested = [t for members, suspects in plan.parts for t in _search_part(members, suspects, model)]
     # Most confident first: ``_acyclic`` keeps the better supported direction.
     orphans = _decide(tested, model)

@@ -148,6 +148,8 @@ class WorkerChildren:
 
     def __init__(self, spans: Sequence[Span]) -> None:
         units = {id(s.unit): s.unit for s in spans}
+        #: Every span's unit by identity, in the order the spans first use them.
+        self.units = units
         self.workers_of: dict[int, set[int]] = {
             pid: {cid for cid, c in units.items() if cid != pid and foreign(c, p) and relation(c, p) is not None}
             for pid, p in units.items()
