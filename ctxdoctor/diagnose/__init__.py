@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Sequence
 
 from ctxdoctor.diagnose.gaps import group_gaps
@@ -9,28 +10,47 @@ from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
-from ctxdoctor.diagnose.traces import flag
+from ctxdoctor.diagnose.traces import NOWHERE, flag
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
 _SLICE = 1 << 16
 
 
-def _absent_parents(spans: Sequence[Span]) -> set[int]:
+class _UnfoundParents:
+    """The parent ids not found in their own slice (``traces.Filter``): the absent parents'
+    candidates, from the lookups ``flag`` makes anyway, with no set of a slice's ids."""
+
+    def __init__(self) -> None:
+        self.traces: set[int] = set()
+        self.unsettled: set[int] = set()
+        self.candidates: set[int] = set()
+        self.spans = 0  # the spans of the slices seen: ``flag`` skips a slice with a repeated id
+
+    def __call__(self, part: list[Span], parents: list[Span]) -> None:
+        self.spans += len(part)
+        self.candidates.update([s.parent_span_id for s, q in zip(part, parents, strict=True) if q is NOWHERE])
+
+
+def _absent_parents(spans: Sequence[Span], unfound: _UnfoundParents | None = None) -> set[int]:
     """The parent ids that never arrived: every referenced parent, less every span present.
 
     A parent is nearly always exported near its children (the same batch, or one soon after), so
-    each slice of spans first drops the parents present in the slice itself. Only the few left
-    are looked for in the whole dump: a few hundred candidates instead of a set of every parent
-    (whose growth would be the diagnosis's peak memory), and small sets are faster too. The sets'
-    own loops run in C over each slice's list of ids.
+    each slice of spans first drops the parents present in the slice itself (``unfound``, when it
+    saw every slice). Only the few left are looked for in the whole dump: a few hundred
+    candidates instead of a set of every parent (whose growth would be the diagnosis's peak
+    memory), and small sets are faster too.
     """
     candidates: set[int] = set()
-    for i in range(0, len(spans), _SLICE):
-        part = spans[i : i + _SLICE]
-        local = {s.parent_span_id for s in part if s.parent_span_id}
-        local.difference_update([s.span_id for s in part])
-        candidates |= local
+    if unfound is not None and unfound.spans == len(spans):
+        candidates = unfound.candidates
+    else:
+        for i in range(0, len(spans), _SLICE):
+            part = spans[i : i + _SLICE]
+            local = {s.parent_span_id for s in part}
+            local.difference_update([s.span_id for s in part])
+            candidates |= local
+    candidates.discard(0)  # a root's
     for i in range(0, len(spans), _SLICE):
         if not candidates:
             break
@@ -60,16 +80,36 @@ def diagnose(
     because a child that reads the spans copies their pages (CPython writes reference counts into
     the objects). bench/README.md has the figures.
     """
+    # The passes allocate a few million objects (candidates, lists of spans, dicts) and free
+    # them together, with no cycle among them: the cyclic collector would only walk the dump's
+    # big lists again and again for nothing.
+    gc_was_on = gc.isenabled()
+    gc.disable()
+    try:
+        return _diagnose(spans, settings, warnings=warnings, files=files, model=model)
+    finally:
+        if gc_was_on:
+            gc.enable()
+
+
+def _diagnose(
+    spans: Sequence[Span],
+    settings: Settings | None,
+    *,
+    warnings: Sequence[str],
+    files: Sequence[str],
+    model: ModelParams | None,
+) -> Report:
     settings = settings or Settings()
-    absent = _absent_parents(spans)
-    # The leak and silent-worker passes' traces, picked in one pass over the dump, which counts
-    # the traces too.
-    late, workers = LateChildren(), WorkerChildren(spans)
-    traces = flag(spans, late, workers)
-    root_spans = [s for s in spans if s.parent_span_id == 0]
+    # The leak and silent-worker passes' traces, and the absent parents' candidates, picked in
+    # one pass over the dump, which counts the traces too.
+    late, workers, unfound = LateChildren(), WorkerChildren(spans), _UnfoundParents()
+    traces = flag(spans, late, workers, unfound)
+    absent = _absent_parents(spans, unfound)
+    root_spans = [s for s in spans if not s.parent_span_id]
     roots = len(root_spans)
     missing = find_missing_parents(spans, absent, root_spans)
-    candidates, group_sizes = find_orphans(spans, model)
+    candidates, group_sizes = find_orphans(spans, model, units=workers.units, roots=root_spans)
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
     # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above
     # untouched and only keep those roots out of the findings and the ratio.

@@ -32,12 +32,12 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from itertools import compress, pairwise, repeat
-from operator import add, attrgetter, gt
+from itertools import pairwise
+from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import END, NAME, START, TRACE, flag, index, named, subset, traces
+from ctxdoctor.diagnose.traces import NAME, flag, index, named, subset, traces
 from ctxdoctor.findings import Leak
 from ctxdoctor.fixes import leak_fix
 from ctxdoctor.model import Span, SpanKind
@@ -185,8 +185,8 @@ class LateChildren:
         self.unsettled: set[int] = set()
 
     def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        ends = map(add, map(END, parents), repeat(self.p.late_grace_ns))
-        self.traces.update(map(TRACE, compress(part, map(gt, map(START, part), ends))))
+        grace = self.p.late_grace_ns
+        self.traces.update([c.trace_id for c, q in zip(part, parents, strict=True) if c.start > q.end + grace])
 
 
 def candidates(

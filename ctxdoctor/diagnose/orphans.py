@@ -30,10 +30,10 @@ import functools
 import math
 import re
 from bisect import bisect_left, bisect_right
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Hashable, Iterable, Sequence
-from itertools import compress, pairwise
-from operator import attrgetter, not_
+from itertools import pairwise
+from operator import attrgetter
 
 import msgspec
 
@@ -202,6 +202,11 @@ class _Sweep(msgspec.Struct):
     duty: dict[str, float]  # share of the observed window during which a span of that name is active
     phases: dict[tuple[str, tuple[str, int]], float]  # (parent name, anchor) -> share of that name's time
     worker_units: set[int]  # ids of units with no entry spans whose roots are all suspects
+    #: The spans of each candidate name's shape, in the order given (``_by_shape``): count
+    #: balance looks up some of the same names.
+    by_name: dict[str, list[Span]] = {}
+    #: The first start and the last end of the spans.
+    bounds: tuple[int, int] = (0, 0)
 
 
 def _sweep(
@@ -226,7 +231,8 @@ def _sweep(
     n = len(starts)
     for a in spans:
         # One bisection tells whether any suspect starts inside the span (most spans hold
-        # none); the second, for the span's end, only for those that do.
+        # none); the second, for the span's end, only for those that do. (A plain loop: on these
+        # structs it beats ``map`` with ``attrgetter`` over the same spans.)
         i = bisect_left(starts, a.start)
         if i < n and starts[i] <= a.end:
             for k in range(i, bisect_right(starts, a.end, i)):
@@ -278,25 +284,32 @@ def _sweep(
         for c in cands:
             active_by_name[shape(c.parent.name)] += 1
         suspects.append(_Suspect(r, _keep(r, cands), dict(active_by_name)))
+    if reference is not None:
+        # The copies are only scored (``_like``) with what the real roots' sweep measured: their
+        # candidates' anchors are needed, not the duty cycles nor the phases.
+        _anchor_candidates(spans, suspects, phases=False)
+        return _Sweep(suspects, {}, {}, workers)
     names = {shape(c.parent.name) for sus in suspects for c in sus.candidates}
     by_name = _by_shape(spans, names)
-    first = min(map(_START, spans))
-    window = max(max(map(_END, spans)) - first, 1)
+    first, last = min(map(_START, spans)), max(map(_END, spans))
+    window = max(last - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
     phases = _anchor_candidates(spans, suspects)
-    return _Sweep(suspects, duty, phases, workers)
+    return _Sweep(suspects, duty, phases, workers, by_name, (first, last))
 
 
 def _by_shape(spans: list[Span], wanted: set[str]) -> dict[str, list[Span]]:
     """The spans whose name has one of the ``wanted`` shapes, by shape, in the order given.
 
-    Names are few: each is shaped once, and the spans of the names that qualify are picked out
-    by a C loop.
+    Names are few: each is shaped once, and each span only has its name looked up.
     """
-    literal = {nm for nm in set(map(_NAME, spans)) if shape(nm) in wanted}
+    if not wanted:
+        return {}
+    shaped = {nm: sh for nm in {s.name for s in spans} if (sh := shape(nm)) in wanted}
     by_name: dict[str, list[Span]] = defaultdict(list)
-    for a in compress(spans, map(literal.__contains__, map(_NAME, spans))):
-        by_name[shape(a.name)].append(a)
+    for a in spans:
+        if a.name in shaped:
+            by_name[shaped[a.name]].append(a)
     return by_name
 
 
@@ -316,8 +329,8 @@ def _keep(r: Span, cands: list[_Candidate]) -> list[_Candidate]:
 
 
 def _union_length(spans: list[Span]) -> int:
-    """How long at least one of the spans is active."""
-    spans.sort(key=attrgetter("start"))
+    """How long at least one of the spans is active (``spans`` keep their order)."""
+    spans = sorted(spans, key=attrgetter("start"))
     total = 0
     cur_s, cur_e = spans[0].start, spans[0].end
     for a in spans:
@@ -338,9 +351,25 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
     ``suspects`` are the suspect roots among ``spans``; every other root is an entry span or
     carries links, and a unit with either serves work of its own.
     """
-    serving = set(map(id, map(_UNIT, compress(spans, map(_ENTRY_INTS.__contains__, map(_KIND, spans))))))
-    serving.update(id(s.unit) for s in compress(spans, map(_LINKS, spans)) if not s.parent_span_id)
+    # One pass: every span is read from memory once (two C passes would read each twice).
+    serving = {id(s.unit) for s in spans if s.kind in _ENTRY_INTS or (s.links and not s.parent_span_id)}
     return {id(s.unit) for s in suspects} - serving
+
+
+def _lifetimes(spans: Iterable[Span], units: set[int]) -> dict[int, tuple[int, int]]:
+    """The first start and the last end of the spans of each of ``units`` (by identity)."""
+    out: dict[int, tuple[int, int]] = {}
+    if not units:
+        return out
+    for s in spans:
+        u = id(s.unit)
+        if u in units:
+            b = out.get(u)
+            if b is None:
+                out[u] = (s.start, s.end)
+            elif s.start < b[0] or s.end > b[1]:
+                out[u] = (min(b[0], s.start), max(b[1], s.end))
+    return out
 
 
 def _periodic(group: list[_Suspect], cv: float) -> bool:
@@ -381,6 +410,7 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     """
     starts = sorted((sus.span.start, sus.span.trace_id) for sus in group)
     ts = [x[0] for x in starts]
+    tids = [x[1] for x in starts]
     out: dict[str, tuple[float, float]] = {}
     # On one thread (an event loop) callbacks of one tick run together, so how many roots land
     # in a span there is scheduling, not dispatch: only spans of other threads are counted.
@@ -395,7 +425,8 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
         counts, lengths = [], []
         for d in ds:
             lo, hi = bisect_left(ts, d.start), bisect_right(ts, d.end)
-            counts.append(sum(1 for k in range(lo, hi) if starts[k][1] != d.trace_id))
+            # The roots inside it, less those of its own trace (counted in C over the slice).
+            counts.append(hi - lo - tids[lo:hi].count(d.trace_id))
             lengths.append(float(max(d.end - d.start, 1)))
         llr, per_span = _balance_fit(counts, lengths)
         out[nm] = (llr, min(_MAX_SHARE, per_span * len(ds) / len(group)))
@@ -446,13 +477,16 @@ def _resolution(group: list[_Suspect]) -> float:
     return float(MS) if whole_ms >= 0.9 * len(starts) else 1000.0
 
 
-def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tuple[str, tuple[str, int]], float]:
+def _anchor_candidates(
+    spans: list[Span], suspects: list[_Suspect], *, phases: bool = True
+) -> dict[tuple[str, tuple[str, int]], float]:
     """Place each suspect in the event timeline of each candidate's trace.
 
     Code dispatches work at one program point: right after some span of the dispatching trace
     starts or ends. So a dispatched root starts soon after the same kind of event (the anchor)
     every time, while a chance root lands anywhere. For the chance side this also measures, per
-    parent name, the share of its time spent after each anchor (its phases).
+    parent name, the share of its time spent after each anchor (its phases), unless ``phases``
+    is false (time-shifted copies are scored with the real roots' phases).
 
     One trace at a time, so only that trace's event list is ever held.
     """
@@ -461,8 +495,9 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
         for c in sus.candidates:
             by_trace[c.parent.trace_id].append((sus.span, c))
     members: dict[int, list[Span]] = defaultdict(list)
-    for s in compress(spans, map(by_trace.__contains__, map(_TRACE, spans))):
-        members[s.trace_id].append(s)
+    for s in spans:
+        if s.trace_id in by_trace:
+            members[s.trace_id].append(s)
     phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
     name_time: dict[str, float] = defaultdict(float)
     for tid, items in by_trace.items():
@@ -480,6 +515,8 @@ def _anchor_candidates(spans: list[Span], suspects: list[_Suspect]) -> dict[tupl
             c.gap = max(nxt - last[0], 1)
             c.anchor = (last[1], last[2])
             parents[c.parent.span_id] = c.parent
+        if not phases:
+            continue
         # Phase shares: how long each anchor is the latest event, inside each candidate parent.
         for p in parents.values():
             i = bisect_right(ts, p.start) - 1
@@ -908,16 +945,25 @@ class SearchPlan(msgspec.Struct):
     group_sizes: dict[tuple[str, str], int]  # suspect roots per (service, name)
 
 
-def plan_search(spans: Sequence[Span]) -> SearchPlan:
-    """Which spans each partition with suspects holds, in the order the spans came."""
-    suspect_spans = [s for s in compress(spans, map(not_, map(_PARENT, spans))) if is_suspect(s)]
+def plan_search(
+    spans: Sequence[Span], *, units: dict[int, Unit] | None = None, roots: Sequence[Span] | None = None
+) -> SearchPlan:
+    """Which spans each partition with suspects holds, in the order the spans came.
+
+    ``units`` (every span's unit by identity, in the order the spans first use them) and
+    ``roots`` (the root spans, in order), when the caller has them: each costs a pass over the
+    spans.
+    """
+    if roots is None:
+        roots = [s for s in spans if s.parent_span_id == 0]
+    suspect_spans = [s for s in roots if is_suspect(s)]
     if not suspect_spans:
         return SearchPlan([], {})
     group_sizes: dict[tuple[str, str], int] = defaultdict(int)
     for r in suspect_spans:
         group_sizes[(r.unit.service, r.name)] += 1
     # Units are interned, so identity keys avoid hashing every field of a frozen struct.
-    units_by_id = dict(zip(map(id, map(_UNIT, spans)), map(_UNIT, spans), strict=True))
+    units_by_id = units if units is not None else {id(s.unit): s.unit for s in spans}
     part_of = {id(u): key for u, key in _partitions(units_by_id.values()).items()}
     wanted = {part_of[id(r.unit)] for r in suspect_spans}
     parts: dict[Hashable, list[Span]] = defaultdict(list)
@@ -960,13 +1006,13 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     for sus in sweep.suspects:
         groups[(sus.span.unit.service, shape(sus.span.name))].append(sus)
     fitted = {key: _em(group, sweep, model) for key, group in groups.items() if any(s.candidates for s in group)}
-    window = (min(map(_START, members)), max(map(_END, members)))
-    # Only the units of the fitted groups' roots are looked up (``_shifted``).
-    needed = {id(sus.span.unit) for key in fitted for sus in groups[key]}
-    lifetimes: dict[int, tuple[int, int]] = {}
-    for s in compress(members, map(needed.__contains__, map(id, map(_UNIT, members)))):
-        lo, hi = lifetimes.get(id(s.unit), (s.start, s.end))
-        lifetimes[id(s.unit)] = (min(lo, s.start), max(hi, s.end))
+    window = sweep.bounds
+    # Only the units that run several roots of a fitted group are looked up (``_shifted``).
+    needed: set[int] = set()
+    for key in fitted:
+        roots_in = Counter(id(sus.span.unit) for sus in groups[key])
+        needed.update(u for u, n in roots_in.items() if n > 1)
+    lifetimes = _lifetimes(members, needed)
     # What chance scores: every fitted group's roots jittered, in one pass for all groups.
     copies: dict[tuple[str, str], list[Span]] = {}
     for key, (prm, _) in fitted.items():
@@ -977,8 +1023,9 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     by_name: dict[str, list[Span]] = {}
     if model.count_balance:
         # Only the names ``_balance`` looks up: its groups' candidate parents off one thread.
+        # A subset of the candidate names the sweep has already picked out.
         wanted = {shape(c.parent.name) for k in fitted for sus in groups[k] for c in sus.candidates if not c.one_thread}
-        by_name = _by_shape(members, wanted)
+        by_name = {nm: sweep.by_name[nm] for nm in wanted if nm in sweep.by_name}
     placebo_groups: dict[tuple[str, str], list[_Suspect]] = defaultdict(list)
     for sus in placebo.suspects:
         placebo_groups[(sus.span.unit.service, shape(sus.span.name))].append(sus)
@@ -1083,15 +1130,19 @@ def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
 
 
 def find_orphans(
-    spans: Sequence[Span], model: ModelParams | None = None
+    spans: Sequence[Span],
+    model: ModelParams | None = None,
+    *,
+    units: dict[int, Unit] | None = None,
+    roots: Sequence[Span] | None = None,
 ) -> tuple[list[Orphan], dict[tuple[str, str], int]]:
     """Suspected context-loss roots, and how many suspect roots each (service, name) group has.
 
     Returns every suspect with at least one candidate parent, with its confidence; the caller
-    applies the reporting threshold.
+    applies the reporting threshold. ``units`` and ``roots``: see ``plan_search``.
     """
     model = model or ModelParams()
-    plan = plan_search(spans)
+    plan = plan_search(spans, units=units, roots=roots)
     tested = [t for members, suspects in plan.parts for t in _search_part(members, suspects, model)]
     # Most confident first: ``_acyclic`` keeps the better supported direction.
     orphans = _decide(tested, model)

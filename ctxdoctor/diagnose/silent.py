@@ -29,12 +29,11 @@ import math
 from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from itertools import compress
-from operator import attrgetter, not_
+from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import NAME, NOWHERE, PARENT, TRACE, UNIT, flag, index, named, subset, traces
+from ctxdoctor.diagnose.traces import NAME, NOWHERE, UNIT, flag, index, named, subset, traces
 from ctxdoctor.findings import SilentDispatch
 from ctxdoctor.fixes import silent_fix
 from ctxdoctor.model import Span, Unit
@@ -148,7 +147,9 @@ class WorkerChildren:
     """
 
     def __init__(self, spans: Sequence[Span]) -> None:
-        units = dict(zip(map(id, map(UNIT, spans)), map(UNIT, spans), strict=True))
+        units = {id(s.unit): s.unit for s in spans}
+        #: Every span's unit by identity, in the order the spans first use them.
+        self.units = units
         self.workers_of: dict[int, set[int]] = {
             pid: {cid for cid, c in units.items() if cid != pid and foreign(c, p) and relation(c, p) is not None}
             for pid, p in units.items()
@@ -160,25 +161,30 @@ class WorkerChildren:
         self.edges: Counter[tuple[str, str]] = Counter()
 
     def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        holds = list(
-            map(set.__contains__, map(self._of.__getitem__, map(id, map(UNIT, parents))), map(id, map(UNIT, part)))
-        )
-        self.traces.update(map(TRACE, compress(part, holds)))
-        self.edges.update((q.unit.service, q.name) for q in compress(parents, holds))
+        of = self._of
+        # A span in its parent's unit (most spans) is no worker of it: one identity test.
+        held = [
+            (c, q) for c, q in zip(part, parents, strict=True) if c.unit is not q.unit and id(c.unit) in of[id(q.unit)]
+        ]
+        self.traces.update([c.trace_id for c, _ in held])
+        self.edges.update([(q.unit.service, q.name) for _, q in held])
 
 
-def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: SilentParams) -> set[int]:
-    """The traces with a span of an eligible name that has a large enough hole and no child in
-    another unit: the only traces the search for holes can report from.
+def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: SilentParams, lost: _Roots) -> set[int]:
+    """The traces with a span of an eligible name that has a large enough hole, no child in
+    another unit and no root of another unit starting in the hole (``lost``): the only traces
+    the search for holes can report from.
 
-    The spans of those names, and their children, are picked out by C loops over the dump;
-    only they are looked at one by one.
+    The spans of those names, and their children, are picked out by a comprehension each;
+    only they are looked at one by one. The roots are checked here rather than in the walk
+    over the traces: where workers lost their context (the usual reason for a hole where a
+    worker's span belongs) nearly every hole has such a root, and the trace need not be walked.
     """
     names = {name for _, name in eligible}
     dispatchers = [s for s in named(spans, names) if (s.unit.service, s.name) in eligible]
     ids = {s.span_id for s in dispatchers}
     kids: dict[int, list[Span]] = defaultdict(list)
-    for c in compress(spans, map(ids.__contains__, map(PARENT, spans))):
+    for c in [c for c in spans if c.parent_span_id in ids]:
         kids[c.parent_span_id].append(c)
     out: set[int] = set()
     for s in dispatchers:
@@ -186,7 +192,9 @@ def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: Silent
         if s.duration <= 0 or any(foreign(c.unit, s.unit) for c in children):
             continue
         start, end, _, _ = largest_hole(s, children)
-        if end - start >= p.hole_min_ns and end - start >= p.hole_share * s.duration:
+        if end - start < p.hole_min_ns or end - start < p.hole_share * s.duration:
+            continue
+        if not lost.foreign_root_within(s, start, end):
             out.add(s.trace_id)
     return out
 
@@ -247,10 +255,10 @@ def find_silent_dispatches(
         return []
     names = {name for _, name in eligible}
     if roots is None:
-        roots = compress(spans, map(not_, map(PARENT, spans)))
+        roots = [s for s in spans if not s.parent_span_id]
     lost = _Roots(roots, {svc for svc, _ in eligible})
     holes: dict[tuple[str, str, tuple[str, str]], list[_Hole]] = defaultdict(list)
-    for trace in traces(subset(spans, _with_holes(spans, eligible, p))):
+    for trace in traces(subset(spans, _with_holes(spans, eligible, p, lost))):
         if names.isdisjoint(map(NAME, trace)):
             continue
         dispatchers = [s for s in trace if s.name in names and (s.unit.service, s.name) in eligible]
@@ -268,7 +276,8 @@ def find_silent_dispatches(
             if any(foreign(o.unit, s.unit) and o.start < end and o.end > start for o in trace):
                 continue
             # A root of another unit starting in the hole: the worker exported into a trace of its
-            # own (lost context: an orphan), not nothing.
+            # own (lost context: an orphan), not nothing. (``_with_holes`` kept the trace for
+            # another span's hole.)
             if lost.foreign_root_within(s, start, end):
                 continue
             holes[(s.unit.service, s.name, (before, after))].append(_Hole(s, start, end, (before, after)))

@@ -6,14 +6,17 @@ the rest of the diagnosis holds at its peak. So the leak and silent-worker passe
 their traces (``flag``): the dump is cut into slices, each span's parent is looked up in its
 own slice (a parent is nearly always exported near its children), and each pass's filter keeps
 the traces that may hold what it looks for. Only those traces are then sorted (``subset``) and
-walked as before, with parents looked up in a small dict per trace. The grouping, the lookups
-and the filters are C loops (``map``, ``compress``) over each slice.
+walked as before, with parents looked up in a small dict per trace.
+
+The loops over every span are comprehensions that read the fields by name: the interpreter
+specialises that attribute access, which makes them faster than ``map`` with an
+``attrgetter`` over the same spans.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from itertools import compress, groupby, repeat
+from itertools import groupby
 from operator import attrgetter
 from typing import Protocol
 
@@ -27,8 +30,11 @@ END = attrgetter("end")
 UNIT = attrgetter("unit")
 NAME = attrgetter("name")
 
-#: Spans per slice: a slice's dict of ids stays a few MB, and few traces straddle two slices.
-_SLICE = 1 << 16
+#: Spans per slice: small enough that a slice's spans and its dict of ids stay in the CPU's
+#: cache while the filters make their several passes over them (each pass over spans that
+#: are not cached waits on memory for every span), large enough that few traces straddle two
+#: slices (those are walked whole, by every pass).
+_SLICE = 1 << 13
 
 #: The parent of a span whose parent id is not in its slice: it never ends and its unit is
 #: nobody's, so no filter keeps a span for it.
@@ -63,14 +69,15 @@ def flag(spans: Sequence[Span], *filters: Filter) -> int:
         part = spans[i : i + _SLICE]
         if not isinstance(part, list):
             part = list(part)
-        here = set(map(TRACE, part))
+        here = {s.trace_id for s in part}
         unsettled |= here & seen
         seen |= here
-        by_id = dict(zip(map(_SPAN, part), part, strict=True))
+        by_id = {s.span_id: s for s in part}
         if len(by_id) < len(part):
             unsettled |= here
             continue
-        parents = list(map(by_id.get, map(PARENT, part), repeat(NOWHERE)))
+        get = by_id.get
+        parents = [get(s.parent_span_id, NOWHERE) for s in part]
         for f in filters:
             f(part, parents)
     for f in filters:
@@ -83,12 +90,12 @@ def subset(spans: Sequence[Span], trace_ids: set[int]) -> list[Span]:
     """The spans of ``trace_ids`` in trace order (``by_trace`` of only those), for ``traces``."""
     if not trace_ids:
         return []
-    return by_trace(list(compress(spans, map(trace_ids.__contains__, map(TRACE, spans)))))
+    return by_trace([s for s in spans if s.trace_id in trace_ids])
 
 
-def named(spans: Sequence[Span], names: set[str]) -> Iterator[Span]:
-    """The spans with one of ``names``, in dump order (a C loop: most spans are skipped)."""
-    return compress(spans, map(names.__contains__, map(NAME, spans)))
+def named(spans: Sequence[Span], names: set[str]) -> list[Span]:
+    """The spans with one of ``names``, in dump order."""
+    return [s for s in spans if s.name in names]
 
 
 def by_trace(spans: Sequence[Span]) -> list[Span]:

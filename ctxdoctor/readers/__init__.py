@@ -136,7 +136,9 @@ def _check_times(spans: list[Span], files: list[Path], warnings: list[ReadWarnin
     """Warn once about spans whose times are impossible (ending before they start, or after
     2262). They are kept: their ids and parents are what the diagnosis reads, but their times are
     not to be trusted, and a person reading the dump should know."""
-    bad = [s for s in spans if s.end < s.start or s.start > _LATEST_TIME or s.end > _LATEST_TIME]
+    # Two tests a span, not three: one that starts past the limit either ends past it too or
+    # ends before it starts.
+    bad = [s for s in spans if s.end < s.start or s.end > _LATEST_TIME]
     if not bad:
         return
     first = bad[0]
@@ -204,16 +206,19 @@ def read_file(
             warn(ReadWarning(str(path), "file is empty"))
             return
         reader = reader_for(path, head)
-        counted = _Counted(emit)
+        emitted = -1  # not counted: the other formats' readers say themselves when a valid
+        # document holds no span
         try:
-            reader.read(str(path), stream, units, counted, warn)
+            if isinstance(reader, OtlpJsonReader):
+                emitted = reader.read_counted(str(path), stream, units, emit, warn)
+            else:
+                reader.read(str(path), stream, units, emit, warn)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             # Compressed data that is corrupt or cut short: where in the file, not a traceback.
             raise InputError(path, f"the gzip data is corrupt or truncated ({exc})", offset=raw.tell()) from None
         except OSError as exc:
             raise InputError(path, f"cannot read: {exc.strerror or exc}") from None
-        if counted.spans == 0 and isinstance(reader, OtlpJsonReader):
-            # The other formats' readers say themselves when a valid document holds no span.
+        if emitted == 0:
             check_is_trace_dump(path, lead)
 
 
@@ -237,20 +242,6 @@ def reader_for(path: Path, head: bytes) -> Reader:
         if reader.sniff(head):
             return reader
     raise InputError(path, not_a_trace_dump(head), offset=0)
-
-
-class _Counted:
-    """``emit`` that counts: a file that yields no span is looked at again (``check_is_trace_dump``)."""
-
-    __slots__ = ("emit", "spans")
-
-    def __init__(self, emit: Callable[[Span], None]) -> None:
-        self.emit = emit
-        self.spans = 0
-
-    def __call__(self, span: Span) -> None:
-        self.spans += 1
-        self.emit(span)
 
 
 #: Keys an OTLP trace document has at its top (``TracesData``/``ExportTraceServiceRequest``,

@@ -360,7 +360,23 @@ class OtlpJsonReader:
         at_start: bool = True,
         at_end: bool = True,
     ) -> None:
+        self.read_counted(path, stream, units, emit, warn, at_start=at_start, at_end=at_end)
+
+    def read_counted(
+        self,
+        path: str,
+        stream: BinaryIO,
+        units: UnitTable,
+        emit: SpanSink,
+        warn: Callable[[ReadWarning], None],
+        *,
+        at_start: bool = True,
+        at_end: bool = True,
+    ) -> int:
+        """``read``, returning how many spans were emitted: a caller that must know whether a file
+        yielded any span need not wrap ``emit`` (a call more per span)."""
         resources = ResourceCache(units)
+        count = 0
         lineno = 0
         # Past the file's first line, a bad line can no longer be the head of a pretty document.
         decoded_any = not at_start
@@ -381,8 +397,7 @@ class OtlpJsonReader:
                     rest = bad_line + line + stream.read(max_line + 1 - len(bad_line) - len(line))
                     if len(rest) > max_line:
                         raise InputError(path, _too_long(max_line) + " (one JSON document)", line=bad_no)
-                    self._read_document(path, rest, bad_no, resources, emit, warn)
-                    return
+                    return count + self._read_document(path, rest, bad_no, resources, emit, warn)
                 raise InputError(path, _describe(exc), line=bad_no)
             if len(line) > max_line and not line.endswith(b"\n"):
                 raise InputError(path, _too_long(max_line), line=lineno)
@@ -399,7 +414,7 @@ class OtlpJsonReader:
                 pending = (lineno, line, err)
                 continue
             decoded_any = True
-            self._emit(path, lineno, req, resources, emit, warn, _THREAD_MARK in line)
+            count += self._emit(path, lineno, req, resources, emit, warn, _THREAD_MARK in line)
         if pending is not None:
             bad_no, bad_line, exc = pending
             if at_end and "truncated" in str(exc):
@@ -413,6 +428,7 @@ class OtlpJsonReader:
                 )
             else:
                 raise InputError(path, _describe(exc), line=bad_no)
+        return count
 
     def boundary(self, file: BinaryIO, offset: int) -> int | None:
         """The start of the first line at or after ``offset``, if the file is JSON lines (its first
@@ -436,7 +452,7 @@ class OtlpJsonReader:
         resources: ResourceCache,
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
-    ) -> None:
+    ) -> int:
         try:
             req = decode_request(data)
         except RecursionError:
@@ -446,7 +462,7 @@ class OtlpJsonReader:
             raise InputError(path, _describe(exc), line=None if line is None else first_line + line - 1) from None
         except UnicodeDecodeError as exc:
             raise InputError(path, f"not UTF-8 text: {exc.reason} at byte {exc.start}", line=first_line) from None
-        self._emit(path, first_line, req, resources, emit, warn)
+        return self._emit(path, first_line, req, resources, emit, warn)
 
     @staticmethod
     def _emit(
@@ -457,9 +473,9 @@ class OtlpJsonReader:
         emit: SpanSink,
         warn: Callable[[ReadWarning], None],
         threads_named: bool = True,
-    ) -> None:
+    ) -> int:
         try:
-            request_spans(req, resources, emit, lambda m: warn(ReadWarning(path, m, line=lineno)), threads_named)
+            return request_spans(req, resources, emit, lambda m: warn(ReadWarning(path, m, line=lineno)), threads_named)
         except SpanError as exc:
             raise InputError(path, str(exc), line=lineno) from None
         except RecursionError:

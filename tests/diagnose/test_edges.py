@@ -3,6 +3,7 @@ in tests/diagnose/test_scenarios.py). Each pins one rule of evidence, stated in 
 
 from __future__ import annotations
 
+import gc
 import random
 
 import pytest
@@ -157,3 +158,15 @@ def test_absent_parents_are_the_same_whatever_the_slices(
     if "unflushed" in scenario:
         assert expected  # these dumps do miss parents
     assert diagnose_module._absent_parents([]) == set()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_diagnosis_leaves_the_cyclic_collector_as_it_found_it(enabled: bool) -> None:
+    main, worker = Unit("svc", 0, thread_id=1), Unit("svc", 0, thread_id=2)
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        diagnose(dispatching_app(main, worker))
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
