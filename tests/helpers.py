@@ -12,13 +12,12 @@ import os
 import queue
 import random
 import re
-import resource
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -349,13 +348,15 @@ class Listen:
         dump: Path,
         *args: str,
         env: dict[str, str] | None = None,
-        preexec_fn: Callable[[], None] | None = None,
+        file_size_limit: int | None = None,
         ports: Sequence[str] = ("--port", "0", "--http-port", "0", "--zipkin-port", "0"),
         wait: bool = True,
         cwd: Path | None = None,
     ) -> None:
         self.dump = dump
         cmd = [sys.executable, "-m", "ctxdoctor", "listen", *ports, "--output", str(dump), *args]
+        if file_size_limit is not None:
+            cmd = with_file_size_limit(cmd, file_size_limit)
         full_env = dict(os.environ if env is None else env)
         full_env["PYTHONUNBUFFERED"] = "1"
         full_env.setdefault("COLUMNS", "200")
@@ -365,7 +366,6 @@ class Listen:
             stderr=subprocess.PIPE,
             text=True,
             env=full_env,
-            preexec_fn=preexec_fn,
             cwd=cwd,
         )
         self.out: list[str] = []
@@ -513,8 +513,21 @@ def run_python_app(
     run_app([sys.executable, str(APPS / "python_exporter.py")], env)
 
 
-def limit_file_size(limit: int) -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+#: Sets the file size limit, then becomes the command (same pid, the limit inherited).
+_LIMITED = (
+    "import os, resource, sys; n = int(sys.argv[1]); "
+    "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n)); os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def with_file_size_limit(cmd: list[str], limit: int) -> list[str]:
+    """``cmd`` run under a file size limit of ``limit`` bytes (a stand-in for a full disk).
+
+    Not ``preexec_fn``: it runs Python between fork and exec, which is unsafe in a test process
+    that has threads (gRPC's, the output readers'), and once in a while aborted the child before
+    it started.
+    """
+    return [sys.executable, "-c", _LIMITED, str(limit), *cmd]
 
 
 def send_until_full(listen: Listen) -> set[tuple[int, int]]:
@@ -556,7 +569,7 @@ def send_until_full(listen: Listen) -> set[tuple[int, int]]:
 def fill_the_disk(dump: Path, limit: int) -> tuple[Listen, set[tuple[int, int]], str, str]:
     """``listen`` under a file size limit of ``limit`` bytes, sent requests until well past it;
     it must stop cleanly. Returns it, the span ids acknowledged, and its output."""
-    listen = Listen(dump, preexec_fn=lambda: limit_file_size(limit))
+    listen = Listen(dump, file_size_limit=limit)
     try:
         accepted = send_until_full(listen)
         rc, out, err = listen.stop()

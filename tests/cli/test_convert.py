@@ -13,7 +13,7 @@ import pytest
 from ctxdoctor.readers import read_paths
 from ctxdoctor.receiver.convert import Converter, convert_file
 from ctxdoctor.receiver.sink import journal_record
-from tests.helpers import journal_records, limit_file_size, make_request, unreadable_record
+from tests.helpers import journal_records, make_request, unreadable_record, with_file_size_limit
 
 
 def _proto_dump(path: Path, seeds: range, n: int = 5) -> set[tuple[int, int]]:
@@ -129,12 +129,11 @@ def test_a_full_disk_midway_keeps_whole_lines(tmp_path: Path) -> None:
     stay, whole, and the command says how many requests were written."""
     _proto_dump(tmp_path / "dump.pb", range(1, 40), n=20)
     proc = subprocess.run(
-        [sys.executable, "-m", "ctxdoctor", "convert", "dump.pb"],
+        with_file_size_limit([sys.executable, "-m", "ctxdoctor", "convert", "dump.pb"], 32 * 1024),
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=lambda: limit_file_size(32 * 1024),
     )
     assert proc.returncode == 2, proc.stderr
     assert "file size limit reached" in proc.stderr and "Traceback" not in proc.stderr
