@@ -206,13 +206,8 @@ def read_file(
             warn(ReadWarning(str(path), "file is empty"))
             return
         reader = reader_for(path, head)
-        emitted = -1  # not counted: the other formats' readers say themselves when a valid
-        # document holds no span
         try:
-            if isinstance(reader, OtlpJsonReader):
-                emitted = reader.read_counted(str(path), stream, units, emit, warn)
-            else:
-                reader.read(str(path), stream, units, emit, warn)
+            emitted = reader.read(str(path), stream, units, emit, warn)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             # Compressed data that is corrupt or cut short: where in the file, not a traceback.
             raise InputError(path, f"the gzip data is corrupt or truncated ({exc})", offset=raw.tell()) from None

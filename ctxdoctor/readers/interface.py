@@ -68,8 +68,12 @@ class Reader(Protocol):
         *,
         at_start: bool = True,
         at_end: bool = True,
-    ) -> None:
+    ) -> int | None:
         """Decode every span. Raise ``InputError`` for malformed input; ``warn`` for a truncated tail.
+
+        Returns how many spans were emitted where the reader counts them (a valid document with
+        none is then looked at again, ``check_is_trace_dump``), or ``None`` where the format's
+        reader says itself when a document holds no span.
 
         A stream may be one piece of a file (see ``boundary``): ``at_start`` says it begins the
         file and ``at_end`` that it ends it, so that what only the first or the last record may

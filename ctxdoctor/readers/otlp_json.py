@@ -359,22 +359,9 @@ class OtlpJsonReader:
         *,
         at_start: bool = True,
         at_end: bool = True,
-    ) -> None:
-        self.read_counted(path, stream, units, emit, warn, at_start=at_start, at_end=at_end)
-
-    def read_counted(
-        self,
-        path: str,
-        stream: BinaryIO,
-        units: UnitTable,
-        emit: SpanSink,
-        warn: Callable[[ReadWarning], None],
-        *,
-        at_start: bool = True,
-        at_end: bool = True,
     ) -> int:
-        """``read``, returning how many spans were emitted: a caller that must know whether a file
-        yielded any span need not wrap ``emit`` (a call more per span)."""
+        """Counts the spans itself, so that a caller that must know whether a file yielded any
+        need not wrap ``emit`` (a call more per span)."""
         resources = ResourceCache(units)
         count = 0
         lineno = 0
