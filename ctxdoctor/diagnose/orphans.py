@@ -433,11 +433,6 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     return out
 
 
-def _balance_llr(counts: list[int], lengths: list[float]) -> float:
-    """Log-likelihood ratio of "each span hands out k roots" against "roots land by length"."""
-    return _balance_fit(counts, lengths)[0]
-
-
 def _balance_fit(counts: list[int], lengths: list[float]) -> tuple[float, float]:
     """Log-likelihood ratio of "each span hands out k roots" against "roots land by length",
     and k (0 where there is no dispatch).
