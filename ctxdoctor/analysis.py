@@ -74,7 +74,7 @@ def analyze_paths(
             if report is not None:
                 return report
         jobs = 1  # no forking here, whatever the fresh process did
-    dump = read_paths(files, progress=progress, jobs=jobs)
+    dump = read_paths(files, progress=progress, jobs=jobs, values=settings.attribute_values)
     with diagnosing(len(dump.spans)) if diagnosing is not None else nullcontext():
         return analyze_dump(dump, settings)
 

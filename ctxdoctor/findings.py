@@ -208,6 +208,9 @@ class Settings(msgspec.Struct, frozen=True):
     min_confidence: float = 0.85
     max_orphan_ratio: float | None = None
     allow: tuple[Allow, ...] = ()
+    #: Read the spans' attribute values, the evidence of ids shared by a dispatcher and its
+    #: work; ``None``: for inputs read in one process (``readers.read_paths``).
+    attribute_values: bool | None = None
     #: (setting, where its value came from: "command line", "default" or the config file)
     sources: tuple[tuple[str, str], ...] = ()
     config_file: str | None = None

@@ -77,6 +77,10 @@ class Span(msgspec.Struct, frozen=True, gc=False):
     unit: Unit
     links: tuple[int, ...] = ()  # trace ids this span links to
     status: int = 0  # StatusCode: 0 unset, 1 ok, 2 error
+    #: The span's string and integer attributes, flattened (key, value, key, value...), when the
+    #: reader was asked for them (``readers.read_paths(values=...)``): an id the app put on both
+    #: the dispatching span and the work links them where timing cannot. Empty otherwise.
+    values: tuple[str, ...] = ()
 
     @property
     def is_root(self) -> bool:

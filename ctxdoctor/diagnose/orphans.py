@@ -37,6 +37,7 @@ from operator import attrgetter
 
 import msgspec
 
+from ctxdoctor.diagnose.shared_values import find_links, with_links
 from ctxdoctor.findings import Orphan
 from ctxdoctor.model import ENTRY_KINDS, Span, Unit
 from ctxdoctor.units import Boundary, Relation, boundary, relation
@@ -91,6 +92,9 @@ class ModelParams(msgspec.Struct, frozen=True):
     #: non-chance roots. Inside a dispatcher that is busy nearly all the time one root's timing
     #: beats few copies; thirty roots that each beat most of theirs do not do so by chance.
     group_test: bool = False
+    #: Ids shared by a root and an earlier trace (``shared_values``), where the spans keep
+    #: their attribute values.
+    shared_values: bool = True
 
     def describe(self) -> str:
         on = [
@@ -103,6 +107,7 @@ class ModelParams(msgspec.Struct, frozen=True):
                 "balance_share",
                 "group_share_cap",
                 "group_test",
+                "shared_values",
             )
             if getattr(self, k)
         ]
@@ -1141,8 +1146,15 @@ def find_orphans(
     tested = [t for members, suspects in plan.parts for t in _search_part(members, suspects, model)]
     # Most confident first: ``_acyclic`` keeps the better supported direction.
     orphans = _decide(tested, model)
+    if model.shared_values:
+        suspects = [r for r in (roots if roots is not None else spans) if is_suspect(r)]
+        orphans = with_links(orphans, find_links(spans, suspects, _group_of))
     orphans.sort(key=lambda o: (-o.confidence, o.span.start))
     return _acyclic(orphans), plan.group_sizes
+
+
+def _group_of(r: Span) -> tuple[str, str]:
+    return r.unit.service, shape(r.name)
 
 
 def _acyclic(orphans: list[Orphan]) -> list[Orphan]:

@@ -61,8 +61,15 @@ def read_paths(
     *,
     progress: Callable[[int, int], None] | None = None,
     jobs: int = 1,
+    values: bool | None = None,
 ) -> Dump:
     """Read every file. Raises ``InputError`` on the first malformed file.
+
+    ``values``: keep the spans' attribute values (``Span.values``); ``None``: for inputs small
+    enough to be read in one process (under ``parallel.PARALLEL_MIN_BYTES``). Decoding every
+    attribute costs about as much again as the rest of a span; the ids an app shares between a
+    dispatcher and its work matter most in the small dumps of a test run, and a big production
+    dump keeps its reading speed. Values are always read in one process.
 
     ``progress(bytes_done, bytes_total)`` is called as files are read (every
     ``PROGRESS_EVERY`` spans and after each file) so a TTY can show a bar. ``jobs`` > 1 lets
@@ -78,7 +85,9 @@ def read_paths(
         total += _regular_file_size(p)
     if jobs <= 0:
         jobs = usable_cpus()
-    if not CAN_FORK or total < parallel.PARALLEL_MIN_BYTES:
+    if values is None:
+        values = total < parallel.PARALLEL_MIN_BYTES
+    if not CAN_FORK or total < parallel.PARALLEL_MIN_BYTES or values:
         jobs = 1
     # Loading allocates millions of objects and frees almost none: the cyclic collector would
     # walk the growing heap again and again for nothing.
@@ -96,7 +105,12 @@ def read_paths(
         done = 0
         for p in files:
             read_file(
-                p, units, spans.append, warnings.append, None if progress is None else _offset(progress, done, total)
+                p,
+                units,
+                spans.append,
+                warnings.append,
+                None if progress is None else _offset(progress, done, total),
+                values=values,
             )
             done += p.stat().st_size
             if progress is not None:
@@ -186,8 +200,11 @@ def read_file(
     emit: Callable[[Span], None],
     warn: Callable[[ReadWarning], None],
     position: Callable[[int], None] | None = None,
+    *,
+    values: bool = False,
 ) -> None:
-    """Read one file; ``position(bytes_read)`` is told how far it got, now and then."""
+    """Read one file; ``position(bytes_read)`` is told how far it got, now and then.
+    ``values``: keep the spans' attribute values."""
     try:
         raw, stream = _open(path)
     except OSError as exc:
@@ -207,7 +224,7 @@ def read_file(
             return
         reader = reader_for(path, head)
         try:
-            emitted = reader.read(str(path), stream, units, emit, warn)
+            emitted = reader.read(str(path), stream, units, emit, warn, values=values)
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             # Compressed data that is corrupt or cut short: where in the file, not a traceback.
             raise InputError(path, f"the gzip data is corrupt or truncated ({exc})", offset=raw.tell()) from None

@@ -178,8 +178,9 @@ class DocumentReader:
         *,
         at_start: bool = True,
         at_end: bool = True,
+        values: bool = False,
     ) -> None:
-        resources = ResourceCache(units)
+        resources = ResourceCache(units, values)
         count = 0
 
         def counted(span: Any) -> None:

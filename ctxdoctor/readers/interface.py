@@ -30,6 +30,10 @@ class ReadWarning(msgspec.Struct, frozen=True):
 
 SpanSink = Callable[[Span], None]
 
+#: Longest attribute value kept in ``Span.values``: past it a value is text (a statement, a body,
+#: a stack trace), not an id, and keeping it would make memory grow with what apps log.
+MAX_VALUE_CHARS = 256
+
 #: Spans between two progress reports within a file.
 PROGRESS_EVERY = 1 << 16
 
@@ -68,8 +72,11 @@ class Reader(Protocol):
         *,
         at_start: bool = True,
         at_end: bool = True,
+        values: bool = False,
     ) -> int | None:
         """Decode every span. Raise ``InputError`` for malformed input; ``warn`` for a truncated tail.
+
+        ``values``: also keep each span's string and integer attributes (``Span.values``).
 
         Returns how many spans were emitted where the reader counts them (a valid document with
         none is then looked at again, ``check_is_trace_dump``), or ``None`` where the format's

@@ -17,7 +17,7 @@ import msgspec
 
 from ctxdoctor.errors import InputError
 from ctxdoctor.model import Span, SpanKind, Unit
-from ctxdoctor.readers.interface import ReadWarning, SpanSink
+from ctxdoctor.readers.interface import MAX_VALUE_CHARS, ReadWarning, SpanSink
 from ctxdoctor.readers.sniffing import OTLP_KEYS, first_key
 from ctxdoctor.units import RESOURCE_KEYS, SPAN_THREAD_KEYS, Scalar, UnitTable
 
@@ -35,6 +35,11 @@ class _AnyValue(msgspec.Struct, gc=False):
     intValue: int | None = None
     boolValue: bool | None = None
     doubleValue: float | str | None = None
+
+
+class _ValueKV(msgspec.Struct, gc=False):
+    key: str = ""
+    value: _AnyValue | None = None
 
 
 class _Resource(msgspec.Struct, gc=False):
@@ -82,6 +87,7 @@ _decoder = msgspec.json.Decoder(_Request, strict=False)
 _value_decoder = msgspec.json.Decoder(_AnyValue, strict=False)
 _resource_decoder = msgspec.json.Decoder(_Resource, strict=False)
 _attrs_decoder = msgspec.json.Decoder(list[_KV], strict=False)
+_values_decoder = msgspec.json.Decoder(list[_ValueKV], strict=False)
 _links_decoder = msgspec.json.Decoder(list[_Link], strict=False)
 _status_decoder = msgspec.json.Decoder(_Status, strict=False)
 _STATUS_NAMES = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2, "UNSET": 0, "OK": 1, "ERROR": 2}
@@ -182,13 +188,15 @@ def _has_spans(req: _Request) -> bool:
 class ResourceCache:
     """Units of the resources seen so far, by their raw JSON: a resource repeats on every batch."""
 
-    __slots__ = ("by_raw", "names", "threads", "units")
+    __slots__ = ("by_raw", "names", "threads", "units", "values")
 
-    def __init__(self, units: UnitTable):
+    def __init__(self, units: UnitTable, values: bool = False):
         self.units = units
         self.by_raw: dict[bytes, Unit] = {}
         self.names: dict[str, str] = {}  # one string object per span name in the file
         self.threads: dict[tuple[int | bytes, ...], Unit] = {}  # see _thread_unit
+        #: One string object per attribute key and value, when spans keep their values.
+        self.values: dict[str, str] | None = {} if values else None
 
     def unit(self, raw: msgspec.Raw) -> Unit:
         key = bytes(raw)
@@ -220,6 +228,25 @@ def _thread_unit(base: Unit, raw: bytes, units: UnitTable, seen: dict[tuple[int 
             unit = seen[key] = _decoded_thread_unit(base, raw, units)
         return unit
     return _decoded_thread_unit(base, raw, units)
+
+
+def span_values(raw: msgspec.Raw | bytes, seen: dict[str, str]) -> tuple[str, ...]:
+    """A span's string and integer attributes, flattened (key, value, ...); ``seen`` interns them."""
+    out: list[str] = []
+    for kv in _values_decoder.decode(raw):
+        v = kv.value
+        if v is None:
+            continue
+        if v.stringValue is not None:
+            text = v.stringValue
+            if not text or len(text) > MAX_VALUE_CHARS:
+                continue
+        elif v.intValue is not None:
+            text = str(v.intValue)
+        else:
+            continue
+        out += (seen.setdefault(kv.key, kv.key), seen.setdefault(text, text))
+    return tuple(out)
 
 
 def _decoded_thread_unit(base: Unit, raw: bytes, units: UnitTable) -> Unit:
@@ -255,6 +282,7 @@ def request_spans(
     flags_seen = _FLAGS_SEEN
     units = resources.units
     thread_units = resources.threads
+    seen_values = resources.values
     for ri, rs in enumerate(req.resourceSpans):
         base = resources.unit(rs.resource)
         scopes = rs.scopeSpans or rs.instrumentationLibrarySpans
@@ -296,6 +324,9 @@ def request_spans(
                         if lk.traceId and _HEX.fullmatch(lk.traceId)
                     )
                 name = names.setdefault(s.name, s.name)
+                values: tuple[str, ...] = ()
+                if seen_values is not None and len(s.attributes) > 2:
+                    values = span_values(s.attributes, seen_values)
                 emit(
                     Span(
                         trace_id,
@@ -309,6 +340,7 @@ def request_spans(
                         unit,
                         links,
                         status,
+                        values,
                     )
                 )
                 count += 1
@@ -359,10 +391,11 @@ class OtlpJsonReader:
         *,
         at_start: bool = True,
         at_end: bool = True,
+        values: bool = False,
     ) -> int:
         """Counts the spans itself, so that a caller that must know whether a file yielded any
         need not wrap ``emit`` (a call more per span)."""
-        resources = ResourceCache(units)
+        resources = ResourceCache(units, values)
         count = 0
         lineno = 0
         # Past the file's first line, a bad line can no longer be the head of a pretty document.

@@ -60,6 +60,7 @@ class OtlpProtoReader:
         *,
         at_start: bool = True,
         at_end: bool = True,
+        values: bool = False,
     ) -> None:
         from ctxdoctor.readers.otlp_proto_spans import DecodeError, request_spans
 
@@ -67,6 +68,7 @@ class OtlpProtoReader:
         # is judged differently in a piece: both flags are the same here.
         offset = 0
         names: dict[str, str] = {}
+        seen_values: dict[str, str] | None = {} if values else None
         while True:
             header = stream.read(4)
             if not header:
@@ -109,7 +111,7 @@ class OtlpProtoReader:
                     offset=offset,
                 )
             try:
-                request_spans(body, units, emit, names)
+                request_spans(body, units, emit, names, seen_values)
             except DecodeError as exc:
                 if first:
                     raise InputError(path, _not_a_dump(f"does not decode ({exc})"), offset=0) from None

@@ -15,7 +15,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as ProtoSpan
 
 from ctxdoctor.model import Span, Unit
-from ctxdoctor.readers.interface import SpanSink
+from ctxdoctor.readers.interface import MAX_VALUE_CHARS, SpanSink
 from ctxdoctor.units import RESOURCE_KEYS, Scalar, UnitTable
 
 __all__ = ["DecodeError", "request_spans"]
@@ -108,9 +108,36 @@ def _thread_unit(base: Unit, attrs: Iterable[bytes], units: UnitTable) -> Unit:
     return units.thread_unit(base, tid, tname) if tid is not None or tname is not None else base
 
 
-def request_spans(body: bytes, units: UnitTable, emit: SpanSink, names: dict[str, str] | None = None) -> int:
+def _span_values(attrs: Iterable[bytes], seen: dict[str, str]) -> tuple[str, ...]:
+    """A span's string and integer attributes, flattened (key, value, ...); ``seen`` interns them."""
+    out: list[str] = []
+    for raw in attrs:
+        kv = KeyValue.FromString(raw)
+        which = kv.value.WhichOneof("value")
+        if which == "string_value":
+            text = kv.value.string_value
+            if not text or len(text) > MAX_VALUE_CHARS:
+                continue
+        elif which == "int_value":
+            text = str(kv.value.int_value)
+        else:
+            continue
+        out += (seen.setdefault(kv.key, kv.key), seen.setdefault(text, text))
+    return tuple(out)
+
+
+def request_spans(
+    body: bytes,
+    units: UnitTable,
+    emit: SpanSink,
+    names: dict[str, str] | None = None,
+    values: dict[str, str] | None = None,
+) -> int:
     """Turn a serialized ``ExportTraceServiceRequest`` into ``Span`` records; shared with the
-    receiver's live view. Raises ``DecodeError`` for bytes that are not one."""
+    receiver's live view. Raises ``DecodeError`` for bytes that are not one.
+
+    ``values``: keep each span's string and integer attributes (``Span.values``), interned in it.
+    """
     req = _SlimRequest.FromString(body)
     count = 0
     from_bytes = int.from_bytes
@@ -151,6 +178,7 @@ def request_spans(body: bytes, units: UnitTable, emit: SpanSink, names: dict[str
                     links = tuple(from_bytes(ProtoSpan.Link.FromString(lk).trace_id, "big") for lk in s.links)
                 flags = s.flags
                 status = s.status
+                span_values = _span_values(s.attributes, values) if values is not None and s.attributes else ()
                 emit(
                     Span(
                         trace_id,
@@ -164,6 +192,7 @@ def request_spans(body: bytes, units: UnitTable, emit: SpanSink, names: dict[str
                         unit,
                         links,
                         _SlimStatus.FromString(status).code if status else 0,
+                        span_values,
                     )
                 )
                 count += 1
