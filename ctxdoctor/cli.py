@@ -162,7 +162,14 @@ _MinConf = typer.Option(
     metavar="FLOAT",
     callback=_check_ratio,
     show_default=False,
-    help="Report orphans at or above this confidence, 0 to 1 (default: 0.5).",
+    help="Report orphans at or above this confidence, 0 to 1 (default: 0.85).",
+)
+_ValuesOpt = typer.Option(
+    None,
+    "--attribute-values/--no-attribute-values",
+    show_default=False,
+    help="Read span attribute values, to link work to its dispatcher by a shared id "
+    "(default: for dumps under 32 MB in all; reading them takes about twice as long).",
 )
 _ConfigOpt = typer.Option(
     None,
@@ -213,10 +220,14 @@ _OutputDumpOpt = typer.Option(
 )
 
 
-def _settings(max_orphan_ratio: float | None, min_confidence: float | None, config: Path | None) -> Settings:
+def _settings(
+    max_orphan_ratio: float | None, min_confidence: float | None, config: Path | None, values: bool | None
+) -> Settings:
     from ctxdoctor.config import resolve_settings
 
-    return resolve_settings(max_orphan_ratio=max_orphan_ratio, min_confidence=min_confidence, config=config)
+    return resolve_settings(
+        max_orphan_ratio=max_orphan_ratio, min_confidence=min_confidence, attribute_values=values, config=config
+    )
 
 
 def _publish(report: Report, junit: Path | None, json_path: Path | None, fmt: _Format, output: Path | None) -> None:
@@ -253,6 +264,7 @@ def analyze(
     fmt: _Format = _FormatOpt,
     output: Path | None = _OutputOpt,
     min_confidence: float | None = _MinConf,
+    attribute_values: bool | None = _ValuesOpt,
     max_orphan_ratio: float | None = _max_orphan_ratio("Also gate: exit 1 when the orphan ratio is over this."),
     config: Path | None = _ConfigOpt,
     report_junit: Path | None = _JunitOpt,
@@ -264,7 +276,7 @@ def analyze(
     """Diagnose dumps: the roots that lost their context, the spans whose parent never arrived,
     and the change that fixes each."""
     _set_output(quiet, color)
-    settings = _settings(max_orphan_ratio, min_confidence, config)
+    settings = _settings(max_orphan_ratio, min_confidence, config, attribute_values)
     return _report(paths, settings, jobs, fmt, output, report_junit, report_json, on_terminal="terminal")
 
 
@@ -275,6 +287,7 @@ def check(
         "Fail (exit 1) when the orphan ratio is over this (or max-orphan-ratio in the config file)."
     ),
     min_confidence: float | None = _MinConf,
+    attribute_values: bool | None = _ValuesOpt,
     fmt: _Format = _FormatOpt,
     output: Path | None = _OutputOpt,
     config: Path | None = _ConfigOpt,
@@ -288,7 +301,7 @@ def check(
 
     --format terminal, the default, prints the summary; the other formats the full report."""
     _set_output(quiet, color)
-    settings = _settings(max_orphan_ratio, min_confidence, config)
+    settings = _settings(max_orphan_ratio, min_confidence, config, attribute_values)
     if settings.max_orphan_ratio is None:
         raise UsageError("check needs a threshold: --max-orphan-ratio, or max-orphan-ratio in the config file")
     return _report(paths, settings, jobs, fmt, output, report_junit, report_json, on_terminal="summary")
@@ -306,6 +319,7 @@ def run_command(
     ),
     max_orphan_ratio: float | None = _max_orphan_ratio("Exit 1 when the orphan ratio is over this."),
     min_confidence: float | None = _MinConf,
+    attribute_values: bool | None = _ValuesOpt,
     output: Path = _OutputDumpOpt,
     config: Path | None = _ConfigOpt,
     report_junit: Path | None = _JunitOpt,
@@ -352,7 +366,7 @@ def run_command(
     from ctxdoctor.runner.session import RunOptions
     from ctxdoctor.runner.session import run as run_session
 
-    settings = _settings(max_orphan_ratio, min_confidence, config)
+    settings = _settings(max_orphan_ratio, min_confidence, config, attribute_values)
     opts = RunOptions(
         command=command,
         settings=settings,
@@ -410,6 +424,7 @@ def listen(
         help="Largest request accepted, after decompression.",
     ),
     min_confidence: float | None = _MinConf,
+    attribute_values: bool | None = _ValuesOpt,
     config: Path | None = _ConfigOpt,
     report_junit: Path | None = _JunitOpt,
     report_json: Path | None = _JsonOpt,
@@ -435,7 +450,7 @@ def listen(
         max_spans=max_spans,
         max_message_mib=max_message_mib,
         dump_format=dump_format.value if dump_format is not None else None,
-        settings=_settings(None, min_confidence, config),
+        settings=_settings(None, min_confidence, config, attribute_values),
         jobs=jobs,
         junit=report_junit,
         json_path=report_json,

@@ -30,7 +30,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 CONFIG_FILE = "ctxdoctor.toml"
 PYPROJECT = "pyproject.toml"
-KEYS = ("max-orphan-ratio", "min-confidence", "allow")
+KEYS = ("max-orphan-ratio", "min-confidence", "attribute-values", "allow")
 ALLOW_KEYS = ("service", "name", "reason")
 DEFAULT = "default"
 COMMAND_LINE = "command line"
@@ -123,6 +123,10 @@ def _check(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
             raise UsageError(f"{where}{_unknown(key, KEYS)}")
         if key in ("max-orphan-ratio", "min-confidence"):
             out[key] = _ratio(value, where, key)
+        elif key == "attribute-values":
+            if not isinstance(value, bool):
+                raise UsageError(f"{where}{key}: must be true or false, got {value!r}")
+            out[key] = value
         else:
             out[key] = _allow_rules(value, where)
     return out
@@ -152,6 +156,7 @@ def resolve_settings(
     *,
     max_orphan_ratio: float | None = None,
     min_confidence: float | None = None,
+    attribute_values: bool | None = None,
     config: Path | None = None,
     cwd: Path | None = None,
 ) -> Settings:
@@ -185,10 +190,17 @@ def resolve_settings(
     ratio = pick("max-orphan-ratio", max_orphan_ratio, defaults.max_orphan_ratio)
     confidence = pick("min-confidence", min_confidence, defaults.min_confidence)
     allow = pick("allow", None, ())
+    # Recorded only where given: the default depends on the input's size, not on a setting.
+    values = attribute_values if attribute_values is not None else file_values.get("attribute-values")
+    if attribute_values is not None:
+        sources.append(("attribute-values", COMMAND_LINE))
+    elif values is not None:
+        sources.append(("attribute-values", from_file))
     return Settings(
         min_confidence=confidence,
         max_orphan_ratio=ratio,
         allow=allow,
+        attribute_values=values,
         sources=tuple(sources),
         config_file=str(cfg.path) if cfg is not None else None,
     )

@@ -85,6 +85,7 @@ def test_explicit_config_file(tmp_path: Path) -> None:
         ('min-confidence = "high"\n', ["min-confidence", "between 0 and 1"]),
         ("max-orphan-ratio = true\n", ["max-orphan-ratio", "between 0 and 1"]),
         ('allow = "cron"\n', ["allow", "array of tables"]),
+        ('attribute-values = "yes"\n', ["attribute-values", "true or false"]),
         ("allow = [{}]\n", ["allow[0]", "needs 'service', 'name' or both"]),
         ('allow = [{service = "a", span = "b"}]\n', ["allow[0]", "unknown key 'span'"]),
         ('allow = [{service = ""}]\n', ["allow[0].service", "non-empty string"]),
@@ -177,3 +178,23 @@ def test_terminal_report_says_which_settings_were_used(
     out = " ".join(capsys.readouterr().out.split())
     assert "max-orphan-ratio 0.9 (command line)" in out
     assert "min-confidence 0.6 (pyproject.toml [tool.ctxdoctor])" in out
+
+
+def test_attribute_values_from_the_file_or_the_command_line_and_by_default_from_the_size(tmp_path: Path) -> None:
+    assert resolve_settings(cwd=tmp_path).attribute_values is None  # the input's size decides
+    cfg = _write(tmp_path / "ctxdoctor.toml", "attribute-values = true\n")
+    from_file = resolve_settings(config=cfg)
+    assert from_file.attribute_values is True and from_file.source("attribute-values") is not None
+    over = resolve_settings(config=cfg, attribute_values=False)
+    assert over.attribute_values is False and over.source("attribute-values") == "command line"
+
+
+def test_the_attribute_values_switch_reaches_the_diagnosis(capsys: pytest.CaptureFixture[str]) -> None:
+    # The recording puts the image id on the request and on the worker's span: with the values
+    # read, the evidence names the shared attribute; without them, it cannot.
+    def evidence(*flag: str) -> str:
+        assert run(["analyze", str(NAIVE), "-f", "json", *flag]) == ExitCode.OK
+        return " ".join(e for o in json.loads(capsys.readouterr().out)["orphans"] for e in o["evidence"])
+
+    assert "'image.id' value" in evidence("--attribute-values")
+    assert "'image.id' value" not in evidence("--no-attribute-values")
