@@ -84,15 +84,19 @@ class _Entry(msgspec.Struct, frozen=True, gc=False):
     whole: bool  # the token is the span's whole value
 
 
-def _index(spans: Iterable[Span]) -> dict[str, list[_Entry]]:
-    """Token -> the spans carrying it, by start time."""
+def _index(spans: Iterable[Span], wanted: set[str]) -> dict[str, list[_Entry]]:
+    """Token -> the spans carrying it, by start time; only the ``wanted`` tokens (a root's)."""
     index: dict[str, list[_Entry]] = defaultdict(list)
+    cut: dict[str, tuple[str, ...]] = {}  # value -> its wanted tokens: values repeat
     for s in spans:
         vals = s.values
-        for i in range(0, len(vals) - 1, 2):
-            key, value = vals[i], vals[i + 1]
-            for t in tokens(value):
-                index[t].append(_Entry(s.start, s, key, t == value))
+        for i in range(1, len(vals), 2):
+            value = vals[i]
+            mine = cut.get(value)
+            if mine is None:
+                mine = cut[value] = tuple(t for t in tokens(value) if t in wanted)
+            for t in mine:
+                index[t].append(_Entry(s.start, s, vals[i - 1], t == value))
     for entries in index.values():
         entries.sort(key=lambda e: e.start)
     return index
@@ -110,7 +114,8 @@ def find_links(
     roots = [r for r in suspects if r.values]
     if not roots:
         return {}
-    index = _index(s for s in spans if s.values)
+    wanted = {t for r in roots for v in r.values[1::2] for t in tokens(v)}
+    index = _index((s for s in spans if s.values), wanted)
     rel_cache: dict[tuple[int, int], Relation | None] = {}
 
     def related(a: Unit, b: Unit) -> bool:
