@@ -118,12 +118,18 @@ class ModelParams(msgspec.Struct, frozen=True):
     def variants() -> list[ModelParams]:
         return [
             ModelParams(
-                worker_unit_prior=c, periodic_cv=cv, count_balance=b, group_share_cap=g, shared_values=v
+                worker_unit_prior=c,
+                periodic_cv=cv,
+                count_balance=b,
+                group_share_cap=g,
+                group_test=t,
+                shared_values=v,
             )
             for c in (False, True)
             for cv in (0.1, 0.25)
             for b in (False, True)
             for g in (False, True)
+            for t in (False, True)
             for v in (False, True)
         ]
 

@@ -232,8 +232,10 @@ def linked_orphan(link: SharedValueLink) -> Orphan:
 
 
 def with_links(orphans: list[Orphan], links: dict[int, SharedValueLink]) -> list[Orphan]:
-    """The timing's findings (on the same span objects) with the value links: a link adds confidence where it names the
-    same trace as the timing, and replaces a less confident timing parent where it does not."""
+    """The timing's findings (on the same span objects) with the value links: a link adds
+    confidence where it names the timing's trace. Where it names another, the likelier parent is
+    taken (see below). Either way the finding has the higher of the two confidences that the root
+    was handed over."""
     if not links:
         return orphans
     out: list[Orphan] = []
@@ -253,9 +255,20 @@ def with_links(orphans: list[Orphan], links: dict[int, SharedValueLink]) -> list
                     evidence=o.evidence + _evidence(link),
                 )
             out.append(o)
-        elif link.confidence > o.confidence:
-            out.append(linked_orphan(link))
         else:
-            out.append(o)
+            # They disagree on the trace: at most one is right, so the timing's parent is right
+            # with at most one less the link's chance of being right. The likelier parent is
+            # taken, and either way the root was handed over as surely as the surer of the two.
+            by_value = link.confidence / link.past_traces
+            by_timing = min(o.parent_confidence, 1.0 - by_value)
+            conf = max(o.confidence, link.confidence)
+            if by_value > by_timing:
+                out.append(msgspec.structs.replace(linked_orphan(link), confidence=conf))
+            else:
+                out.append(
+                    msgspec.structs.replace(
+                        o, confidence=conf, parent_confidence=by_timing, evidence=o.evidence + _evidence(link)
+                    )
+                )
     out.extend(linked_orphan(link) for sid, link in links.items() if sid not in done)
     return out

@@ -165,9 +165,9 @@ def test_the_evidence_names_the_keys_never_the_values() -> None:
     assert "session.token" in text and secret not in text and "4242" not in text
 
 
-def _timing(root: Span, parent: Span, confidence: float) -> Orphan:
+def _timing(root: Span, parent: Span, confidence: float, parent_confidence: float = 0.5) -> Orphan:
     return Orphan(span=root, parent=parent, boundary=Boundary.THREAD, boundary_evidence="", confidence=confidence,
-                  parent_confidence=0.5, candidates=2, evidence=("timing",))
+                  parent_confidence=parent_confidence, candidates=2, evidence=("timing",))
 
 
 def test_a_link_to_the_timings_trace_raises_its_confidence_and_keeps_its_parent() -> None:
@@ -179,13 +179,36 @@ def test_a_link_to_the_timings_trace_raises_its_confidence_and_keeps_its_parent(
     assert merged.evidence[0] == "timing" and len(merged.evidence) > 1
 
 
-def test_a_surer_link_to_another_trace_replaces_the_timings_parent_and_a_weaker_one_does_not() -> None:
+def _disagreeing() -> tuple[Span, Span, Span, sv.SharedValueLink]:
+    # Eleven roots linked by their ids (confidence 1 - 1/12), one of which the timing placed
+    # under a busy span of another trace.
+    spans = []
+    for i in range(11):
+        spans += [dispatcher(i, i * 100, "job.id", f"j-{i}"), work(i, i * 100 + 3000, "job.id", f"j-{i}")]
+    other = dispatcher(77, 2990)
+    found = links([*spans, other])
+    r = spans[1]
+    return r, spans[0], other, found[id(r)]
+
+
+def test_where_link_and_timing_disagree_the_likelier_parent_is_taken_with_the_surer_confidence() -> None:
+    r, d, other, link = _disagreeing()
+    assert link.parent is d and link.confidence == 1 - 1 / 12
+    # The timing is fairly sure of its parent; the link is surer: the link's parent.
+    (merged,) = sv.with_links([_timing(r, other, 0.95, parent_confidence=0.8)], {id(r): link})
+    assert merged.parent is d and merged.confidence == 0.95
+
+
+def test_a_weak_link_against_the_timing_leaves_its_parent_but_makes_it_ambiguous() -> None:
+    # One root linked alone: even odds (1 - 1/2) that the value is no chance.
     d, r, other = dispatcher(1, 0, "job.id", "j-1"), work(1, 3000, "job.id", "j-1"), dispatcher(7, 2990)
     (link,) = links([d, r, other]).values()
-    (replaced,) = sv.with_links([_timing(r, other, link.confidence - 0.1)], {id(r): link})
-    assert replaced.parent is d
-    (kept,) = sv.with_links([_timing(r, other, min(1.0, link.confidence + 0.1))], {id(r): link})
-    assert kept.parent is other
+    assert link.confidence == 0.5
+    (kept,) = sv.with_links([_timing(r, other, 0.3, parent_confidence=0.9)], {id(r): link})
+    # At most one of the two parents is right: the timing's at most one less the link's odds.
+    assert kept.parent is other and kept.parent_confidence == 0.5 and kept.confidence == 0.5
+    (taken,) = sv.with_links([_timing(r, other, 0.3, parent_confidence=0.3)], {id(r): link})
+    assert taken.parent is d
 
 
 def test_a_root_the_timing_did_not_find_is_added() -> None:
