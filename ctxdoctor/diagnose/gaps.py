@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from ctxdoctor.diagnose.orphans import shape
 from ctxdoctor.findings import Gap, Orphan
 from ctxdoctor.fixes import fix_for
 
@@ -25,31 +26,41 @@ def _merge_ambiguous(buckets: dict[tuple[str, str, str, str], list[Orphan]]) -> 
             buckets[home].extend(buckets.pop(key))
 
 
+def _name(names: set[str], shaped: str) -> str:
+    """The one name the members share, else the shape they share ("handles item #")."""
+    return next(iter(names)) if len(names) == 1 else shaped
+
+
 def group_gaps(orphans: Sequence[Orphan], group_sizes: dict[tuple[str, str], int]) -> list[Gap]:
     """Patterns (service, parent name -> orphan name, boundary), worst first.
 
-    The parent's name is taken from the orphan's named parent; ambiguous orphans still vote
-    for a name because all their candidates usually share it.
+    Names are compared by shape (``orphans.shape``: numbers and ids replaced), so that a test
+    case or a batch item that carries its item in its name ("handles item 7") is one place in
+    the code to fix, not one gap per item. The parent's name is taken from the orphan's named
+    parent; ambiguous orphans still vote for a name because all their candidates usually share it.
     """
     buckets: dict[tuple[str, str, str, str], list[Orphan]] = defaultdict(list)
     for o in orphans:
         if o.parent is None:
             continue
-        buckets[(o.span.unit.service, o.parent.name, o.span.name, o.boundary.value)].append(o)
+        buckets[(o.span.unit.service, shape(o.parent.name), shape(o.span.name), o.boundary.value)].append(o)
     _merge_ambiguous(buckets)
+    by_shape: dict[tuple[str, str], int] = defaultdict(int)
+    for (service, name), n in group_sizes.items():
+        by_shape[(service, shape(name))] += n
     gaps = []
-    for (service, parent_name, orphan_name, _), members in buckets.items():
+    for (service, parent_shape, orphan_shape, _), members in buckets.items():
         members.sort(key=lambda o: (-o.confidence * o.parent_confidence, o.span.start))
         first = members[0]
         lang = first.span.unit.language or (first.parent.unit.language if first.parent else None)
         gaps.append(
             Gap(
                 service=service,
-                parent_name=parent_name,
-                orphan_name=orphan_name,
+                parent_name=_name({o.parent.name for o in members if o.parent is not None}, parent_shape),
+                orphan_name=_name({o.span.name for o in members}, orphan_shape),
                 boundary=first.boundary,
                 occurrences=len(members),
-                roots_with_name=group_sizes.get((service, orphan_name), len(members)),
+                roots_with_name=by_shape.get((service, orphan_shape), len(members)),
                 confidence=sum(o.confidence for o in members) / len(members),
                 runtime=lang or "unknown",
                 fix=fix_for(lang, first.boundary),
