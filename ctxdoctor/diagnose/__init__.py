@@ -17,33 +17,41 @@ from ctxdoctor.model import Span
 _SLICE = 1 << 16
 
 
-class _UnfoundParents:
-    """The parent ids not found in their own slice (``traces.Filter``): the absent parents'
-    candidates, from the lookups ``flag`` makes anyway, with no set of a slice's ids."""
+class _Unparented:
+    """The roots, and the spans whose parent is not in their own slice (``traces.Filter``), in
+    dump order: from the lookups ``flag`` makes anyway. A span whose parent never arrived is
+    among them, so the roots, the absent parents' candidates and the spans under an absent
+    parent are picked from these instead of from every span."""
 
     def __init__(self) -> None:
         self.traces: set[int] = set()
         self.unsettled: set[int] = set()
-        self.candidates: set[int] = set()
-        self.spans = 0  # the spans of the slices seen: ``flag`` skips a slice with a repeated id
+        self.spans: list[Span] = []
+        self.seen = 0  # the spans of the slices seen: ``flag`` skips a slice with a repeated id
 
     def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        self.spans += len(part)
-        self.candidates.update([s.parent_span_id for s, q in zip(part, parents, strict=True) if q is NOWHERE])
+        self.seen += len(part)
+        # A root's parent id 0 is looked up like any other, and a (malformed) span of id 0 would
+        # be found: the roots are kept by their own test.
+        self.spans += [s for s, q in zip(part, parents, strict=True) if q is NOWHERE or not s.parent_span_id]
+
+    def saw(self, spans: Sequence[Span]) -> bool:
+        """Whether every span of ``spans`` went through this filter."""
+        return self.seen == len(spans)
 
 
-def _absent_parents(spans: Sequence[Span], unfound: _UnfoundParents | None = None) -> set[int]:
+def _absent_parents(spans: Sequence[Span], unparented: _Unparented | None = None) -> set[int]:
     """The parent ids that never arrived: every referenced parent, less every span present.
 
     A parent is nearly always exported near its children (the same batch, or one soon after), so
-    each slice of spans first drops the parents present in the slice itself (``unfound``, when it
-    saw every slice). Only the few left are looked for in the whole dump: a few hundred
+    each slice of spans first drops the parents present in the slice itself (``unparented``,
+    when it saw every slice). Only the few left are looked for in the whole dump: a few hundred
     candidates instead of a set of every parent (whose growth would be the diagnosis's peak
     memory), and small sets are faster too.
     """
     candidates: set[int] = set()
-    if unfound is not None and unfound.spans == len(spans):
-        candidates = unfound.candidates
+    if unparented is not None and unparented.saw(spans):
+        candidates = {s.parent_span_id for s in unparented.spans}
     else:
         for i in range(0, len(spans), _SLICE):
             part = spans[i : i + _SLICE]
@@ -101,14 +109,17 @@ def _diagnose(
     model: ModelParams | None,
 ) -> Report:
     settings = settings or Settings()
-    # The leak and silent-worker passes' traces, and the absent parents' candidates, picked in
-    # one pass over the dump, which counts the traces too.
-    late, workers, unfound = LateChildren(), WorkerChildren(spans), _UnfoundParents()
-    traces = flag(spans, late, workers, unfound)
-    absent = _absent_parents(spans, unfound)
-    root_spans = [s for s in spans if not s.parent_span_id]
+    # The leak and silent-worker passes' traces, and the spans without a parent at hand, picked
+    # in one pass over the dump, which counts the traces too.
+    late, workers, unparented = LateChildren(), WorkerChildren(spans), _Unparented()
+    traces = flag(spans, late, workers, unparented)
+    absent = _absent_parents(spans, unparented)
+    # Every root, and every span under an absent parent, is among the spans without a parent in
+    # their slice.
+    parentless = unparented.spans if unparented.saw(spans) else spans
+    root_spans = [s for s in parentless if not s.parent_span_id]
     roots = len(root_spans)
-    missing = find_missing_parents(spans, absent, root_spans)
+    missing = find_missing_parents(parentless, absent, root_spans)
     candidates, group_sizes = find_orphans(spans, model, units=workers.units, roots=root_spans)
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
     # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above
