@@ -10,7 +10,7 @@ from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
-from ctxdoctor.diagnose.traces import NOWHERE, flag
+from ctxdoctor.diagnose.traces import NOWHERE, flag, subset
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
@@ -128,8 +128,13 @@ def _diagnose(
     gaps = group_gaps(orphans, group_sizes)
     missing_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing}
     lost_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing if m.lost}
-    leaks = [lk for lk in find_leaks(spans, late_children=late) if lk.confidence >= settings.min_confidence]
-    silent = find_silent_dispatches(spans, workers=workers, roots=root_spans)
+    # ``flag`` gives every filter the traces the slices could not settle, so the traces with late
+    # children hold those the silent pass needs first: one pass over the dump picks both.
+    late_spans = subset(spans, late.traces)
+    unsettled = [s for s in late_spans if s.trace_id in workers.unsettled]
+    leaks = find_leaks(spans, late_children=late, ordered=late_spans)
+    leaks = [lk for lk in leaks if lk.confidence >= settings.min_confidence]
+    silent = find_silent_dispatches(spans, workers=workers, roots=root_spans, unsettled=unsettled)
     silent = [d for d in silent if d.confidence >= settings.min_confidence]
     fragments = roots + len(missing_groups) + len(leaks)
     broken = len(orphans) + len(lost_groups) + len(leaks)

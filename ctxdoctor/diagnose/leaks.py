@@ -190,7 +190,11 @@ class LateChildren:
 
 
 def candidates(
-    spans: Sequence[Span], p: LeakParams = DEFAULT, *, late_children: LateChildren | None = None
+    spans: Sequence[Span],
+    p: LeakParams = DEFAULT,
+    *,
+    late_children: LateChildren | None = None,
+    ordered: list[Span] | None = None,
 ) -> list[LeakCandidate]:
     """Children worth scoring: those that started after their parent ended.
 
@@ -198,14 +202,16 @@ def candidates(
     here when not given), finds the late children and their groups; the second tallies, only
     for the parent names those groups have, how many children of that name each peer has, over
     the traces that hold spans of those names. A healthy dump has few late children, so both
-    walks are mostly skipped.
+    walks are mostly skipped. ``ordered``: the spans of ``late_children.traces`` in trace order
+    (``subset``), when the caller has picked them.
     """
     if late_children is None:
         late_children = LateChildren(p)
         flag(spans, late_children)
     if late_children.p != p:
         raise ValueError("the late-children filter was made with other parameters")
-    ordered = subset(spans, late_children.traces)
+    if ordered is None:
+        ordered = subset(spans, late_children.traces)
     raw: list[tuple[Span, Span, int, int, float, int, float]] = []
     for trace in traces(ordered):
         by_id = index(trace)
@@ -367,12 +373,17 @@ def periodic_cv(starts: list[int], min_gap_ns: int = 0) -> float | None:
 
 
 def find_leaks(
-    spans: Sequence[Span], p: LeakParams = DEFAULT, *, late_children: LateChildren | None = None
+    spans: Sequence[Span],
+    p: LeakParams = DEFAULT,
+    *,
+    late_children: LateChildren | None = None,
+    ordered: list[Span] | None = None,
 ) -> list[Leak]:
     """Spans under the wrong parent, most confident first. ``late_children``: the traces with
-    late children, when the caller has run that filter with others (``traces.flag``)."""
+    late children, when the caller has run that filter with others (``traces.flag``);
+    ``ordered``: their spans in trace order, when the caller has picked them."""
     flagged: list[tuple[LeakCandidate, float, list[str]]] = []
-    for c in candidates(spans, p, late_children=late_children):
+    for c in candidates(spans, p, late_children=late_children, ordered=ordered):
         logit, why = score(c, p)
         conf = _sigmoid(logit)
         if conf >= p.threshold:

@@ -230,6 +230,7 @@ def find_silent_dispatches(
     *,
     workers: WorkerChildren | None = None,
     roots: Iterable[Span] | None = None,
+    unsettled: list[Span] | None = None,
 ) -> list[SilentDispatch]:
     """Spans with a hole where, in their peers, a worker's span sits; most confident first.
 
@@ -237,7 +238,8 @@ def find_silent_dispatches(
     here when not given), finds where workers' spans sit under their dispatchers; the second
     looks for holes only in the traces with spans of the names that have such places often
     enough to be evidence, and with a hole (most names have none, and most traces are skipped).
-    ``roots``: the dump's root spans, when the caller has them.
+    ``roots``: the dump's root spans, and ``unsettled``: the spans of ``workers.unsettled`` in
+    trace order (``subset``), when the caller has them.
     """
     if workers is None:
         workers = WorkerChildren(spans)
@@ -248,7 +250,9 @@ def find_silent_dispatches(
     # names, and only if there are any, the places themselves. A name that is not eligible after
     # all has no place filled often enough, and its holes are dropped below.
     possible = Counter(workers.edges)
-    for (svc, name, _), f in _filled(subset(spans, workers.unsettled), workers.workers_of).items():
+    if unsettled is None:
+        unsettled = subset(spans, workers.unsettled)
+    for (svc, name, _), f in _filled(unsettled, workers.workers_of).items():
         possible[(svc, name)] += f.count
     eligible = {k for k, n in possible.items() if n >= p.min_filled}
     if not eligible:
