@@ -62,7 +62,8 @@ def _absent_parents(spans: Sequence[Span], unparented: _Unparented | None = None
     for i in range(0, len(spans), _SLICE):
         if not candidates:
             break
-        candidates.difference_update([s.span_id for s in spans[i : i + _SLICE]])
+        # Only the ids found are kept in a list: building a list of every id costs more.
+        candidates.difference_update([s.span_id for s in spans[i : i + _SLICE] if s.span_id in candidates])
     return set(candidates)  # a set keeps its table when it shrinks: copy the few left
 
 
