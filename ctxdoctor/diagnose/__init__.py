@@ -10,7 +10,7 @@ from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
-from ctxdoctor.diagnose.traces import NOWHERE, flag, subset
+from ctxdoctor.diagnose.traces import Slice, flag, subset
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
@@ -29,11 +29,9 @@ class _Unparented:
         self.spans: list[Span] = []
         self.seen = 0  # the spans of the slices seen: ``flag`` skips a slice with a repeated id
 
-    def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        self.seen += len(part)
-        # A root's parent id 0 is looked up like any other, and a (malformed) span of id 0 would
-        # be found: the roots are kept by their own test.
-        self.spans += [s for s, q in zip(part, parents, strict=True) if q is NOWHERE or not s.parent_span_id]
+    def __call__(self, found: Slice) -> None:
+        self.seen += found.size
+        self.spans += found.alone
 
     def saw(self, spans: Sequence[Span]) -> bool:
         """Whether every span of ``spans`` went through this filter."""

@@ -37,7 +37,7 @@ from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import NAME, flag, index, named, subset, traces
+from ctxdoctor.diagnose.traces import NAME, Slice, flag, index, named, subset, traces
 from ctxdoctor.findings import Leak
 from ctxdoctor.fixes import leak_fix
 from ctxdoctor.model import Span, SpanKind
@@ -180,13 +180,17 @@ class LateChildren:
     """
 
     def __init__(self, p: LeakParams = DEFAULT) -> None:
+        # ``flag`` hands over the children that started after their parent ended: a grace below
+        # zero would ask for children that started before.
+        if p.late_grace_ns < 0:
+            raise ValueError("late_grace_ns must not be negative")
         self.p = p
         self.traces: set[int] = set()
         self.unsettled: set[int] = set()
 
-    def __call__(self, part: list[Span], parents: list[Span]) -> None:
+    def __call__(self, found: Slice) -> None:
         grace = self.p.late_grace_ns
-        self.traces.update([c.trace_id for c, q in zip(part, parents, strict=True) if c.start > q.end + grace])
+        self.traces.update([c.trace_id for c, q in found.late if c.start > q.end + grace])
 
 
 def candidates(

@@ -33,7 +33,7 @@ from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import NAME, NOWHERE, UNIT, flag, index, named, subset, traces
+from ctxdoctor.diagnose.traces import NAME, UNIT, Slice, flag, index, named, subset, traces
 from ctxdoctor.findings import SilentDispatch
 from ctxdoctor.fixes import silent_fix
 from ctxdoctor.model import Span, Unit
@@ -154,18 +154,14 @@ class WorkerChildren:
             pid: {cid for cid, c in units.items() if cid != pid and foreign(c, p) and relation(c, p) is not None}
             for pid, p in units.items()
         }
-        self._of = self.workers_of | {id(NOWHERE.unit): set()}
         self.traces: set[int] = set()
         self.unsettled: set[int] = set()
         #: Worker spans seen under each (service, name) of dispatcher, in the settled slices.
         self.edges: Counter[tuple[str, str]] = Counter()
 
-    def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        of = self._of
-        # A span in its parent's unit (most spans) is no worker of it: one identity test.
-        held = [
-            (c, q) for c, q in zip(part, parents, strict=True) if c.unit is not q.unit and id(c.unit) in of[id(q.unit)]
-        ]
+    def __call__(self, found: Slice) -> None:
+        of = self.workers_of
+        held = [(c, q) for c, q in found.crossing if id(c.unit) in of[id(q.unit)]]
         self.traces.update([c.trace_id for c, _ in held])
         self.edges.update([(q.unit.service, q.name) for _, q in held])
 
