@@ -147,7 +147,14 @@ class WorkerChildren:
     """
 
     def __init__(self, spans: Sequence[Span]) -> None:
-        units = {id(s.unit): s.unit for s in spans}
+        # Spans come in runs of one unit (a batch is one resource and scope): a unit is looked up
+        # once per run instead of once per span.
+        units: dict[int, Unit] = {}
+        last = None
+        for s in spans:
+            if s.unit is not last:
+                last = s.unit
+                units.setdefault(id(last), last)
         #: Every span's unit by identity, in the order the spans first use them.
         self.units = units
         self.workers_of: dict[int, set[int]] = {
