@@ -191,11 +191,20 @@ def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: Silent
         kids[c.parent_span_id].append(c)
     out: set[int] = set()
     for s in dispatchers:
-        children = [c for c in kids.get(s.span_id, ()) if c.trace_id == s.trace_id]
-        if s.duration <= 0 or any(foreign(c.unit, s.unit) for c in children):
+        duration = s.end - s.start
+        # A hole lies within its span: a span shorter than the shortest hole has none.
+        if duration <= 0 or duration < p.hole_min_ns:
             continue
+        children: list[Span] = []
+        mine = kids.get(s.span_id)
+        if mine:
+            unit = s.unit
+            children = [c for c in mine if c.trace_id == s.trace_id]
+            # A child in the span's own unit (most) is not foreign: one identity test.
+            if any(c.unit is not unit and foreign(c.unit, unit) for c in children):
+                continue
         start, end, _, _ = largest_hole(s, children)
-        if end - start < p.hole_min_ns or end - start < p.hole_share * s.duration:
+        if end - start < p.hole_min_ns or end - start < p.hole_share * duration:
             continue
         if not lost.foreign_root_within(s, start, end):
             out.add(s.trace_id)
