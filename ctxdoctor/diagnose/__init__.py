@@ -10,7 +10,7 @@ from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
-from ctxdoctor.diagnose.traces import Slice, flag, subset
+from ctxdoctor.diagnose.traces import Slice, by_trace, flag
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
@@ -38,14 +38,18 @@ class _Unparented:
         return self.seen == len(spans)
 
 
-def _absent_parents(spans: Sequence[Span], unparented: _Unparented | None = None) -> set[int]:
-    """The parent ids that never arrived: every referenced parent, less every span present.
+def _absent_parents(
+    spans: Sequence[Span], unparented: _Unparented | None = None, traces: set[int] | None = None
+) -> tuple[set[int], list[Span]]:
+    """The parent ids that never arrived (every referenced parent, less every span present),
+    and the spans of ``traces`` in trace order (``traces.subset``), picked in the same pass.
 
     A parent is nearly always exported near its children (the same batch, or one soon after), so
     each slice of spans first drops the parents present in the slice itself (``unparented``,
     when it saw every slice). Only the few left are looked for in the whole dump: a few hundred
     candidates instead of a set of every parent (whose growth would be the diagnosis's peak
-    memory), and small sets are faster too.
+    memory), and small sets are faster too. That pass picks the spans of ``traces`` as well: a
+    second pass over every span would cost about as much again.
     """
     candidates: set[int] = set()
     if unparented is not None and unparented.saw(spans):
@@ -57,12 +61,16 @@ def _absent_parents(spans: Sequence[Span], unparented: _Unparented | None = None
             local.difference_update([s.span_id for s in part])
             candidates |= local
     candidates.discard(0)  # a root's
+    if traces:
+        picked = [s for s in spans if s.span_id in candidates or s.trace_id in traces]
+        candidates.difference_update([s.span_id for s in picked])
+        return set(candidates), by_trace([s for s in picked if s.trace_id in traces])
     for i in range(0, len(spans), _SLICE):
         if not candidates:
             break
         # Only the ids found are kept in a list: building a list of every id costs more.
         candidates.difference_update([s.span_id for s in spans[i : i + _SLICE] if s.span_id in candidates])
-    return set(candidates)  # a set keeps its table when it shrinks: copy the few left
+    return set(candidates), []  # a set keeps its table when it shrinks: copy the few left
 
 
 def diagnose(
@@ -112,7 +120,9 @@ def _diagnose(
     # in one pass over the dump, which counts the traces too.
     late, workers, unparented = LateChildren(), WorkerChildren(spans), _Unparented()
     traces = flag(spans, late, workers, unparented)
-    absent = _absent_parents(spans, unparented)
+    # The leak pass walks the traces with late children. ``flag`` gives every filter the traces
+    # the slices could not settle, so those hold the ones the silent pass needs first too.
+    absent, late_spans = _absent_parents(spans, unparented, late.traces)
     # Every root, and every span under an absent parent, is among the spans without a parent in
     # their slice.
     parentless = unparented.spans if unparented.saw(spans) else spans
@@ -127,9 +137,6 @@ def _diagnose(
     gaps = group_gaps(orphans, group_sizes)
     missing_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing}
     lost_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing if m.lost}
-    # ``flag`` gives every filter the traces the slices could not settle, so the traces with late
-    # children hold those the silent pass needs first: one pass over the dump picks both.
-    late_spans = subset(spans, late.traces)
     unsettled = [s for s in late_spans if s.trace_id in workers.unsettled]
     leaks = find_leaks(spans, late_children=late, ordered=late_spans)
     leaks = [lk for lk in leaks if lk.confidence >= settings.min_confidence]

@@ -51,3 +51,17 @@ def test_a_span_of_id_zero_does_not_hide_the_roots(monkeypatch: pytest.MonkeyPat
     assert fast == slow
     assert fast["summary"]["roots"] == 3  # type: ignore[index]
     assert len(fast["missing_parents"]) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("scenario", ["python-exit-unflushed", "node-worker-exit-unflushed"])
+def test_the_absent_parents_pass_picks_the_traces_asked_for(scenario: str) -> None:
+    """The last pass for the absent parents also picks the spans of some traces, as ``subset``."""
+    spans = read_paths([SCENARIOS / scenario / "dump.json"]).spans
+    expected = {s.parent_span_id for s in spans if s.parent_span_id} - {s.span_id for s in spans}
+    trace_ids = sorted({s.trace_id for s in spans})
+    rng = random.Random(3)
+    for k in (1, 3, len(trace_ids)):
+        wanted = set(rng.sample(trace_ids, k))
+        absent, picked = diagnose_module._absent_parents(spans, None, wanted)
+        assert absent == expected
+        assert picked == traces_module.subset(spans, wanted)
