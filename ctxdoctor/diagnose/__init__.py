@@ -129,6 +129,8 @@ def _diagnose(
     root_spans = [s for s in parentless if not s.parent_span_id]
     roots = len(root_spans)
     missing = find_missing_parents(parentless, absent, root_spans)
+    del parentless
+    unparented.spans = []  # a list as long as the roots: not held through the rest of the diagnosis
     candidates, group_sizes = find_orphans(spans, model, units=workers.units, roots=root_spans)
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
     # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above
