@@ -76,8 +76,8 @@ def flag(spans: Sequence[Span], *filters: Filter) -> int:
     every trace of a slice in which a span id repeats (a lookup there could find the wrong one).
 
     Each span's parent is looked up once, and the span sorted in the same loop into the few
-    lists the filters read (most spans are in none): one loop over the slice instead of a list
-    of every span's parent and a comprehension over it for each filter.
+    lists the filters read (most spans are in none): one loop over the slice costs less than a
+    list of every span's parent with a comprehension over it for each filter.
     """
     seen: set[int] = set()
     unsettled: set[int] = set()
