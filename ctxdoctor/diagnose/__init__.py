@@ -10,40 +10,50 @@ from ctxdoctor.diagnose.leaks import LateChildren, find_leaks
 from ctxdoctor.diagnose.missing import find_missing_parents, group_lost_parents
 from ctxdoctor.diagnose.orphans import ModelParams, find_orphans
 from ctxdoctor.diagnose.silent import WorkerChildren, find_silent_dispatches
-from ctxdoctor.diagnose.traces import NOWHERE, flag
+from ctxdoctor.diagnose.traces import Slice, by_trace, flag
 from ctxdoctor.findings import Report, Settings, Summary
 from ctxdoctor.model import Span
 
 _SLICE = 1 << 16
 
 
-class _UnfoundParents:
-    """The parent ids not found in their own slice (``traces.Filter``): the absent parents'
-    candidates, from the lookups ``flag`` makes anyway, with no set of a slice's ids."""
+class _Unparented:
+    """The roots, and the spans whose parent is not in their own slice (``traces.Filter``), in
+    dump order: from the lookups ``flag`` makes anyway. A span whose parent never arrived is
+    among them, so the roots, the absent parents' candidates and the spans under an absent
+    parent are picked from these instead of from every span."""
 
     def __init__(self) -> None:
         self.traces: set[int] = set()
         self.unsettled: set[int] = set()
-        self.candidates: set[int] = set()
-        self.spans = 0  # the spans of the slices seen: ``flag`` skips a slice with a repeated id
+        self.spans: list[Span] = []
+        self.seen = 0  # the spans of the slices seen: ``flag`` skips a slice with a repeated id
 
-    def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        self.spans += len(part)
-        self.candidates.update([s.parent_span_id for s, q in zip(part, parents, strict=True) if q is NOWHERE])
+    def __call__(self, found: Slice) -> None:
+        self.seen += found.size
+        self.spans += found.alone
+
+    def saw(self, spans: Sequence[Span]) -> bool:
+        """Whether every span of ``spans`` went through this filter."""
+        return self.seen == len(spans)
 
 
-def _absent_parents(spans: Sequence[Span], unfound: _UnfoundParents | None = None) -> set[int]:
-    """The parent ids that never arrived: every referenced parent, less every span present.
+def _absent_parents(
+    spans: Sequence[Span], unparented: _Unparented | None = None, traces: set[int] | None = None
+) -> tuple[set[int], list[Span]]:
+    """The parent ids that never arrived (every referenced parent, less every span present),
+    and the spans of ``traces`` in trace order (``traces.subset``), picked in the same pass.
 
     A parent is nearly always exported near its children (the same batch, or one soon after), so
-    each slice of spans first drops the parents present in the slice itself (``unfound``, when it
-    saw every slice). Only the few left are looked for in the whole dump: a few hundred
+    each slice of spans first drops the parents present in the slice itself (``unparented``,
+    when it saw every slice). Only the few left are looked for in the whole dump: a few hundred
     candidates instead of a set of every parent (whose growth would be the diagnosis's peak
-    memory), and small sets are faster too.
+    memory), and small sets are faster too. That pass picks the spans of ``traces`` as well: a
+    second pass over every span would cost about as much again.
     """
     candidates: set[int] = set()
-    if unfound is not None and unfound.spans == len(spans):
-        candidates = unfound.candidates
+    if unparented is not None and unparented.saw(spans):
+        candidates = {s.parent_span_id for s in unparented.spans}
     else:
         for i in range(0, len(spans), _SLICE):
             part = spans[i : i + _SLICE]
@@ -51,11 +61,16 @@ def _absent_parents(spans: Sequence[Span], unfound: _UnfoundParents | None = Non
             local.difference_update([s.span_id for s in part])
             candidates |= local
     candidates.discard(0)  # a root's
+    if traces:
+        picked = [s for s in spans if s.span_id in candidates or s.trace_id in traces]
+        candidates.difference_update([s.span_id for s in picked])
+        return set(candidates), by_trace([s for s in picked if s.trace_id in traces])
     for i in range(0, len(spans), _SLICE):
         if not candidates:
             break
-        candidates.difference_update([s.span_id for s in spans[i : i + _SLICE]])
-    return set(candidates)  # a set keeps its table when it shrinks: copy the few left
+        # Only the ids found are kept in a list: building a list of every id costs more.
+        candidates.difference_update([s.span_id for s in spans[i : i + _SLICE] if s.span_id in candidates])
+    return set(candidates), []  # a set keeps its table when it shrinks: copy the few left
 
 
 def diagnose(
@@ -101,14 +116,21 @@ def _diagnose(
     model: ModelParams | None,
 ) -> Report:
     settings = settings or Settings()
-    # The leak and silent-worker passes' traces, and the absent parents' candidates, picked in
-    # one pass over the dump, which counts the traces too.
-    late, workers, unfound = LateChildren(), WorkerChildren(spans), _UnfoundParents()
-    traces = flag(spans, late, workers, unfound)
-    absent = _absent_parents(spans, unfound)
-    root_spans = [s for s in spans if not s.parent_span_id]
+    # The leak and silent-worker passes' traces, and the spans without a parent at hand, picked
+    # in one pass over the dump, which counts the traces too.
+    late, workers, unparented = LateChildren(), WorkerChildren(spans), _Unparented()
+    traces = flag(spans, late, workers, unparented)
+    # The leak pass walks the traces with late children. ``flag`` gives every filter the traces
+    # the slices could not settle, so those hold the ones the silent pass needs first too.
+    absent, late_spans = _absent_parents(spans, unparented, late.traces)
+    # Every root, and every span under an absent parent, is among the spans without a parent in
+    # their slice.
+    parentless = unparented.spans if unparented.saw(spans) else spans
+    root_spans = [s for s in parentless if not s.parent_span_id]
     roots = len(root_spans)
-    missing = find_missing_parents(spans, absent, root_spans)
+    missing = find_missing_parents(parentless, absent, root_spans)
+    del parentless
+    unparented.spans = []  # a list as long as the roots: not held through the rest of the diagnosis
     candidates, group_sizes = find_orphans(spans, model, units=workers.units, roots=root_spans)
     flagged = [o for o in candidates if o.confidence >= settings.min_confidence]
     # Allow rules accept roots a team has reviewed as legitimate; they leave the statistics above
@@ -117,8 +139,10 @@ def _diagnose(
     gaps = group_gaps(orphans, group_sizes)
     missing_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing}
     lost_groups = {(m.span.trace_id, m.span.parent_span_id) for m in missing if m.lost}
-    leaks = [lk for lk in find_leaks(spans, late_children=late) if lk.confidence >= settings.min_confidence]
-    silent = find_silent_dispatches(spans, workers=workers, roots=root_spans)
+    unsettled = [s for s in late_spans if s.trace_id in workers.unsettled]
+    leaks = find_leaks(spans, late_children=late, ordered=late_spans)
+    leaks = [lk for lk in leaks if lk.confidence >= settings.min_confidence]
+    silent = find_silent_dispatches(spans, workers=workers, roots=root_spans, unsettled=unsettled)
     silent = [d for d in silent if d.confidence >= settings.min_confidence]
     fragments = roots + len(missing_groups) + len(leaks)
     broken = len(orphans) + len(lost_groups) + len(leaks)

@@ -37,7 +37,7 @@ from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import NAME, flag, index, named, subset, traces
+from ctxdoctor.diagnose.traces import NAME, Slice, flag, index, named, subset, traces
 from ctxdoctor.findings import Leak
 from ctxdoctor.fixes import leak_fix
 from ctxdoctor.model import Span, SpanKind
@@ -180,17 +180,25 @@ class LateChildren:
     """
 
     def __init__(self, p: LeakParams = DEFAULT) -> None:
+        # ``flag`` hands over the children that started after their parent ended: a grace below
+        # zero would ask for children that started before.
+        if p.late_grace_ns < 0:
+            raise ValueError("late_grace_ns must not be negative")
         self.p = p
         self.traces: set[int] = set()
         self.unsettled: set[int] = set()
 
-    def __call__(self, part: list[Span], parents: list[Span]) -> None:
+    def __call__(self, found: Slice) -> None:
         grace = self.p.late_grace_ns
-        self.traces.update([c.trace_id for c, q in zip(part, parents, strict=True) if c.start > q.end + grace])
+        self.traces.update([c.trace_id for c, q in found.late if c.start > q.end + grace])
 
 
 def candidates(
-    spans: Sequence[Span], p: LeakParams = DEFAULT, *, late_children: LateChildren | None = None
+    spans: Sequence[Span],
+    p: LeakParams = DEFAULT,
+    *,
+    late_children: LateChildren | None = None,
+    ordered: list[Span] | None = None,
 ) -> list[LeakCandidate]:
     """Children worth scoring: those that started after their parent ended.
 
@@ -198,14 +206,16 @@ def candidates(
     here when not given), finds the late children and their groups; the second tallies, only
     for the parent names those groups have, how many children of that name each peer has, over
     the traces that hold spans of those names. A healthy dump has few late children, so both
-    walks are mostly skipped.
+    walks are mostly skipped. ``ordered``: the spans of ``late_children.traces`` in trace order
+    (``subset``), when the caller has picked them.
     """
     if late_children is None:
         late_children = LateChildren(p)
         flag(spans, late_children)
     if late_children.p != p:
         raise ValueError("the late-children filter was made with other parameters")
-    ordered = subset(spans, late_children.traces)
+    if ordered is None:
+        ordered = subset(spans, late_children.traces)
     raw: list[tuple[Span, Span, int, int, float, int, float]] = []
     for trace in traces(ordered):
         by_id = index(trace)
@@ -367,12 +377,17 @@ def periodic_cv(starts: list[int], min_gap_ns: int = 0) -> float | None:
 
 
 def find_leaks(
-    spans: Sequence[Span], p: LeakParams = DEFAULT, *, late_children: LateChildren | None = None
+    spans: Sequence[Span],
+    p: LeakParams = DEFAULT,
+    *,
+    late_children: LateChildren | None = None,
+    ordered: list[Span] | None = None,
 ) -> list[Leak]:
     """Spans under the wrong parent, most confident first. ``late_children``: the traces with
-    late children, when the caller has run that filter with others (``traces.flag``)."""
+    late children, when the caller has run that filter with others (``traces.flag``);
+    ``ordered``: their spans in trace order, when the caller has picked them."""
     flagged: list[tuple[LeakCandidate, float, list[str]]] = []
-    for c in candidates(spans, p, late_children=late_children):
+    for c in candidates(spans, p, late_children=late_children, ordered=ordered):
         logit, why = score(c, p)
         conf = _sigmoid(logit)
         if conf >= p.threshold:

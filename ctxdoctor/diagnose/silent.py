@@ -33,7 +33,7 @@ from operator import attrgetter
 
 import msgspec
 
-from ctxdoctor.diagnose.traces import NAME, NOWHERE, UNIT, flag, index, named, subset, traces
+from ctxdoctor.diagnose.traces import NAME, UNIT, Slice, flag, index, named, subset, traces
 from ctxdoctor.findings import SilentDispatch
 from ctxdoctor.fixes import silent_fix
 from ctxdoctor.model import Span, Unit
@@ -147,25 +147,28 @@ class WorkerChildren:
     """
 
     def __init__(self, spans: Sequence[Span]) -> None:
-        units = {id(s.unit): s.unit for s in spans}
+        # Spans come in runs of one unit (a batch is one resource and scope): a unit is looked up
+        # once per run instead of once per span.
+        units: dict[int, Unit] = {}
+        last = None
+        for s in spans:
+            if s.unit is not last:
+                last = s.unit
+                units.setdefault(id(last), last)
         #: Every span's unit by identity, in the order the spans first use them.
         self.units = units
         self.workers_of: dict[int, set[int]] = {
             pid: {cid for cid, c in units.items() if cid != pid and foreign(c, p) and relation(c, p) is not None}
             for pid, p in units.items()
         }
-        self._of = self.workers_of | {id(NOWHERE.unit): set()}
         self.traces: set[int] = set()
         self.unsettled: set[int] = set()
         #: Worker spans seen under each (service, name) of dispatcher, in the settled slices.
         self.edges: Counter[tuple[str, str]] = Counter()
 
-    def __call__(self, part: list[Span], parents: list[Span]) -> None:
-        of = self._of
-        # A span in its parent's unit (most spans) is no worker of it: one identity test.
-        held = [
-            (c, q) for c, q in zip(part, parents, strict=True) if c.unit is not q.unit and id(c.unit) in of[id(q.unit)]
-        ]
+    def __call__(self, found: Slice) -> None:
+        of = self.workers_of
+        held = [(c, q) for c, q in found.crossing if id(c.unit) in of[id(q.unit)]]
         self.traces.update([c.trace_id for c, _ in held])
         self.edges.update([(q.unit.service, q.name) for _, q in held])
 
@@ -188,11 +191,20 @@ def _with_holes(spans: Sequence[Span], eligible: set[tuple[str, str]], p: Silent
         kids[c.parent_span_id].append(c)
     out: set[int] = set()
     for s in dispatchers:
-        children = [c for c in kids.get(s.span_id, ()) if c.trace_id == s.trace_id]
-        if s.duration <= 0 or any(foreign(c.unit, s.unit) for c in children):
+        duration = s.end - s.start
+        # A hole lies within its span: a span shorter than the shortest hole has none.
+        if duration <= 0 or duration < p.hole_min_ns:
             continue
+        children: list[Span] = []
+        mine = kids.get(s.span_id)
+        if mine:
+            unit = s.unit
+            children = [c for c in mine if c.trace_id == s.trace_id]
+            # A child in the span's own unit (most) is not foreign: one identity test.
+            if any(c.unit is not unit and foreign(c.unit, unit) for c in children):
+                continue
         start, end, _, _ = largest_hole(s, children)
-        if end - start < p.hole_min_ns or end - start < p.hole_share * s.duration:
+        if end - start < p.hole_min_ns or end - start < p.hole_share * duration:
             continue
         if not lost.foreign_root_within(s, start, end):
             out.add(s.trace_id)
@@ -230,6 +242,7 @@ def find_silent_dispatches(
     *,
     workers: WorkerChildren | None = None,
     roots: Iterable[Span] | None = None,
+    unsettled: list[Span] | None = None,
 ) -> list[SilentDispatch]:
     """Spans with a hole where, in their peers, a worker's span sits; most confident first.
 
@@ -237,7 +250,8 @@ def find_silent_dispatches(
     here when not given), finds where workers' spans sit under their dispatchers; the second
     looks for holes only in the traces with spans of the names that have such places often
     enough to be evidence, and with a hole (most names have none, and most traces are skipped).
-    ``roots``: the dump's root spans, when the caller has them.
+    ``roots``: the dump's root spans, and ``unsettled``: the spans of ``workers.unsettled`` in
+    trace order (``subset``), when the caller has them.
     """
     if workers is None:
         workers = WorkerChildren(spans)
@@ -248,7 +262,9 @@ def find_silent_dispatches(
     # names, and only if there are any, the places themselves. A name that is not eligible after
     # all has no place filled often enough, and its holes are dropped below.
     possible = Counter(workers.edges)
-    for (svc, name, _), f in _filled(subset(spans, workers.unsettled), workers.workers_of).items():
+    if unsettled is None:
+        unsettled = subset(spans, workers.unsettled)
+    for (svc, name, _), f in _filled(unsettled, workers.workers_of).items():
         possible[(svc, name)] += f.count
     eligible = {k for k, n in possible.items() if n >= p.min_filled}
     if not eligible:

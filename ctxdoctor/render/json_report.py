@@ -5,7 +5,9 @@ Ids are lowercase hex. Fields may be added; existing ones keep their meaning.
 
 from __future__ import annotations
 
-import json
+import math
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
 from rich.console import Console
@@ -201,18 +203,112 @@ def report_dict(report: Report) -> dict[str, Any]:
     }
 
 
+#: Pieces of text held before they are written (see ``write_json``).
+_BATCH = 8192
+
+
+def write_json(obj: Any, write: Callable[[str], object]) -> None:
+    """Write ``obj`` as ``json.dumps(obj, indent=2)`` would, as it is encoded, in batches.
+
+    ``json.dumps`` would first hold every piece of the text in a list (~1M small strings for a
+    report of 8,000 orphans) and then the whole text. Its indenting encoder is the pure-Python
+    one, which hands every piece up through a generator per level of nesting; this one appends
+    the pieces to one list, with the same text for every type ``json`` encodes (strings escaped
+    to ASCII by ``json``'s own C function).
+    """
+    out: list[str] = []
+    append = out.append
+
+    def flush() -> None:
+        write("".join(out))
+        out.clear()
+
+    def key(k: Any) -> str:
+        if isinstance(k, str):
+            return _string(k)
+        if isinstance(k, float):
+            return '"' + _float(k) + '"'
+        if k is True or k is False or k is None:
+            return '"' + _CONSTANTS[k] + '"'
+        if isinstance(k, int):
+            return '"' + int.__repr__(k) + '"'
+        raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
+
+    def value(o: Any, level: int) -> None:
+        if isinstance(o, str):
+            append(_string(o))
+        elif o is None or o is True or o is False:
+            append(_CONSTANTS[o])
+        elif isinstance(o, int):
+            append(int.__repr__(o))
+        elif isinstance(o, float):
+            append(_float(o))
+        elif isinstance(o, (list, tuple, dict)):
+            if not o:
+                append("{}" if isinstance(o, dict) else "[]")
+            else:
+                container(o, level + 1)
+        else:
+            raise TypeError(f"Object of type {type(o).__name__} is not JSON serializable")
+
+    def container(o: list[Any] | tuple[Any, ...] | dict[Any, Any], level: int) -> None:
+        # The common leaves (str, int, None) are written here without a call for each.
+        inner = "\n" + "  " * level
+        separator = "," + inner
+        head = inner
+        if isinstance(o, dict):
+            append("{")
+            for k, v in o.items():
+                head += (_string(k) if type(k) is str else key(k)) + ": "
+                t = type(v)
+                if t is str:
+                    append(head + _string(v))
+                elif t is int:
+                    append(head + int.__repr__(v))
+                elif v is None:
+                    append(head + "null")
+                else:
+                    append(head)
+                    value(v, level)
+                head = separator
+            append("\n" + "  " * (level - 1) + "}")
+        else:
+            append("[")
+            for v in o:
+                t = type(v)
+                if t is str:
+                    append(head + _string(v))
+                elif t is int:
+                    append(head + int.__repr__(v))
+                else:
+                    append(head)
+                    value(v, level)
+                head = separator
+                if len(out) >= _BATCH:
+                    flush()
+            append("\n" + "  " * (level - 1) + "]")
+
+    value(obj, 0)
+    append("\n")
+    flush()
+
+
+_CONSTANTS = {None: "null", True: "true", False: "false"}
+
+
+def _float(o: float) -> str:
+    """A float as ``json`` writes it (``allow_nan``: NaN and the infinities as JavaScript names)."""
+    if o != o:
+        return "NaN"
+    if o == math.inf:
+        return "Infinity"
+    if o == -math.inf:
+        return "-Infinity"
+    return float.__repr__(o)
+
+
 class JsonRenderer:
     name = "json"
 
     def render(self, report: Report, console: Console) -> None:
-        # Written as it is encoded, in batches: ``json.dumps`` would first hold every piece of the
-        # text in a list (~1M small strings for a report of 8,000 orphans) and then the whole text.
-        write = console.file.write
-        batch: list[str] = []
-        for chunk in json.JSONEncoder(indent=2).iterencode(report_dict(report)):
-            batch.append(chunk)
-            if len(batch) >= 8192:
-                write("".join(batch))
-                batch.clear()
-        batch.append("\n")
-        write("".join(batch))
+        write_json(report_dict(report), console.file.write)
