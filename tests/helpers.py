@@ -316,6 +316,17 @@ SWAPS = [
 ]
 
 
+def shuffled(spans: Sequence[Span], orders: int) -> list[list[Span]]:
+    """The spans as read, then ``orders - 1`` seeded shuffles of them: parents far from their
+    children, in another slice or after them."""
+    out = [list(spans)]
+    for seed in range(1, orders):
+        order = list(spans)
+        random.Random(seed).shuffle(order)
+        out.append(order)
+    return out
+
+
 def mutate(data: bytes, rnd: random.Random) -> bytes:
     b = bytearray(data)
     op = rnd.randrange(5)

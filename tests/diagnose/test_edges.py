@@ -13,7 +13,7 @@ from ctxdoctor.diagnose import diagnose
 from ctxdoctor.model import FLAG_IS_REMOTE_KNOWN, FLAG_PARENT_IS_REMOTE, Span, SpanKind, Unit
 from ctxdoctor.readers import read_paths
 from ctxdoctor.units import Boundary, Relation, boundary, relation
-from tests.helpers import SCENARIOS
+from tests.helpers import SCENARIOS, shuffled
 
 MS = 1_000_000
 T0 = 1_700_000_000 * 1_000_000_000
@@ -149,10 +149,7 @@ def test_absent_parents_are_the_same_whatever_the_slices(
     parent in another slice, before or after, must still count as present."""
     spans = read_paths([SCENARIOS / scenario / "dump.json"]).spans
     monkeypatch.setattr(diagnose_module, "_SLICE", slice_size)
-    for seed in range(4):
-        order = list(spans)
-        if seed:
-            random.Random(seed).shuffle(order)  # parents far from their children
+    for order in shuffled(spans, 4):
         expected = {s.parent_span_id for s in order if s.parent_span_id} - {s.span_id for s in order}
         assert diagnose_module._absent_parents(order) == (expected, [])
     if "unflushed" in scenario:

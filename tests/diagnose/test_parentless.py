@@ -13,7 +13,7 @@ from ctxdoctor.diagnose import diagnose
 from ctxdoctor.model import Span, Unit
 from ctxdoctor.readers import read_paths
 from ctxdoctor.render.json_report import report_dict
-from tests.helpers import SCENARIOS
+from tests.helpers import SCENARIOS, shuffled
 
 
 def _both(monkeypatch: pytest.MonkeyPatch, spans: list[Span]) -> tuple[dict[str, object], dict[str, object]]:
@@ -30,10 +30,7 @@ def _both(monkeypatch: pytest.MonkeyPatch, spans: list[Span]) -> tuple[dict[str,
 def test_the_same_report_whatever_the_slices(monkeypatch: pytest.MonkeyPatch, scenario: str, slice_size: int) -> None:
     spans = read_paths([SCENARIOS / scenario / "dump.json"]).spans
     monkeypatch.setattr(traces_module, "_SLICE", slice_size)
-    for seed in range(3):
-        order = list(spans)
-        if seed:
-            random.Random(seed).shuffle(order)  # parents far from their children
+    for order in shuffled(spans, 3):
         fast, slow = _both(monkeypatch, order)
         assert fast == slow
     if "unflushed" in scenario:
