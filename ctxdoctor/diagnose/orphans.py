@@ -540,9 +540,13 @@ def _anchor_candidates(
     phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
     name_time: dict[str, float] = defaultdict(float)
     for tid, items in by_trace.items():
-        ev = sorted(
-            [(m.start, shape(m.name), 0) for m in members[tid]] + [(m.end, shape(m.name), 1) for m in members.pop(tid)]
-        )
+        # Each member's name is shaped once, for both of its events.
+        ev = []
+        for m in members.pop(tid):
+            sh = shape(m.name)
+            ev.append((m.start, sh, 0))
+            ev.append((m.end, sh, 1))
+        ev.sort()
         ts = [e[0] for e in ev]
         parents: dict[int, Span] = {}
         for r, c in items:
@@ -558,14 +562,15 @@ def _anchor_candidates(
             continue
         # Phase shares: how long each anchor is the latest event, inside each candidate parent.
         for p in parents.values():
+            pn = shape(p.name)
             i = bisect_right(ts, p.start) - 1
             while i < len(ev) and ts[i] < p.end:
                 lo = max(ts[i], p.start)
                 hi = min(ts[i + 1] if i + 1 < len(ts) else p.end, p.end)
                 if hi > lo:
-                    phase_time[(shape(p.name), (ev[i][1], ev[i][2]))] += hi - lo
+                    phase_time[(pn, (ev[i][1], ev[i][2]))] += hi - lo
                 i += 1
-            name_time[shape(p.name)] += max(p.end - p.start, 1)
+            name_time[pn] += max(p.end - p.start, 1)
     return {key: v / name_time[key[0]] for key, v in phase_time.items()}
 
 
