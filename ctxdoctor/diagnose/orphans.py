@@ -240,10 +240,15 @@ def _sweep(
     starts = [r.start for r in suspects_in]
     active_at: list[list[Span]] = [[] for _ in suspects_in]
     n = len(starts)
+    earliest, latest = starts[0], starts[-1]
     for a in spans:
-        # One bisection tells whether any suspect starts inside the span (most spans hold
-        # none); the second, for the span's end, only for those that do. (A plain loop: on these
+        # Two comparisons pass over the spans that end before the first suspect or start after
+        # the last (most spans of a partition with few suspects) without a call. For the rest,
+        # one bisection tells whether any suspect starts inside the span (most spans hold none);
+        # the second, for the span's end, only for those that do. (A plain loop: on these
         # structs it beats ``map`` with ``attrgetter`` over the same spans.)
+        if a.end < earliest or a.start > latest:
+            continue
         i = bisect_left(starts, a.start)
         if i < n and starts[i] <= a.end:
             for k in range(i, bisect_right(starts, a.end, i)):
@@ -316,11 +321,17 @@ def _by_shape(spans: list[Span], wanted: set[str]) -> dict[str, list[Span]]:
     """
     if not wanted:
         return {}
-    shaped = {nm: sh for nm in {s.name for s in spans} if (sh := shape(nm)) in wanted}
+    # One pass: each new name is shaped as it first comes (``None``: not wanted).
+    shaped: dict[str, str | None] = {}
     by_name: dict[str, list[Span]] = defaultdict(list)
     for a in spans:
-        if a.name in shaped:
-            by_name[shaped[a.name]].append(a)
+        nm = a.name
+        if nm in shaped:
+            sh = shaped[nm]
+        else:
+            sh = shaped[nm] = s if (s := shape(nm)) in wanted else None
+        if sh is not None:
+            by_name[sh].append(a)
     return by_name
 
 
@@ -362,9 +373,21 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
     ``suspects`` are the suspect roots among ``spans``; every other root is an entry span or
     carries links, and a unit with either serves work of its own.
     """
-    # One pass: every span is read from memory once (two C passes would read each twice).
-    serving = {id(s.unit) for s in spans if s.kind in _ENTRY_INTS or (s.links and not s.parent_span_id)}
-    return {id(s.unit) for s in suspects} - serving
+    # One pass: every span is read from memory once (two C passes would read each twice). Only
+    # the suspects' units can be workers and one entry span settles a unit, so the unit is looked
+    # up once a run of its spans (a batch of one thread) and the other spans are skipped.
+    undecided = {id(s.unit) for s in suspects}
+    workers = set(undecided)
+    unit: Unit | None = None
+    look = False
+    for s in spans:
+        if s.unit is not unit:
+            unit = s.unit
+            look = id(unit) in undecided
+        if look and (s.kind in _ENTRY_INTS or (s.links and not s.parent_span_id)):
+            undecided.discard(id(unit))
+            look = False
+    return workers & undecided
 
 
 def _lifetimes(spans: Iterable[Span], units: set[int]) -> dict[int, tuple[int, int]]:
@@ -372,9 +395,15 @@ def _lifetimes(spans: Iterable[Span], units: set[int]) -> dict[int, tuple[int, i
     out: dict[int, tuple[int, int]] = {}
     if not units:
         return out
+    # The unit is looked up once a run of its spans (a batch of one thread).
+    unit: Unit | None = None
+    inside = False
     for s in spans:
-        u = id(s.unit)
-        if u in units:
+        if s.unit is not unit:
+            unit = s.unit
+            inside = id(unit) in units
+        if inside:
+            u = id(unit)
             b = out.get(u)
             if b is None:
                 out[u] = (s.start, s.end)
@@ -426,21 +455,25 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     # On one thread (an event loop) callbacks of one tick run together, so how many roots land
     # in a span there is scheduling, not dispatch: only spans of other threads are counted.
     names = {shape(c.parent.name) for sus in group for c in sus.candidates if not c.one_thread}
+    first, last = ts[0], ts[-1]
     for nm in names:
-        # Only spans of the time the group's roots were running: a root group that exists for a
-        # part of the recording (a process started late, a job that stopped) would otherwise
-        # make early or late spans look like dispatchers that handed out nothing.
-        ds = [d for d in spans_by_name.get(nm, []) if ts[0] <= d.start and d.end <= ts[-1]]
-        if len(ds) < _BALANCE_MIN_SPANS:
-            continue
         counts, lengths = [], []
-        for d in ds:
-            lo, hi = bisect_left(ts, d.start), bisect_right(ts, d.end)
-            # The roots inside it, less those of its own trace (counted in C over the slice).
-            counts.append(hi - lo - tids[lo:hi].count(d.trace_id))
-            lengths.append(float(max(d.end - d.start, 1)))
+        for d in spans_by_name.get(nm, []):
+            start, end = d.start, d.end
+            # Only spans of the time the group's roots were running: a root group that exists
+            # for a part of the recording (a process started late, a job that stopped) would
+            # otherwise make early or late spans look like dispatchers that handed out nothing.
+            if start < first or end > last:
+                continue
+            lo, hi = bisect_left(ts, start), bisect_right(ts, end)
+            # The roots inside it, less those of its own trace (counted in C over the slice,
+            # taken only where there are any: most spans hold none).
+            counts.append(hi - lo - tids[lo:hi].count(d.trace_id) if hi > lo else hi - lo)
+            lengths.append(float(end - start) if end - start > 1 else 1.0)
+        if len(counts) < _BALANCE_MIN_SPANS:
+            continue
         llr, per_span = _balance_fit(counts, lengths)
-        out[nm] = (llr, min(_MAX_SHARE, per_span * len(ds) / len(group)))
+        out[nm] = (llr, min(_MAX_SHARE, per_span * len(counts) / len(group)))
     return out
 
 
@@ -507,9 +540,13 @@ def _anchor_candidates(
     phase_time: dict[tuple[str, tuple[str, int]], float] = defaultdict(float)
     name_time: dict[str, float] = defaultdict(float)
     for tid, items in by_trace.items():
-        ev = sorted(
-            [(m.start, shape(m.name), 0) for m in members[tid]] + [(m.end, shape(m.name), 1) for m in members.pop(tid)]
-        )
+        # Each member's name is shaped once, for both of its events.
+        ev = []
+        for m in members.pop(tid):
+            sh = shape(m.name)
+            ev.append((m.start, sh, 0))
+            ev.append((m.end, sh, 1))
+        ev.sort()
         ts = [e[0] for e in ev]
         parents: dict[int, Span] = {}
         for r, c in items:
@@ -525,14 +562,15 @@ def _anchor_candidates(
             continue
         # Phase shares: how long each anchor is the latest event, inside each candidate parent.
         for p in parents.values():
+            pn = shape(p.name)
             i = bisect_right(ts, p.start) - 1
             while i < len(ev) and ts[i] < p.end:
                 lo = max(ts[i], p.start)
                 hi = min(ts[i + 1] if i + 1 < len(ts) else p.end, p.end)
                 if hi > lo:
-                    phase_time[(shape(p.name), (ev[i][1], ev[i][2]))] += hi - lo
+                    phase_time[(pn, (ev[i][1], ev[i][2]))] += hi - lo
                 i += 1
-            name_time[shape(p.name)] += max(p.end - p.start, 1)
+            name_time[pn] += max(p.end - p.start, 1)
     return {key: v / name_time[key[0]] for key, v in phase_time.items()}
 
 
