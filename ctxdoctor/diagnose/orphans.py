@@ -458,6 +458,7 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     first, last = ts[0], ts[-1]
     for nm in names:
         counts, lengths = [], []
+        inside: list[tuple[int, int]] = []  # the roots each span holds, as a range of ``ts``
         for d in spans_by_name.get(nm, []):
             start, end = d.start, d.end
             # Only spans of the time the group's roots were running: a root group that exists
@@ -470,11 +471,29 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
             # taken only where there are any: most spans hold none).
             counts.append(hi - lo - tids[lo:hi].count(d.trace_id) if hi > lo else hi - lo)
             lengths.append(float(end - start) if end - start > 1 else 1.0)
+            if hi > lo:
+                inside.append((lo, hi))
         if len(counts) < _BALANCE_MIN_SPANS:
             continue
         llr, per_span = _balance_fit(counts, lengths)
+        # Each root is handed out once: k per span cannot exceed the roots the spans hold
+        # between them (to within half a root, the fit's own rounding). Spans that overlap one
+        # stretch of time, under a rate of roots that changes over it (a timer slowed by load),
+        # fit an intercept too, but one that would hand out many times more roots than exist.
+        if per_span > _covered(inside) / len(counts) + 0.5:
+            continue
         out[nm] = (llr, min(_MAX_SHARE, per_span * len(counts) / len(group)))
     return out
+
+
+def _covered(ranges: list[tuple[int, int]]) -> int:
+    """How many indices the half-open ranges cover together."""
+    total, reach = 0, 0
+    for lo, hi in sorted(ranges):
+        if hi > reach:
+            total += hi - max(lo, reach)
+            reach = hi
+    return total
 
 
 def _balance_fit(counts: list[int], lengths: list[float]) -> tuple[float, float]:

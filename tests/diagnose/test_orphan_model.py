@@ -141,6 +141,40 @@ def test_a_span_without_a_root_counts_against_dispatch() -> None:
     assert m._balance_fit([0] * 30, ls)[0] == -math.inf
 
 
+def _balance_of(roots: list[Span], dispatchers: list[Span]) -> dict[str, tuple[float, float]]:
+    group = [m._Suspect(r, [m._Candidate(d, Relation.SAME_PROCESS) for d in dispatchers]) for r in roots]
+    return m._balance(group, {"D": dispatchers})
+
+
+def test_dispatchers_that_each_hand_out_a_few_roots_are_balanced() -> None:
+    # Three roots each, whatever the span's length (40 to 310 ms); the first and last spans
+    # reach outside the roots' time and are not counted: 3 x 8 of the 30 roots.
+    ds = [span(i, i, "D", i * 400, i * 400 + 40 + 30 * i) for i in range(10)]
+    roots = [span(100 + 3 * i + k, 100 + 3 * i + k, "W", i * 400 + 5 + 10 * k, i * 400 + 8 + 10 * k)
+             for i in range(10) for k in range(3)]
+    llr, share = _balance_of(roots, ds)["D"]
+    assert llr > 5 and share == pytest.approx(0.8)
+
+
+def test_a_timer_slowed_over_time_inside_overlapping_spans_is_not_balanced() -> None:
+    # Long spans that all start together and cover one stretch of time, and a timer's ticks
+    # that come every 10 ms at first and every 100 ms later (a thread slowed by load). The
+    # counts fit a line with a large intercept, but each span would then hand out some forty
+    # roots: more than the roots there are, so it is no hand-out.
+    ds = [span(i, i, "D", 0.5 * i, 500 + 50 * i) for i in range(10)]
+    ticks = [10 * k for k in range(50)] + [500 + 100 * k for k in range(10)]
+    roots = [span(1000 + k, 1000 + k, "heartbeat", t + 0.1, t + 0.6) for k, t in enumerate(ticks)]
+    counts = [sum(1 for r in roots if d.start <= r.start <= d.end) for d in ds]
+    assert m._balance_fit(counts, [float(d.end - d.start) for d in ds])[0] > 0  # what the bound is for
+    assert "D" not in _balance_of(roots, ds)
+
+
+def test_covered_counts_each_index_once() -> None:
+    assert m._covered([(0, 3), (2, 5), (7, 8)]) == 6
+    assert m._covered([]) == 0
+    assert m._covered([(4, 6), (0, 10)]) == 10
+
+
 def test_the_fit_says_how_many_roots_each_span_hands_out() -> None:
     ls = lengths(30, 5)
     assert m._balance_fit([3] * 30, ls)[1] == pytest.approx(3.0)
