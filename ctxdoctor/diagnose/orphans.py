@@ -91,7 +91,7 @@ class ModelParams(msgspec.Struct, frozen=True):
     #: that scores better than half its copies is as confident as the group's share of
     #: non-chance roots. Inside a dispatcher that is busy nearly all the time one root's timing
     #: beats few copies; thirty roots that each beat most of theirs do not do so by chance.
-    group_test: bool = True
+    group_test: bool = False
     #: Ids shared by a root and an earlier trace (``shared_values``), where the spans keep
     #: their attribute values.
     shared_values: bool = True
