@@ -377,7 +377,6 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
     # the suspects' units can be workers and one entry span settles a unit, so the unit is looked
     # up once a run of its spans (a batch of one thread) and the other spans are skipped.
     undecided = {id(s.unit) for s in suspects}
-    workers = set(undecided)
     unit: Unit | None = None
     look = False
     for s in spans:
@@ -387,7 +386,7 @@ def _worker_units(spans: list[Span], suspects: list[Span]) -> set[int]:
         if look and (s.kind in _ENTRY_INTS or (s.links and not s.parent_span_id)):
             undecided.discard(id(unit))
             look = False
-    return workers & undecided
+    return undecided
 
 
 def _lifetimes(spans: Iterable[Span], units: set[int]) -> dict[int, tuple[int, int]]:

@@ -85,8 +85,7 @@ def read_paths(
         total += _regular_file_size(p)
     if jobs <= 0:
         jobs = usable_cpus()
-    if values is None:
-        values = total < parallel.PARALLEL_MIN_BYTES
+    values = reads_values(values, total)
     if not CAN_FORK or total < parallel.PARALLEL_MIN_BYTES or values:
         jobs = 1
     # Loading allocates millions of objects and frees almost none: the cyclic collector would
@@ -120,6 +119,12 @@ def read_paths(
             gc.enable()
     _check_times(spans, files, warnings)
     return Dump(spans=spans, warnings=warnings, files=[str(p) for p in files])
+
+
+def reads_values(asked: bool | None, total_bytes: int) -> bool:
+    """Whether spans keep their attribute values: as asked, else for inputs read in one process
+    (see ``read_paths``). The live view asks the same of its window of requests."""
+    return total_bytes < parallel.PARALLEL_MIN_BYTES if asked is None else asked
 
 
 def _regular_file_size(p: Path) -> int:

@@ -482,18 +482,15 @@ class Converter:
             return
         from ctxdoctor.analysis import analyze_dump
         from ctxdoctor.model import Span
-        from ctxdoctor.readers import Dump
+        from ctxdoctor.readers import Dump, reads_values
         from ctxdoctor.readers.otlp_proto_spans import request_spans
-        from ctxdoctor.readers.parallel import PARALLEL_MIN_BYTES
         from ctxdoctor.units import UnitTable
 
         spans: list[Span] = []
         units = UnitTable()
         # The attribute values as ``analyze_paths`` reads them for a dump of this size.
-        read_values = self._settings.attribute_values if self._settings is not None else None
-        if read_values is None:
-            read_values = self._recent_bytes < PARALLEL_MIN_BYTES
-        seen_values: dict[str, str] | None = {} if read_values else None
+        asked = self._settings.attribute_values if self._settings is not None else None
+        seen_values: dict[str, str] | None = {} if reads_values(asked, self._recent_bytes) else None
         for _, body in self._recent:
             request_spans(body, units, spans.append, None, seen_values)
         try:
