@@ -91,7 +91,7 @@ class ModelParams(msgspec.Struct, frozen=True):
     #: that scores better than half its copies is as confident as the group's share of
     #: non-chance roots. Inside a dispatcher that is busy nearly all the time one root's timing
     #: beats few copies; thirty roots that each beat most of theirs do not do so by chance.
-    group_test: bool = False
+    group_test: bool = True
     #: Ids shared by a root and an earlier trace (``shared_values``), where the spans keep
     #: their attribute values.
     shared_values: bool = True
@@ -1101,7 +1101,14 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
         # Without the pseudo-root: that keeps one small group's FDR honest, but here it would cap
         # every group of eight at 0.8 however clearly each of its roots beats its copies.
         share = 1.0 - min(1.0, sum(1 for x in p_values if x > _STOREY_LAMBDA) / ((1 - _STOREY_LAMBDA) * len(p_values)))
-        gid, group_p = (id(members), *key), _group_p(p_values)
+        # Roots that start inside one span share one coincidence (a burst of test cases all
+        # landing in one long query): the group counts as many observations as distinct spans.
+        parents = {
+            sus.candidates[sc.weights.index(max(sc.weights))].parent.span_id
+            for sus, sc in zip(group, scored, strict=True)
+            if sc.posterior > 0
+        }
+        gid, group_p = (id(members), *key), _group_p(p_values, len(parents))
         for sus, sc, q in zip(group, scored, p_values, strict=True):
             if sc.posterior <= 0:
                 continue
@@ -1131,23 +1138,43 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
     return tested
 
 
-def _group_p(p_values: list[float]) -> float:
+def _group_p(p_values: list[float], independent: int | None = None) -> float:
     """Fisher's combination of a group's p-values: how likely chance roots are to score so well together.
 
     ``-2 * sum(log p)`` of ``n`` uniform p-values is chi-square with ``2n`` degrees of freedom,
     whose survival function has a closed form for even degrees. The tie shares of ``_p_values``
     keep chance roots' p-values uniform, so the combination is calibrated.
+
+    Roots are not always independent: a burst of roots starting inside one span shares one
+    coincidence. With ``independent`` observations (the distinct spans the roots' likeliest
+    parents are) the statistic is scaled to that many and taken with ``2 * independent`` degrees
+    of freedom (the design effect of clustered samples).
     """
     if not p_values:
         return 1.0
-    half = -sum(math.log(max(p, _MIN_P)) for p in p_values)  # x / 2
+    n = len(p_values) if independent is None else max(1, min(independent, len(p_values)))
+    half = -sum(math.log(max(p, _MIN_P)) for p in p_values) * n / len(p_values)  # x / 2
     term, total = 1.0, 1.0
-    for k in range(1, len(p_values)):
+    for k in range(1, n):
         term *= half / k
         total += term
         if term < total * 1e-16:
             break
     return min(1.0, math.exp(-half + math.log(total)))
+
+
+def _p_to_posterior(p: float) -> float:
+    """The most a p-value can say for dispatch, with the prior odds of count balance.
+
+    A p-value is not a probability that the group is chance. The largest Bayes factor any
+    alternative can draw from it is ``1 / (-e p ln p)`` for ``p < 1/e`` (Sellke, Bayarri and
+    Berger, 2001): a group whose roots together beat their copies at p = 0.1 is hardly evidence
+    at all, one at p = 0.001 is. Taken with the prior odds that a group is handed-over work.
+    """
+    if p <= 0.0:
+        return 1.0
+    log_bf = 0.0 if p >= 1.0 / math.e else -math.log(-math.e * p * math.log(p))
+    return 1.0 / (1.0 + math.exp(-(_PRIOR_LOG_ODDS + log_bf)))
 
 
 def _with_share(posterior: float, share: float, counted: float, weight: float) -> float:
@@ -1174,7 +1201,7 @@ def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
         for t in tested:
             groups[t.group] = t.group_p
         ids = list(groups)
-        groups = dict(zip(ids, _fdr_confidence([groups[g] for g in ids]), strict=True))
+        groups = {g: _p_to_posterior(groups[g]) for g in ids}
     out = []
     for t, cal in zip(tested, calibrated, strict=True):
         if model.group_share_cap:
@@ -1208,15 +1235,43 @@ def find_orphans(
     tested = [t for members, suspects in plan.parts for t in _search_part(members, suspects, model)]
     # Most confident first: ``_acyclic`` keeps the better supported direction.
     orphans = _decide(tested, model)
+    suspects = [r for r in (roots if roots is not None else spans) if is_suspect(r)]
     if model.shared_values:
-        suspects = [r for r in (roots if roots is not None else spans) if is_suspect(r)]
         orphans = with_links(orphans, find_links(spans, suspects, _group_of))
     orphans.sort(key=lambda o: (-o.confidence, o.span.start))
-    return _acyclic(orphans), plan.group_sizes
+    return _acyclic(_one_way(orphans, {r.trace_id: _group_of(r) for r in suspects})), plan.group_sizes
 
 
 def _group_of(r: Span) -> tuple[str, str]:
     return r.unit.service, shape(r.name)
+
+
+def _one_way(orphans: list[Orphan], heads: dict[int, tuple[str, str]]) -> list[Orphan]:
+    """Drop the findings that hand work from one group of roots to another against the group's
+    better supported direction.
+
+    Where dispatchers are roots too, a busy worker's span is where the next dispatcher happens
+    to start: the dispatchers look handed out by their own workers' traces while the workers
+    look handed out by the dispatchers. One kind of root does not both hand work to another and
+    take work from it, so of the two directions between two groups (the orphan's, and that of
+    the root heading its parent's trace, ``heads``) the one with less summed confidence goes.
+    Within one group (items of a batch) both directions stay: ``_acyclic`` sorts out traces.
+    """
+    edge: dict[tuple[tuple[str, str], tuple[str, str]], float] = defaultdict(float)
+    for o in orphans:
+        head = heads.get(o.parent.trace_id) if o.parent is not None else None
+        if head is not None:
+            edge[(_group_of(o.span), head)] += o.confidence
+    weaker = {(g, h) for (g, h), w in edge.items() if g != h and edge.get((h, g), 0.0) > w}
+    if not weaker:
+        return orphans
+    return [
+        o
+        for o in orphans
+        if o.parent is None
+        or heads.get(o.parent.trace_id) is None
+        or (_group_of(o.span), heads[o.parent.trace_id]) not in weaker
+    ]
 
 
 def _acyclic(orphans: list[Orphan]) -> list[Orphan]:

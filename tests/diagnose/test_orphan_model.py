@@ -228,6 +228,24 @@ def test_a_longer_loop_is_cut_at_its_weakest_link() -> None:
     assert m._acyclic([ab, bc, ca]) == [ab, bc]
 
 
+def test_one_kind_of_root_does_not_both_hand_work_to_another_and_take_work_from_it() -> None:
+    # Batch items A1, A2 each hand a task to a worker (W1, W2 heads of their traces, with a step
+    # S inside). A2 starting while W1's step runs makes A2 look handed out by W1's trace: the
+    # weaker direction between the two groups goes, whatever the traces.
+    a1, a2 = span(1, 1, "batch item 1", 0, 10), span(2, 2, "batch item 2", 5, 15)
+    w1, w2 = span(3, 3, "work", 1, 9), span(4, 4, "work", 6, 14)
+    step = span(3, 5, "step", 4, 6, parent=3)
+    forward = [orphan(w1, a1, 0.9), orphan(w2, a2, 0.9)]
+    backward = orphan(a2, step, 0.85)
+    heads = {1: m._group_of(a1), 2: m._group_of(a2), 3: m._group_of(w1), 4: m._group_of(w2)}
+    assert m._one_way([*forward, backward], heads) == forward
+    # Alone, the backward finding has nothing to lose to.
+    assert m._one_way([backward], heads) == [backward]
+    # Within one group both directions stay (items of a batch): the trace-level loop check decides.
+    peers = [orphan(a2, a1, 0.9), orphan(a1, a2, 0.6)]
+    assert m._one_way(peers, heads) == peers
+
+
 def test_chains_without_loops_are_kept() -> None:
     a, b, c = span(1, 1, "A", 0, 10), span(2, 2, "B", 1, 9), span(3, 3, "C", 2, 8)
     chain = [orphan(b, a, 0.9), orphan(c, b, 0.8)]
@@ -325,6 +343,30 @@ def test_a_groups_p_value_is_fishers_combination() -> None:
     assert 0.02 < sum(1 for p in uniform if p < 0.1) / len(uniform) < 0.2
     assert m._group_p([0.2] * 30) < 1e-2
     assert m._group_p([1.0] * 30) == pytest.approx(1.0)
+
+
+def test_roots_of_one_span_count_once_in_the_groups_p_value() -> None:
+    # Thirty roots each beating four in five of their copies are far beyond chance when they
+    # started in thirty spans; started in a burst inside two spans, they are two coincidences.
+    assert m._group_p([0.2] * 30, 30) == pytest.approx(m._group_p([0.2] * 30))
+    assert m._group_p([0.2] * 30, 2) == pytest.approx(m._group_p([0.2, 0.2]))
+    assert m._group_p([0.2] * 30, 2) > 0.05 > 0.01 > m._group_p([0.2] * 30, 30)
+
+
+def test_a_p_value_bounds_the_posterior_it_can_give() -> None:
+    # At or above 1/e a p-value is no evidence: the prior (a quarter of groups dispatched).
+    assert m._p_to_posterior(0.5) == pytest.approx(0.25)
+    assert m._p_to_posterior(1 / math.e) == pytest.approx(0.25)
+    # p = 0.1 is weak (a Bayes factor of at most 1.6); p = 0.001 is strong.
+    assert m._p_to_posterior(0.1) < 0.4
+    assert m._p_to_posterior(1e-3) > 0.9
+    # The bound itself, and monotone in p.
+    p = 0.01
+    assert m._p_to_posterior(p) == pytest.approx(1 / (1 + 3 * (-math.e * p * math.log(p))))
+    ps = [10.0**-k for k in range(1, 12)]
+    posts = [m._p_to_posterior(x) for x in ps]
+    assert posts == sorted(posts)
+    assert m._p_to_posterior(0.0) == 1.0
 
 
 def scored_root(p_value: float, group: str, group_p: float, share: float, posterior: float = 0.99) -> m._Tested:

@@ -74,12 +74,6 @@ def test_flagged_roots_are_labelled_orphans(name: str) -> None:
     assert len(flagged & labelled) / len(flagged) >= bar, f"{len(flagged - labelled)} legitimate roots flagged"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="recall at <= 8 in flight is 0.88 against a target of 0.95 (roots a pool queued long enough to look "
-    "like chance; the group test finds them but is off: on a fresh draw of the design it costs precision); "
-    "bench/accuracy.py --fixtures has the figures",
-)
 def test_accuracy_targets_over_the_recorded_scenarios() -> None:
     """The accuracy targets over the recorded scenarios, pooled by concurrency: span-level
     precision and recall of suspected orphans and the likely parent's accuracy."""
