@@ -659,6 +659,7 @@ _BALANCE_MIN_SPANS = 5
 _COUNT_NOISE = 1.0 / 12.0
 #: Prior log-odds that a group is handed-over work: the mean of ``_SHARE_PRIOR``.
 _PRIOR_LOG_ODDS = math.log(1.0 / 3.0)
+_PRIOR_SHARE = _SHARE_PRIOR[0] / sum(_SHARE_PRIOR)
 #: Log-odds below which a confidence is taken as zero (and ``exp`` cannot overflow).
 _LOG_ODDS_CAP = 700.0
 
@@ -1163,18 +1164,26 @@ def _group_p(p_values: list[float], independent: int | None = None) -> float:
     return min(1.0, math.exp(-half + math.log(total)))
 
 
-def _p_to_posterior(p: float) -> float:
-    """The most a p-value can say for dispatch, with the prior odds of count balance.
+def _p_to_posterior(p: float, prior: float = _PRIOR_SHARE) -> float:
+    """The most a p-value can say for dispatch, from ``prior`` odds that it is.
 
-    A p-value is not a probability that the group is chance. The largest Bayes factor any
-    alternative can draw from it is ``1 / (-e p ln p)`` for ``p < 1/e`` (Sellke, Bayarri and
-    Berger, 2001): a group whose roots together beat their copies at p = 0.1 is hardly evidence
-    at all, one at p = 0.001 is. Taken with the prior odds that a group is handed-over work.
+    A p-value is not the probability of chance. The largest Bayes factor any alternative can
+    draw from it is ``1 / (-e p ln p)`` for ``p < 1/e`` (Sellke, Bayarri and Berger, 2001): a
+    root or a group that beats its copies at p = 0.1 is hardly evidence at all, at p = 0.001 it
+    is. One false-discovery rate over a dump of a few roots would otherwise take a lone timer
+    tick that beat its copies at p = 0.07 for a confident finding.
     """
     if p <= 0.0:
         return 1.0
     log_bf = 0.0 if p >= 1.0 / math.e else -math.log(-math.e * p * math.log(p))
-    return 1.0 / (1.0 + math.exp(-(_PRIOR_LOG_ODDS + log_bf)))
+    prior = min(max(prior, 1.0 - _MAX_SHARE), _MAX_SHARE)
+    return 1.0 / (1.0 + math.exp(-(math.log(prior / (1.0 - prior)) + log_bf)))
+
+
+def _smoothed_share(share: float, n: int) -> float:
+    """A group's share of non-chance roots with the prior of ``_SHARE_PRIOR``: a group of two
+    roots that both beat half their copies is not all dispatched on that alone."""
+    return (share * n + _SHARE_PRIOR[0]) / (n + sum(_SHARE_PRIOR))
 
 
 def _with_share(posterior: float, share: float, counted: float, weight: float) -> float:
@@ -1202,10 +1211,11 @@ def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
             groups[t.group] = t.group_p
         ids = list(groups)
         groups = {g: _p_to_posterior(groups[g]) for g in ids}
+    sizes = Counter(t.group for t in tested)
     out = []
     for t, cal in zip(tested, calibrated, strict=True):
         if model.group_share_cap:
-            cal = min(cal, t.group_share)
+            cal = min(cal, t.group_share, _p_to_posterior(t.p_value, _smoothed_share(t.group_share, sizes[t.group])))
         # A group that beats chance as a whole lends its share to each root that does better
         # than half its copies (the roots above lambda are the ones Storey counts as chance).
         if t.p_value <= _STOREY_LAMBDA and t.group in groups:

@@ -369,6 +369,18 @@ def test_a_p_value_bounds_the_posterior_it_can_give() -> None:
     assert m._p_to_posterior(0.0) == 1.0
 
 
+def test_a_few_roots_that_beat_their_copies_are_not_confident_on_that_alone() -> None:
+    # Two ticks of a timer that beat their copies at p = 0.07 and 0.1 (a group share of one,
+    # both under lambda): one false-discovery rate over two roots would say 0.89.
+    pair_ = [scored_root(0.07, "tick", 0.04, 1.0), scored_root(0.1, "tick", 0.04, 1.0)]
+    assert max(o.confidence for o in m._decide(pair_, m.ModelParams(group_test=False))) < 0.85
+    # Thirty roots of a group that all beat most of their copies are.
+    many = [scored_root(0.02, "work", 1e-30, 1.0) for _ in range(30)]
+    assert min(o.confidence for o in m._decide(many, m.ModelParams(group_test=False))) > 0.85
+    assert m._smoothed_share(1.0, 2) == pytest.approx(0.5)
+    assert m._smoothed_share(1.0, 96) == pytest.approx(97 / 100)
+
+
 def scored_root(p_value: float, group: str, group_p: float, share: float, posterior: float = 0.99) -> m._Tested:
     root = span(1, 1, group, 0, 1)
     orphan = Orphan(span=root, parent=None, boundary=Boundary.THREAD, boundary_evidence="", confidence=0.0,
