@@ -1059,6 +1059,8 @@ class _Tested(msgspec.Struct, gc=False):
     #: The group's identity within the dump, and its p-value as a whole (``_group_p``).
     group: tuple[int, str, str] = (0, "", "")
     group_p: float = 1.0
+    #: The root's p-value with ties counted in full (``_p_values`` without tie shares).
+    p_bound: float = 1.0
 
 
 def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[_Tested]:
@@ -1099,6 +1101,11 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
         balance = _balance(group, by_name) if model.count_balance else {}
         ties = [((sus.span.span_id * _GOLDEN) >> 11 & 0xFFFFF) / 0x100000 for sus in group]
         p_values = _p_values(likes, chance, ties)
+        # For what one root's p-value can say on its own, a root that beats all of its group's
+        # copies has p = 1 / (copies + 1), not a random share of it: the tie share keeps chance
+        # p-values uniform for the estimates over many roots, and would let a lone root of a
+        # small group look a hundred times surer than eight copies can show.
+        bounds = _p_values(likes, chance)
         # Without the pseudo-root: that keeps one small group's FDR honest, but here it would cap
         # every group of eight at 0.8 however clearly each of its roots beats its copies.
         share = 1.0 - min(1.0, sum(1 for x in p_values if x > _STOREY_LAMBDA) / ((1 - _STOREY_LAMBDA) * len(p_values)))
@@ -1110,7 +1117,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
             if sc.posterior > 0
         }
         gid, group_p = (id(members), *key), _group_p(p_values, len(parents))
-        for sus, sc, q in zip(group, scored, p_values, strict=True):
+        for sus, sc, q, bound in zip(group, scored, p_values, bounds, strict=True):
             if sc.posterior <= 0:
                 continue
             i = max(range(len(sc.weights)), key=sc.weights.__getitem__)
@@ -1135,7 +1142,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
             # are silent (as for the calibration, which they may raise but never lower).
             if model.balance_share and balanced > 0.0 and counted_share > prm.share:
                 posterior = _with_share(posterior, prm.share, counted_share, balanced)
-            tested.append(_Tested(orphan, posterior, q, balanced, share, gid, group_p))
+            tested.append(_Tested(orphan, posterior, q, balanced, share, gid, group_p, bound))
     return tested
 
 
@@ -1215,7 +1222,7 @@ def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
     out = []
     for t, cal in zip(tested, calibrated, strict=True):
         if model.group_share_cap:
-            cal = min(cal, t.group_share, _p_to_posterior(t.p_value, _smoothed_share(t.group_share, sizes[t.group])))
+            cal = min(cal, t.group_share, _p_to_posterior(t.p_bound, _smoothed_share(t.group_share, sizes[t.group])))
         # A group that beats chance as a whole lends its share to each root that does better
         # than half its copies (the roots above lambda are the ones Storey counts as chance).
         if t.p_value <= _STOREY_LAMBDA and t.group in groups:

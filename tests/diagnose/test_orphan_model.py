@@ -381,11 +381,22 @@ def test_a_few_roots_that_beat_their_copies_are_not_confident_on_that_alone() ->
     assert m._smoothed_share(1.0, 96) == pytest.approx(97 / 100)
 
 
-def scored_root(p_value: float, group: str, group_p: float, share: float, posterior: float = 0.99) -> m._Tested:
+def scored_root(p_value: float, group: str, group_p: float, share: float, posterior: float = 0.99,
+                p_bound: float | None = None) -> m._Tested:
     root = span(1, 1, group, 0, 1)
     orphan = Orphan(span=root, parent=None, boundary=Boundary.THREAD, boundary_evidence="", confidence=0.0,
                     parent_confidence=1.0, candidates=1)
-    return m._Tested(orphan, posterior, p_value, 0.0, share, (0, "svc", group), group_p)
+    return m._Tested(orphan, posterior, p_value, 0.0, share, (0, "svc", group), group_p,
+                     p_value if p_bound is None else p_bound)
+
+
+def test_a_root_beating_every_copy_is_bounded_by_how_many_copies_there_are() -> None:
+    # Without tie shares a root better than all eight copies has p = 1/9, whatever its draw.
+    assert m._p_values([5.0], [1.0] * 8) == [pytest.approx(1 / 9)]
+    assert m._p_values([5.0], [1.0] * 8, [0.05])[0] < 0.01
+    # A lone root whose tie share drew p = 0.007 is as sure as eight copies allow, no surer.
+    lone = scored_root(0.007, "heartbeat", 0.007, 1.0, posterior=0.92, p_bound=1 / 9)
+    assert m._decide([lone], m.ModelParams())[0].confidence < 0.85
 
 
 def test_a_group_beating_chance_as_a_whole_lends_its_share_to_its_better_roots() -> None:
