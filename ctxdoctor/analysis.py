@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
+import msgspec
+
 import ctxdoctor
 from ctxdoctor.diagnose import diagnose
 from ctxdoctor.errors import InputError
@@ -44,7 +46,15 @@ def default_jobs(jobs: int) -> int:
 
 
 def analyze_dump(dump: Dump, settings: Settings | None = None) -> Report:
-    """The report on spans already read."""
+    """The report on spans already read.
+
+    The report's settings say whether attribute values were read (left to the size of the
+    input, the setting is ``None`` until then): a big dump read without them has not used the
+    ids its spans share, and the report says so.
+    """
+    settings = settings or Settings()
+    if settings.attribute_values is None:
+        settings = msgspec.structs.replace(settings, attribute_values=dump.values)
     return diagnose(dump.spans, settings, warnings=[str(w) for w in dump.warnings], files=dump.files)
 
 

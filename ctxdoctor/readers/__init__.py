@@ -45,6 +45,8 @@ class Dump(msgspec.Struct):
     spans: list[Span]
     warnings: list[ReadWarning]
     files: list[str]
+    #: Whether the spans kept their attribute values (``read_paths(values=...)``, resolved).
+    values: bool = False
 
 
 def _open(path: Path) -> tuple[io.BufferedReader, io.BufferedReader]:
@@ -100,7 +102,7 @@ def read_paths(
                     runs, units, _read_piece, None if progress is None else lambda done: progress(done, total)
                 )
                 _check_times(spans, files, warnings)
-                return Dump(spans=spans, warnings=warnings, files=[str(p) for p in files])
+                return Dump(spans=spans, warnings=warnings, files=[str(p) for p in files], values=values)
         done = 0
         for p in files:
             read_file(
@@ -118,7 +120,7 @@ def read_paths(
         if gc_was_on:
             gc.enable()
     _check_times(spans, files, warnings)
-    return Dump(spans=spans, warnings=warnings, files=[str(p) for p in files])
+    return Dump(spans=spans, warnings=warnings, files=[str(p) for p in files], values=values)
 
 
 def reads_values(asked: bool | None, total_bytes: int) -> bool:

@@ -493,8 +493,9 @@ class Converter:
         seen_values: dict[str, str] | None = {} if reads_values(asked, self._recent_bytes) else None
         for _, body in self._recent:
             request_spans(body, units, spans.append, None, seen_values)
+        window = Dump(spans, [], [], values=seen_values is not None)
         try:
-            orphans: int | None = analyze_dump(Dump(spans, [], []), self._settings).summary.suspected_orphans
+            orphans: int | None = analyze_dump(window, self._settings).summary.suspected_orphans
         except Exception:  # a convenience figure; the final report is the result
             orphans = None
         took = time.monotonic() - now

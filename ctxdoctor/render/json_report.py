@@ -166,6 +166,7 @@ def report_dict(report: Report) -> dict[str, Any]:
             "min_confidence": report.settings.min_confidence,
             "max_orphan_ratio": report.settings.max_orphan_ratio,
             "allow": [{"service": a.service, "name": a.name, "reason": a.reason} for a in report.settings.allow],
+            "attribute_values": report.settings.attribute_values,
             "sources": dict(report.settings.sources),
             "config_file": report.settings.config_file,
         },

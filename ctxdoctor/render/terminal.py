@@ -61,6 +61,12 @@ def summary_text(report: Report) -> Text:
     line = settings_line(report)
     if line:
         t.append("\n" + line, style="dim")
+    if report.settings.attribute_values is False and report.settings.source("attribute-values") is None:
+        t.append(
+            "\nattribute values not read (an input this big is read in parallel without them): ids shared "
+            "by a dispatcher and its work were not used; --attribute-values reads them",
+            style="dim",
+        )
     return t
 
 
@@ -73,6 +79,7 @@ def settings_line(report: Report) -> str:
         "max-orphan-ratio": "none" if st.max_orphan_ratio is None else f"{st.max_orphan_ratio:g}",
         "min-confidence": f"{st.min_confidence:g}",
         "allow": f"{len(st.allow)} rule{'s' if len(st.allow) != 1 else ''}" if st.allow else "none",
+        "attribute-values": {True: "on", False: "off", None: "by size"}[st.attribute_values],
     }
     return "settings: " + ", ".join(f"{k} {v} ({st.source(k) or 'default'})" for k, v in values.items())
 

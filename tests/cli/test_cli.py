@@ -208,3 +208,24 @@ def test_the_json_report_is_written_as_json_dumps_would_write_it(scenario: str) 
     if scenario != "healthy-server":
         chunks = sum(1 for _ in json.JSONEncoder(indent=2).iterencode(report_dict(report)))
         assert chunks > 8192  # more than one batch
+
+
+def test_a_dump_read_without_attribute_values_says_so(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if the dump were big: read in parallel, without values, unless asked. The ids its spans
+    # share were not used, and a user reading the report must know it.
+    path = str(SCENARIOS / "python-threadpool-naive" / "dump.json")
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    _, out, _ = cli(capsys, "analyze", path, "-f", "json")
+    assert json.loads(out)["settings"]["attribute_values"] is False
+    _, out, _ = cli(capsys, "analyze", path)
+    assert "attribute values not read" in out and "--attribute-values" in out
+    _, out, _ = cli(capsys, "analyze", path, "--attribute-values", "-f", "json")
+    assert json.loads(out)["settings"]["attribute_values"] is True
+    _, out, _ = cli(capsys, "analyze", path, "--no-attribute-values")
+    assert "attribute values not read" not in out  # asked for: nothing to point out
+    # A small dump reads them by default.
+    monkeypatch.undo()
+    _, out, _ = cli(capsys, "analyze", path, "-f", "json")
+    assert json.loads(out)["settings"]["attribute_values"] is True
