@@ -435,9 +435,9 @@ def _periodic(group: list[_Suspect], cv: float) -> bool:
     return False
 
 
-def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dict[str, tuple[float, float]]:
+def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dict[str, tuple[float, float, float]]:
     """Per candidate parent name X, the log-likelihood ratio that X's spans each hand out roots,
-    and the share of the group that they hand out.
+    the share of the group that they hand out, and how many each hands out.
 
     Count, for every span D of name X, the group's roots (of other traces) that start inside
     it. A dispatcher starts a fixed number k of them itself, whatever its length, plus whatever
@@ -450,7 +450,7 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     starts = sorted((sus.span.start, sus.span.trace_id) for sus in group)
     ts = [x[0] for x in starts]
     tids = [x[1] for x in starts]
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, tuple[float, float, float]] = {}
     # On one thread (an event loop) callbacks of one tick run together, so how many roots land
     # in a span there is scheduling, not dispatch: only spans of other threads are counted.
     names = {shape(c.parent.name) for sus in group for c in sus.candidates if not c.one_thread}
@@ -481,7 +481,7 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
         # fit an intercept too, but one that would hand out many times more roots than exist.
         if per_span > _covered(inside) / len(counts) + 0.5:
             continue
-        out[nm] = (llr, min(_MAX_SHARE, per_span * len(counts) / len(group)))
+        out[nm] = (llr, min(_MAX_SHARE, per_span * len(counts) / len(group)), per_span)
     return out
 
 
@@ -1061,6 +1061,10 @@ class _Tested(msgspec.Struct, gc=False):
     group_p: float = 1.0
     #: The root's p-value with ties counted in full (``_p_values`` without tie shares).
     p_bound: float = 1.0
+    #: What the group test and the count balance saw, in words, for a root whose confidence
+    #: comes from them rather than from its own timing.
+    group_note: str = ""
+    balance_note: str = ""
 
 
 def _search_part(members: list[Span], part_suspects: list[Span], model: ModelParams) -> list[_Tested]:
@@ -1117,6 +1121,10 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
             if sc.posterior > 0
         }
         gid, group_p = (id(members), *key), _group_p(p_values, len(parents))
+        together = (
+            f"the group's {len(group)} roots, started in {len(parents)} spans, together beat copies of "
+            f"themselves moved in time (p = {group_p:.2g})"
+        )
         for sus, sc, q, bound in zip(group, scored, p_values, bounds, strict=True):
             if sc.posterior <= 0:
                 continue
@@ -1134,7 +1142,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
                 candidates=len(sus.candidates),
                 evidence=_evidence(sus.span, c, m_same, prm, sweep.duty.get(shape(c.parent.name), 1.0)),
             )
-            llr, counted_share = balance.get(shape(c.parent.name), (-math.inf, 0.0))
+            llr, counted_share, per_span = balance.get(shape(c.parent.name), (-math.inf, 0.0, 0.0))
             llr += _PRIOR_LOG_ODDS
             balanced = min(1.0 / (1.0 + math.exp(-llr)), 1.0) if llr > -_LOG_ODDS_CAP else 0.0
             posterior = sc.posterior
@@ -1142,7 +1150,26 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
             # are silent (as for the calibration, which they may raise but never lower).
             if model.balance_share and balanced > 0.0 and counted_share > prm.share:
                 posterior = _with_share(posterior, prm.share, counted_share, balanced)
-            tested.append(_Tested(orphan, posterior, q, balanced, share, gid, group_p, bound))
+            counted = ""
+            if balanced > 0.0:
+                counted = (
+                    f"{shape(c.parent.name)!r} spans each hold about {per_span:.0f} of these roots more than "
+                    "their length explains: a fixed number handed out by each"
+                )
+            tested.append(
+                _Tested(
+                    orphan,
+                    posterior,
+                    q,
+                    balanced,
+                    share,
+                    gid,
+                    group_p,
+                    bound,
+                    f"{together}; alone, this one beats {1 - q:.0%} of its copies",
+                    counted,
+                )
+            )
     return tested
 
 
@@ -1223,15 +1250,18 @@ def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
     for t, cal in zip(tested, calibrated, strict=True):
         if model.group_share_cap:
             cal = min(cal, t.group_share, _p_to_posterior(t.p_bound, _smoothed_share(t.group_share, sizes[t.group])))
+        own = cal
         # A group that beats chance as a whole lends its share to each root that does better
         # than half its copies (the roots above lambda are the ones Storey counts as chance).
-        if t.p_value <= _STOREY_LAMBDA and t.group in groups:
-            cal = max(cal, min(groups[t.group], t.group_share))
-        # A group whose counts show dispatch needs no root's timing to beat chance on its own.
-        cal = max(cal, t.balanced)
+        lent = min(groups[t.group], t.group_share) if t.p_value <= _STOREY_LAMBDA and t.group in groups else 0.0
+        cal = max(cal, lent, t.balanced)
         conf = {"posterior": t.posterior, "calibrated": cal}.get(model.confidence, min(t.posterior, cal))
         if conf > 0:
-            out.append(msgspec.structs.replace(t.orphan, confidence=conf))
+            # Where the confidence is the group's rather than the root's own, the evidence says so.
+            notes: tuple[str, ...] = ()
+            if cal > own:
+                notes = (t.balance_note,) if t.balanced >= lent else (t.group_note,)
+            out.append(msgspec.structs.replace(t.orphan, confidence=conf, evidence=t.orphan.evidence + notes))
     return out
 
 

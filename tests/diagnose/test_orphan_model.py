@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 
+import msgspec
 import pytest
 
 from ctxdoctor.diagnose import orphans as m
@@ -141,7 +142,7 @@ def test_a_span_without_a_root_counts_against_dispatch() -> None:
     assert m._balance_fit([0] * 30, ls)[0] == -math.inf
 
 
-def _balance_of(roots: list[Span], dispatchers: list[Span]) -> dict[str, tuple[float, float]]:
+def _balance_of(roots: list[Span], dispatchers: list[Span]) -> dict[str, tuple[float, float, float]]:
     group = [m._Suspect(r, [m._Candidate(d, Relation.SAME_PROCESS) for d in dispatchers]) for r in roots]
     return m._balance(group, {"D": dispatchers})
 
@@ -152,8 +153,8 @@ def test_dispatchers_that_each_hand_out_a_few_roots_are_balanced() -> None:
     ds = [span(i, i, "D", i * 400, i * 400 + 40 + 30 * i) for i in range(10)]
     roots = [span(100 + 3 * i + k, 100 + 3 * i + k, "W", i * 400 + 5 + 10 * k, i * 400 + 8 + 10 * k)
              for i in range(10) for k in range(3)]
-    llr, share = _balance_of(roots, ds)["D"]
-    assert llr > 5 and share == pytest.approx(0.8)
+    llr, share, per_span = _balance_of(roots, ds)["D"]
+    assert llr > 5 and share == pytest.approx(0.8) and per_span == pytest.approx(3.0)
 
 
 def test_a_timer_slowed_over_time_inside_overlapping_spans_is_not_balanced() -> None:
@@ -415,6 +416,18 @@ def test_a_group_beating_chance_as_a_whole_lends_its_share_to_its_better_roots()
     # A group no better than chance as a whole lends nothing.
     weak = [scored_root(0.2, "tick", 0.4, 1.0) for _ in range(3)]
     assert max(o.confidence for o in m._decide(weak, m.ModelParams(group_test=True))) < 0.85
+
+
+def test_a_confidence_that_comes_from_the_group_says_so() -> None:
+    root = scored_root(0.2, "render", 1e-6, 1.0)
+    lifted = [msgspec.structs.replace(root, group_note="together", balance_note="counted") for _ in range(29)]
+    decided = m._decide(lifted, m.ModelParams(group_test=True))
+    assert all(o.evidence[-1:] == ("together",) for o in decided)
+    counted = [msgspec.structs.replace(t, balanced=0.99) for t in lifted]
+    assert all(o.evidence[-1:] == ("counted",) for o in m._decide(counted, m.ModelParams(group_test=False)))
+    # A root surer on its own timing than its group is needs no word from the group.
+    alone = [msgspec.structs.replace(scored_root(1e-4, "render", 0.4, 1.0), group_note="together") for _ in range(29)]
+    assert all("together" not in o.evidence for o in m._decide(alone, m.ModelParams(group_test=True)))
 
 
 def test_names_are_grouped_by_shape() -> None:
