@@ -454,10 +454,12 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     # On one thread (an event loop) callbacks of one tick run together, so how many roots land
     # in a span there is scheduling, not dispatch: only spans of other threads are counted.
     names = {shape(c.parent.name) for sus in group for c in sus.candidates if not c.one_thread}
-    first, last = ts[0], ts[-1]
+    first, last, n = ts[0], ts[-1], len(ts)
     for nm in names:
-        counts, lengths = [], []
+        counts: list[int] = []
+        lengths: list[float] = []
         inside: list[tuple[int, int]] = []  # the roots each span holds, as a range of ``ts``
+        count, length = counts.append, lengths.append
         for d in spans_by_name.get(nm, []):
             start, end = d.start, d.end
             # Only spans of the time the group's roots were running: a root group that exists
@@ -465,13 +467,20 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
             # otherwise make early or late spans look like dispatchers that handed out nothing.
             if start < first or end > last:
                 continue
-            lo, hi = bisect_left(ts, start), bisect_right(ts, end)
-            # The roots inside it, less those of its own trace (counted in C over the slice,
-            # taken only where there are any: most spans hold none).
-            counts.append(hi - lo - tids[lo:hi].count(d.trace_id) if hi > lo else hi - lo)
-            lengths.append(float(end - start) if end - start > 1 else 1.0)
-            if hi > lo:
+            lo = bisect_left(ts, start)
+            if lo < n and ts[lo] <= end:
+                # The roots inside it, less those of its own trace (counted in C over the slice).
+                hi = bisect_right(ts, end, lo)
+                count(hi - lo - tids[lo:hi].count(d.trace_id))
                 inside.append((lo, hi))
+            elif end >= start:
+                # None inside (most spans): the first bisection tells, the second is not needed.
+                count(0)
+            else:
+                # An impossible span, ending before it starts: counted as the bisections have it.
+                count(bisect_right(ts, end) - lo)
+            # ``1.0 *`` converts as ``float()`` does, without the call.
+            length(1.0 * dur if (dur := end - start) > 1 else 1.0)
         if len(counts) < _BALANCE_MIN_SPANS:
             continue
         llr, per_span = _balance_fit(counts, lengths)
