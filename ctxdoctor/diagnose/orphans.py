@@ -481,6 +481,7 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
         lengths: list[float] = []
         inside: list[tuple[int, int]] = []  # the roots each span holds, as a range of ``ts``
         count, length = counts.append, lengths.append
+        lo = 0
         for d in spans_by_name.get(nm, []):
             start, end = d.start, d.end
             # Only spans of the time the group's roots were running: a root group that exists
@@ -488,7 +489,11 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
             # otherwise make early or late spans look like dispatchers that handed out nothing.
             if start < first or end > last:
                 continue
-            lo = bisect_left(ts, start)
+            # Spans come roughly in time order, far more of them than roots: a span's start most
+            # often falls between the same two roots as the previous one's, which two comparisons
+            # confirm (``lo`` is then what the bisection would return).
+            if not ((lo == 0 or ts[lo - 1] < start) and (lo == n or start <= ts[lo])):
+                lo = bisect_left(ts, start)
             if lo < n and ts[lo] <= end:
                 # The roots inside it, less those of its own trace (counted in C over the slice).
                 hi = bisect_right(ts, end, lo)
