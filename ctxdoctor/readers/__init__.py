@@ -58,7 +58,7 @@ _BUFFER = 1 << 20
 def _open(path: Path) -> tuple[io.BufferedReader, io.BufferedReader]:
     """The file as stored (for its position), and its content, decompressed when it is gzip
     (by content, whatever its name)."""
-    raw = path.open("rb", buffering=_BUFFER)
+    raw: io.BufferedReader = io.BufferedReader(io.FileIO(path, "rb"), buffer_size=_BUFFER)
     if raw.peek(2)[:2] == _GZIP_MAGIC:
         return raw, io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
     return raw, raw
