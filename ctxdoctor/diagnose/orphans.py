@@ -241,17 +241,25 @@ def _sweep(
     active_at: list[list[Span]] = [[] for _ in suspects_in]
     n = len(starts)
     earliest, latest = starts[0], starts[-1]
+    # The first start and the last end of the spans, taken in the same loop: the times are read
+    # anyway, and a pass of its own would read every span from memory again.
+    first, last = spans[0].start, spans[0].end
     for a in spans:
         # Two comparisons pass over the spans that end before the first suspect or start after
         # the last (most spans of a partition with few suspects) without a call. For the rest,
         # one bisection tells whether any suspect starts inside the span (most spans hold none);
         # the second, for the span's end, only for those that do. (A plain loop: on these
         # structs it beats ``map`` with ``attrgetter`` over the same spans.)
-        if a.end < earliest or a.start > latest:
+        start, end = a.start, a.end
+        if start < first:
+            first = start
+        if end > last:
+            last = end
+        if end < earliest or start > latest:
             continue
-        i = bisect_left(starts, a.start)
-        if i < n and starts[i] <= a.end:
-            for k in range(i, bisect_right(starts, a.end, i)):
+        i = bisect_left(starts, start)
+        if i < n and starts[i] <= end:
+            for k in range(i, bisect_right(starts, end, i)):
                 active_at[k].append(a)
     # ``reference``: the real suspects, when ``suspects_in`` are their time-shifted copies (the
     # copies must see the same peers and workers as the roots they stand for).
@@ -306,8 +314,11 @@ def _sweep(
         _anchor_candidates(spans, suspects, phases=False)
         return _Sweep(suspects, {}, {}, workers)
     names = {shape(c.parent.name) for sus in suspects for c in sus.candidates}
+    if not names:
+        # No suspect has a candidate: no name to weigh, no anchor to place (and no pass over
+        # the spans for them).
+        return _Sweep(suspects, {}, {}, workers, {}, (first, last))
     by_name = _by_shape(spans, names)
-    first, last = min(map(_START, spans)), max(map(_END, spans))
     window = max(last - first, 1)
     duty = {name: _union_length(members) / window for name, members in by_name.items()}
     phases = _anchor_candidates(spans, suspects)
@@ -394,21 +405,31 @@ def _lifetimes(spans: Iterable[Span], units: set[int]) -> dict[int, tuple[int, i
     out: dict[int, tuple[int, int]] = {}
     if not units:
         return out
-    # The unit is looked up once a run of its spans (a batch of one thread).
+    # The unit is looked up once a run of its spans (a batch of one thread), and the run's bounds
+    # are kept in two variables until it ends, not in the dict at every span.
     unit: Unit | None = None
     inside = False
+    lo = hi = 0
     for s in spans:
         if s.unit is not unit:
+            if inside:
+                _widen(out, id(unit), lo, hi)
             unit = s.unit
             inside = id(unit) in units
-        if inside:
-            u = id(unit)
-            b = out.get(u)
-            if b is None:
-                out[u] = (s.start, s.end)
-            elif s.start < b[0] or s.end > b[1]:
-                out[u] = (min(b[0], s.start), max(b[1], s.end))
+            lo, hi = s.start, s.end
+        elif inside:
+            if s.start < lo:
+                lo = s.start
+            if s.end > hi:
+                hi = s.end
+    if inside:
+        _widen(out, id(unit), lo, hi)
     return out
+
+
+def _widen(bounds: dict[int, tuple[int, int]], key: int, lo: int, hi: int) -> None:
+    b = bounds.get(key)
+    bounds[key] = (lo, hi) if b is None else (min(b[0], lo), max(b[1], hi))
 
 
 def _periodic(group: list[_Suspect], cv: float) -> bool:
@@ -454,10 +475,13 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
     # On one thread (an event loop) callbacks of one tick run together, so how many roots land
     # in a span there is scheduling, not dispatch: only spans of other threads are counted.
     names = {shape(c.parent.name) for sus in group for c in sus.candidates if not c.one_thread}
-    first, last = ts[0], ts[-1]
+    first, last, n = ts[0], ts[-1], len(ts)
     for nm in names:
-        counts, lengths = [], []
+        counts: list[int] = []
+        lengths: list[float] = []
         inside: list[tuple[int, int]] = []  # the roots each span holds, as a range of ``ts``
+        count, length = counts.append, lengths.append
+        lo = 0
         for d in spans_by_name.get(nm, []):
             start, end = d.start, d.end
             # Only spans of the time the group's roots were running: a root group that exists
@@ -465,13 +489,24 @@ def _balance(group: list[_Suspect], spans_by_name: dict[str, list[Span]]) -> dic
             # otherwise make early or late spans look like dispatchers that handed out nothing.
             if start < first or end > last:
                 continue
-            lo, hi = bisect_left(ts, start), bisect_right(ts, end)
-            # The roots inside it, less those of its own trace (counted in C over the slice,
-            # taken only where there are any: most spans hold none).
-            counts.append(hi - lo - tids[lo:hi].count(d.trace_id) if hi > lo else hi - lo)
-            lengths.append(float(end - start) if end - start > 1 else 1.0)
-            if hi > lo:
+            # Spans come roughly in time order, far more of them than roots: a span's start most
+            # often falls between the same two roots as the previous one's, which two comparisons
+            # confirm (``lo`` is then what the bisection would return).
+            if not ((lo == 0 or ts[lo - 1] < start) and (lo == n or start <= ts[lo])):
+                lo = bisect_left(ts, start)
+            if lo < n and ts[lo] <= end:
+                # The roots inside it, less those of its own trace (counted in C over the slice).
+                hi = bisect_right(ts, end, lo)
+                count(hi - lo - tids[lo:hi].count(d.trace_id))
                 inside.append((lo, hi))
+            elif end >= start:
+                # None inside (most spans): the first bisection tells, the second is not needed.
+                count(0)
+            else:
+                # An impossible span, ending before it starts: counted as the bisections have it.
+                count(bisect_right(ts, end) - lo)
+            # ``1.0 *`` converts as ``float()`` does, without the call.
+            length(1.0 * dur if (dur := end - start) > 1 else 1.0)
         if len(counts) < _BALANCE_MIN_SPANS:
             continue
         llr, per_span = _balance_fit(counts, lengths)
@@ -551,6 +586,8 @@ def _anchor_candidates(
     for sus in suspects:
         for c in sus.candidates:
             by_trace[c.parent.trace_id].append((sus.span, c))
+    if not by_trace:
+        return {}  # nothing to place: no pass over the spans
     members: dict[int, list[Span]] = defaultdict(list)
     for s in spans:
         if s.trace_id in by_trace:

@@ -49,10 +49,18 @@ class Dump(msgspec.Struct):
     values: bool = False
 
 
+#: The read buffer of a plain dump: a line of the Collector's JSON is hundreds of kilobytes, and
+#: ``readline`` through the default few kilobytes gathers it piece by piece, a read call each
+#: (the parallel reader's pieces have a buffer of this size too). A gzip stream keeps the
+#: default: its first ``peek`` would inflate this much, and meet corrupt data there instead of
+#: in the reader, which says where.
+_BUFFER = 1 << 20
+
+
 def _open(path: Path) -> tuple[io.BufferedReader, io.BufferedReader]:
     """The file as stored (for its position), and its content, decompressed when it is gzip
     (by content, whatever its name)."""
-    raw = path.open("rb")
+    raw: io.BufferedReader = io.BufferedReader(io.FileIO(path, "rb"), buffer_size=_BUFFER)
     if raw.peek(2)[:2] == _GZIP_MAGIC:
         return raw, io.BufferedReader(gzip.GzipFile(fileobj=raw, mode="rb"))
     return raw, raw
