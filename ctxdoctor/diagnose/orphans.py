@@ -1098,8 +1098,8 @@ class _Tested(msgspec.Struct, gc=False):
     group_p: float = 1.0
     #: The root's p-value with ties counted in full (``_p_values`` without tie shares).
     p_bound: float = 1.0
-    #: What the group test and the count balance saw, in words, for a root whose confidence
-    #: comes from them rather than from its own timing.
+    #: What the group test and the count balance saw, in words (one string per group and per
+    #: parent name), for a root whose confidence comes from them rather than its own timing.
     group_note: str = ""
     balance_note: str = ""
 
@@ -1162,6 +1162,7 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
             f"the group's {len(group)} roots, started in {len(parents)} spans, together beat copies of "
             f"themselves moved in time (p = {group_p:.2g})"
         )
+        counted_notes: dict[str, str] = {}
         for sus, sc, q, bound in zip(group, scored, p_values, bounds, strict=True):
             if sc.posterior <= 0:
                 continue
@@ -1189,24 +1190,13 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
                 posterior = _with_share(posterior, prm.share, counted_share, balanced)
             counted = ""
             if balanced > 0.0:
-                counted = (
-                    f"{shape(c.parent.name)!r} spans each hold about {per_span:.0f} of these roots more than "
-                    "their length explains: a fixed number handed out by each"
+                name = shape(c.parent.name)
+                counted = counted_notes.get(name) or counted_notes.setdefault(
+                    name,
+                    f"{name!r} spans each hold about {per_span:.0f} of these roots more than their length "
+                    "explains: a fixed number handed out by each",
                 )
-            tested.append(
-                _Tested(
-                    orphan,
-                    posterior,
-                    q,
-                    balanced,
-                    share,
-                    gid,
-                    group_p,
-                    bound,
-                    f"{together}; alone, this one beats {1 - q:.0%} of its copies",
-                    counted,
-                )
-            )
+            tested.append(_Tested(orphan, posterior, q, balanced, share, gid, group_p, bound, together, counted))
     return tested
 
 
@@ -1297,7 +1287,10 @@ def _decide(tested: list[_Tested], model: ModelParams) -> list[Orphan]:
             # Where the confidence is the group's rather than the root's own, the evidence says so.
             notes: tuple[str, ...] = ()
             if cal > own:
-                notes = (t.balance_note,) if t.balanced >= lent else (t.group_note,)
+                if t.balanced >= lent:
+                    notes = (t.balance_note,)
+                else:
+                    notes = (f"{t.group_note}; alone, this one beats {1 - t.p_value:.0%} of its copies",)
             out.append(msgspec.structs.replace(t.orphan, confidence=conf, evidence=t.orphan.evidence + notes))
     return out
 

@@ -422,7 +422,7 @@ def test_a_confidence_that_comes_from_the_group_says_so() -> None:
     root = scored_root(0.2, "render", 1e-6, 1.0)
     lifted = [msgspec.structs.replace(root, group_note="together", balance_note="counted") for _ in range(29)]
     decided = m._decide(lifted, m.ModelParams(group_test=True))
-    assert all(o.evidence[-1:] == ("together",) for o in decided)
+    assert all(o.evidence[-1:] == ("together; alone, this one beats 80% of its copies",) for o in decided)
     counted = [msgspec.structs.replace(t, balanced=0.99) for t in lifted]
     assert all(o.evidence[-1:] == ("counted",) for o in m._decide(counted, m.ModelParams(group_test=False)))
     # A root surer on its own timing than its group is needs no word from the group.
