@@ -184,10 +184,6 @@ def _partitions(units: Iterable[Unit]) -> dict[Unit, Hashable]:
     return {u: uf.find(u) for u in units}
 
 
-_START, _END, _NAME, _TRACE, _UNIT, _KIND, _LINKS, _PARENT = (
-    attrgetter(f) for f in ("start", "end", "name", "trace_id", "unit", "kind", "links", "parent_span_id")
-)
-
 _NUMBERS = re.compile(r"\b(?=[0-9a-fA-F-]*[0-9])[0-9a-fA-F-]{8,}\b|[0-9]+")
 
 
@@ -694,9 +690,9 @@ _MAD_SCALE = 1.4826
 #: the least residual variance of a count (an integer's rounding: uniform over one unit).
 _BALANCE_MIN_SPANS = 5
 _COUNT_NOISE = 1.0 / 12.0
-#: Prior log-odds that a group is handed-over work: the mean of ``_SHARE_PRIOR``.
-_PRIOR_LOG_ODDS = math.log(1.0 / 3.0)
+#: Prior share of a group that is handed-over work, and its log-odds: the mean of ``_SHARE_PRIOR``.
 _PRIOR_SHARE = _SHARE_PRIOR[0] / sum(_SHARE_PRIOR)
+_PRIOR_LOG_ODDS = math.log(_PRIOR_SHARE / (1.0 - _PRIOR_SHARE))
 #: Log-odds below which a confidence is taken as zero (and ``exp`` cannot overflow).
 _LOG_ODDS_CAP = 700.0
 
