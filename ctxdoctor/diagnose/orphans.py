@@ -1148,21 +1148,18 @@ def _search_part(members: list[Span], part_suspects: list[Span], model: ModelPar
         share = 1.0 - min(1.0, sum(1 for x in p_values if x > _STOREY_LAMBDA) / ((1 - _STOREY_LAMBDA) * len(p_values)))
         # Roots that start inside one span share one coincidence (a burst of test cases all
         # landing in one long query): the group counts as many observations as distinct spans.
-        parents = {
-            sus.candidates[sc.weights.index(max(sc.weights))].parent.span_id
-            for sus, sc in zip(group, scored, strict=True)
-            if sc.posterior > 0
-        }
+        # Each root's likeliest parent (its first most weighted candidate), where it has one.
+        best = [max(range(len(sc.weights)), key=sc.weights.__getitem__) if sc.posterior > 0 else -1 for sc in scored]
+        parents = {sus.candidates[i].parent.span_id for sus, i in zip(group, best, strict=True) if i >= 0}
         gid, group_p = (id(members), *key), _group_p(p_values, len(parents))
         together = (
             f"the group's {len(group)} roots, started in {len(parents)} spans, together beat copies of "
             f"themselves moved in time (p = {group_p:.2g})"
         )
         counted_notes: dict[str, str] = {}
-        for sus, sc, q, bound in zip(group, scored, p_values, bounds, strict=True):
-            if sc.posterior <= 0:
+        for sus, sc, q, bound, i in zip(group, scored, p_values, bounds, best, strict=True):
+            if i < 0:
                 continue
-            i = max(range(len(sc.weights)), key=sc.weights.__getitem__)
             c = sus.candidates[i]
             bnd, why = boundary(sus.span.unit, c.parent.unit, c.rel)
             m_same = sum(1 for o in sus.candidates if shape(o.parent.name) == shape(c.parent.name))
